@@ -1,0 +1,72 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "vllmctl",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "vllmctl", targets: ["vllmctl"]),
+        .library(name: "VLLMCtlKit", targets: ["VLLMCtlKit"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // C libraries, found through pkg-config. shim.h also holds the typed wrappers for
+        // C variadics (curl_easy_setopt) that Swift cannot call.
+        .systemLibrary(
+            name: "CCurl",
+            pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]
+        ),
+        .systemLibrary(
+            name: "CLibSSH2",
+            pkgConfig: "libssh2",
+            providers: [.apt(["libssh2-1-dev"])]
+        ),
+        // All of vllmctl's logic.
+        .target(
+            name: "VLLMCtlKit",
+            dependencies: [
+                "CCurl",
+                "CLibSSH2",
+                .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // The command line: argument parsing and printing, calling into VLLMCtlKit.
+        .target(
+            name: "VLLMCtlCLI",
+            dependencies: [
+                "VLLMCtlKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        // Entry point only.
+        .executableTarget(name: "vllmctl", dependencies: ["VLLMCtlCLI"], swiftSettings: strict),
+        .testTarget(
+            name: "VLLMCtlKitTests",
+            dependencies: ["VLLMCtlKit", "VLLMCtlCLI"],
+            resources: [.copy("Fixtures")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["VLLMCtlKit", "VLLMCtlCLI"],
+            swiftSettings: strict
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

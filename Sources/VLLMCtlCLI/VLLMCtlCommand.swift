@@ -1,0 +1,22 @@
+import ArgumentParser
+import VLLMCtlKit
+
+/// The `vllmctl` command: subcommands only.
+public struct VLLMCtlCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "vllmctl",
+        abstract: "Run vLLM model servers on Slurm clusters and hand out connections that work.",
+        version: VLLMCtl.version,
+        subcommands: [DeployCommand.self, TemplatesCommand.self, ConfigCommand.self])
+
+    public init() {}
+}
+
+/// Options every command that talks to a cluster takes.
+struct ClusterOptions: ParsableArguments {
+    @Option(name: .long, help: "The configuration file (default: $VLLMCTL_CONFIG, else $XDG_CONFIG_HOME/vllmctl/config.yaml).")
+    var config: String?
+
+    @Option(name: .long, help: "The cluster profile to use (default: the configuration's default_cluster).")
+    var cluster: String?
+}

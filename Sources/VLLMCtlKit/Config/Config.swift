@@ -1,0 +1,260 @@
+import Foundation
+import Yams
+
+/// The user's configuration file: cluster profiles and model presets.
+public struct Config: Sendable, Equatable {
+    public var path: String?
+    public var defaultCluster: String?
+    public var clusters: [String: ClusterProfile]
+    public var models: [String: ModelPreset]
+
+    public init(path: String? = nil, defaultCluster: String? = nil, clusters: [String: ClusterProfile] = [:], models: [String: ModelPreset] = [:]) {
+        self.path = path
+        self.defaultCluster = defaultCluster
+        self.clusters = clusters
+        self.models = models
+    }
+
+    /// The profile named `name`, or the default one.
+    public func cluster(named name: String?) throws -> ClusterProfile {
+        if let name {
+            guard let profile = clusters[name] else {
+                throw VLLMCtlError.notFound(
+                    what: "cluster profile", name: name,
+                    hint: clusters.isEmpty
+                        ? "The configuration has no clusters; run `vllmctl config init` and edit it."
+                        : "Known clusters: \(clusters.keys.sorted().joined(separator: ", ")).")
+            }
+            return profile
+        }
+        if let defaultCluster {
+            return try cluster(named: defaultCluster)
+        }
+        if clusters.count == 1, let only = clusters.values.first { return only }
+        if clusters.isEmpty {
+            // No configuration: Slurm on this machine with the built-in defaults.
+            return ClusterProfile(name: "default")
+        }
+        throw VLLMCtlError.invalidInput(
+            "Several clusters are configured and none is the default",
+            hint: "Pass --cluster NAME, or set `default_cluster` in \(path ?? "the configuration").")
+    }
+}
+
+/// Where the configuration file is looked for.
+public enum ConfigLocation {
+    /// `--config`, else `$VLLMCTL_CONFIG`, else `$XDG_CONFIG_HOME/vllmctl/config.yaml`
+    /// (`~/.config/vllmctl/config.yaml`).
+    public static func resolve(explicit: String?, environment: [String: String]) -> (path: String, explicit: Bool) {
+        if let explicit { return (explicit, true) }
+        if let env = environment["VLLMCTL_CONFIG"], !env.isEmpty { return (env, true) }
+        return (configDirectory(environment: environment) + "/config.yaml", false)
+    }
+
+    public static func configDirectory(environment: [String: String]) -> String {
+        if let xdg = environment["XDG_CONFIG_HOME"], xdg.hasPrefix("/") { return xdg + "/vllmctl" }
+        return (environment["HOME"] ?? NSHomeDirectory()) + "/.config/vllmctl"
+    }
+
+    /// Loads the file. A missing default file gives an empty configuration; a missing file the
+    /// user named is an error.
+    public static func load(explicit: String?, environment: [String: String]) throws -> Config {
+        let (path, isExplicit) = resolve(explicit: explicit, environment: environment)
+        guard FileManager.default.fileExists(atPath: path) else {
+            if isExplicit {
+                throw VLLMCtlError.file(path: path, message: "no such configuration file. Create one with `vllmctl config init --config \(path)`")
+            }
+            return Config()
+        }
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw VLLMCtlError.file(path: path, message: "cannot be read: \(error.localizedDescription)")
+        }
+        return try ConfigParser(file: path).parse(text)
+    }
+}
+
+/// Reads the YAML node tree by hand so that every error can name the line and the key.
+public struct ConfigParser {
+    let file: String
+
+    public init(file: String) { self.file = file }
+
+    static let settingKeys: Set<String> = [
+        "partition", "account", "qos", "time", "constraint", "exclusive", "nodelist", "exclude", "nodes",
+        "gpus", "cpus", "memory", "gpu_request", "setup", "server_command", "template", "host", "bind_host",
+        "port", "model", "served_name", "dtype", "tensor_parallel_size", "pipeline_parallel_size",
+        "gpu_memory_utilization", "max_model_len", "guided_decoding_backend", "uvicorn_log_level",
+        "max_log_len", "vllm_args", "ready_timeout",
+    ]
+    static let clusterOnlyKeys: Set<String> = ["ssh_host", "workdir", "share_dir"]
+
+    public func parse(_ text: String) throws -> Config {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            throw yamlError(error)
+        }
+        var config = Config(path: file)
+        guard let root else { return config }
+        let top = try mapping(root, key: nil)
+        for (keyNode, value) in top {
+            let key = keyNode.string ?? ""
+            switch key {
+            case "default_cluster":
+                config.defaultCluster = try string(value, key: key)
+            case "clusters":
+                for (nameNode, body) in try mapping(value, key: key) {
+                    let name = nameNode.string ?? ""
+                    config.clusters[name] = try cluster(name: name, body)
+                }
+            case "models":
+                for (nameNode, body) in try mapping(value, key: key) {
+                    let name = nameNode.string ?? ""
+                    let settings = try settings(body, context: "models.\(name)", extra: [])
+                    guard settings.0.model != nil else {
+                        throw fail(body, key: "models.\(name).model", "the preset has no `model` (a Hugging Face id or a path)")
+                    }
+                    config.models[name] = ModelPreset(name: name, settings: settings.0)
+                }
+            default:
+                throw fail(keyNode, key: key, "unknown top-level key; expected default_cluster, clusters or models")
+            }
+        }
+        if let d = config.defaultCluster, config.clusters[d] == nil {
+            let node = top.first { $0.key.string == "default_cluster" }?.value
+            throw fail(node, key: "default_cluster", "names `\(d)`, which is not under `clusters`")
+        }
+        return config
+    }
+
+    private func cluster(name: String, _ node: Node) throws -> ClusterProfile {
+        let (defaults, extra) = try settings(node, context: "clusters.\(name)", extra: Self.clusterOnlyKeys)
+        return ClusterProfile(
+            name: name, sshHost: extra["ssh_host"], workdir: extra["workdir"], shareDir: extra["share_dir"],
+            defaults: defaults)
+    }
+
+    private func settings(_ node: Node, context: String, extra allowedExtra: Set<String>) throws
+        -> (DeploySettings, [String: String])
+    {
+        var s = DeploySettings()
+        var extra: [String: String] = [:]
+        for (keyNode, v) in try mapping(node, key: context) {
+            let key = keyNode.string ?? ""
+            let path = "\(context).\(key)"
+            if allowedExtra.contains(key) {
+                extra[key] = try string(v, key: path)
+                continue
+            }
+            guard Self.settingKeys.contains(key) else {
+                let allowed = (Self.settingKeys.union(allowedExtra)).sorted().joined(separator: ", ")
+                throw fail(keyNode, key: path, "unknown key; allowed here: \(allowed)")
+            }
+            switch key {
+            case "partition": s.partition = try string(v, key: path)
+            case "account": s.account = try string(v, key: path)
+            case "qos": s.qos = try string(v, key: path)
+            case "time": s.time = try string(v, key: path)
+            case "constraint": s.constraint = try string(v, key: path)
+            case "exclusive": s.exclusive = try bool(v, key: path)
+            case "nodelist": s.nodelist = try string(v, key: path)
+            case "exclude": s.exclude = try string(v, key: path)
+            case "nodes": s.nodes = try int(v, key: path)
+            case "gpus": s.gpus = try int(v, key: path)
+            case "cpus": s.cpus = try int(v, key: path)
+            case "memory": s.memory = try string(v, key: path)
+            case "gpu_request":
+                let text = try string(v, key: path)
+                guard let style = GPURequestStyle(rawValue: text) else {
+                    throw fail(v, key: path, "must be `gres` (--gres=gpu:N) or `gpus` (--gpus=N), not `\(text)`")
+                }
+                s.gpuRequest = style
+            case "setup": s.setup = try stringList(v, key: path, splitWords: false)
+            case "server_command": s.serverCommand = try stringList(v, key: path, splitWords: true)
+            case "template": s.template = try string(v, key: path)
+            case "host": s.host = try string(v, key: path)
+            case "bind_host": s.bindHost = try string(v, key: path)
+            case "port": s.port = try int(v, key: path)
+            case "model": s.model = try string(v, key: path)
+            case "served_name": s.servedName = try string(v, key: path)
+            case "dtype": s.dtype = try string(v, key: path)
+            case "tensor_parallel_size": s.tensorParallelSize = try int(v, key: path)
+            case "pipeline_parallel_size": s.pipelineParallelSize = try int(v, key: path)
+            case "gpu_memory_utilization": s.gpuMemoryUtilization = try double(v, key: path)
+            case "max_model_len": s.maxModelLen = try int(v, key: path)
+            case "guided_decoding_backend": s.guidedDecodingBackend = try string(v, key: path)
+            case "uvicorn_log_level": s.uvicornLogLevel = try string(v, key: path)
+            case "max_log_len": s.maxLogLen = try int(v, key: path)
+            case "vllm_args": s.vllmArgs = try stringList(v, key: path, splitWords: true)
+            case "ready_timeout": s.readyTimeout = try double(v, key: path)
+            default: break
+            }
+        }
+        return (s, extra)
+    }
+
+    // MARK: typed readers
+
+    private func mapping(_ node: Node, key: String?) throws -> [(key: Node, value: Node)] {
+        guard case .mapping(let m) = node else {
+            throw fail(node, key: key, "expected a mapping of `key: value` lines")
+        }
+        var seen = Set<String>()
+        for (k, _) in m {
+            let name = k.string ?? ""
+            if !seen.insert(name).inserted {
+                throw fail(k, key: key.map { "\($0).\(name)" } ?? name, "appears twice")
+            }
+        }
+        return m.map { ($0.key, $0.value) }
+    }
+
+    private func string(_ node: Node, key: String) throws -> String {
+        guard case .scalar(let s) = node else { throw fail(node, key: key, "expected a single value") }
+        return s.string
+    }
+
+    private func int(_ node: Node, key: String) throws -> Int {
+        guard case .scalar = node, let v = node.int else { throw fail(node, key: key, "expected a whole number") }
+        return v
+    }
+
+    private func double(_ node: Node, key: String) throws -> Double {
+        guard case .scalar = node, let v = node.float else { throw fail(node, key: key, "expected a number") }
+        return v
+    }
+
+    private func bool(_ node: Node, key: String) throws -> Bool {
+        guard case .scalar = node, let v = node.bool else { throw fail(node, key: key, "expected true or false") }
+        return v
+    }
+
+    private func stringList(_ node: Node, key: String, splitWords: Bool) throws -> [String] {
+        switch node {
+        case .sequence(let seq):
+            return try seq.map { try string($0, key: key) }
+        case .scalar(let s) where splitWords:
+            return s.string.split(separator: " ").map(String.init)
+        default:
+            throw fail(node, key: key, "expected a list, e.g. [\"a\", \"b\"]")
+        }
+    }
+
+    private func fail(_ node: Node?, key: String?, _ problem: String) -> VLLMCtlError {
+        .config(file: file, line: node?.mark?.line, key: key, problem: problem)
+    }
+
+    private func yamlError(_ error: YamlError) -> VLLMCtlError {
+        switch error {
+        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _),
+            .composer(_, let problem, let mark, _):
+            return .config(file: file, line: mark.line, key: nil, problem: "is not valid YAML: \(problem)")
+        default:
+            return .config(file: file, line: nil, key: nil, problem: "is not valid YAML: \(error)")
+        }
+    }
+}

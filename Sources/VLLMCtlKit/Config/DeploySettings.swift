@@ -1,0 +1,126 @@
+/// How a job asks for GPUs.
+public enum GPURequestStyle: String, Sendable, Codable {
+    /// `#SBATCH --gres=gpu:N`
+    case gres
+    /// `#SBATCH --gpus=N`
+    case gpus
+}
+
+/// Everything that shapes one deployment. A cluster profile, a model preset and the command
+/// line each fill some of these; `merged(over:)` layers them: flags over preset over profile.
+public struct DeploySettings: Sendable, Equatable {
+    // Scheduler
+    public var partition: String?
+    public var account: String?
+    public var qos: String?
+    public var time: String?
+    public var constraint: String?
+    public var exclusive: Bool?
+    public var nodelist: String?
+    public var exclude: String?
+    public var nodes: Int?
+    public var gpus: Int?
+    public var cpus: Int?
+    public var memory: String?
+    public var gpuRequest: GPURequestStyle?
+    // Job environment
+    public var setup: [String]?
+    public var serverCommand: [String]?
+    public var template: String?
+    /// The address written into the URL: `ip` (the node's first IP), `hostname`, or a literal.
+    public var host: String?
+    /// The address the server binds.
+    public var bindHost: String?
+    public var port: Int?
+    // vLLM
+    public var model: String?
+    public var servedName: String?
+    public var dtype: String?
+    public var tensorParallelSize: Int?
+    public var pipelineParallelSize: Int?
+    public var gpuMemoryUtilization: Double?
+    public var maxModelLen: Int?
+    public var guidedDecodingBackend: String?
+    public var uvicornLogLevel: String?
+    public var maxLogLen: Int?
+    public var vllmArgs: [String]?
+    // vllmctl
+    /// Seconds to wait for the server to become ready once the job runs.
+    public var readyTimeout: Double?
+
+    public init() {}
+
+    /// `self` where set, otherwise `base`. `setup` and `vllm_args` add up (base first), since a
+    /// preset's extra arguments complete a profile's rather than replace them.
+    public func merged(over base: DeploySettings) -> DeploySettings {
+        var out = DeploySettings()
+        out.partition = partition ?? base.partition
+        out.account = account ?? base.account
+        out.qos = qos ?? base.qos
+        out.time = time ?? base.time
+        out.constraint = constraint ?? base.constraint
+        out.exclusive = exclusive ?? base.exclusive
+        out.nodelist = nodelist ?? base.nodelist
+        out.exclude = exclude ?? base.exclude
+        out.nodes = nodes ?? base.nodes
+        out.gpus = gpus ?? base.gpus
+        out.cpus = cpus ?? base.cpus
+        out.memory = memory ?? base.memory
+        out.gpuRequest = gpuRequest ?? base.gpuRequest
+        out.setup = Self.concat(base.setup, setup)
+        out.serverCommand = serverCommand ?? base.serverCommand
+        out.template = template ?? base.template
+        out.host = host ?? base.host
+        out.bindHost = bindHost ?? base.bindHost
+        out.port = port ?? base.port
+        out.model = model ?? base.model
+        out.servedName = servedName ?? base.servedName
+        out.dtype = dtype ?? base.dtype
+        out.tensorParallelSize = tensorParallelSize ?? base.tensorParallelSize
+        out.pipelineParallelSize = pipelineParallelSize ?? base.pipelineParallelSize
+        out.gpuMemoryUtilization = gpuMemoryUtilization ?? base.gpuMemoryUtilization
+        out.maxModelLen = maxModelLen ?? base.maxModelLen
+        out.guidedDecodingBackend = guidedDecodingBackend ?? base.guidedDecodingBackend
+        out.uvicornLogLevel = uvicornLogLevel ?? base.uvicornLogLevel
+        out.maxLogLen = maxLogLen ?? base.maxLogLen
+        out.vllmArgs = Self.concat(base.vllmArgs, vllmArgs)
+        out.readyTimeout = readyTimeout ?? base.readyTimeout
+        return out
+    }
+
+    private static func concat(_ a: [String]?, _ b: [String]?) -> [String]? {
+        if a == nil && b == nil { return nil }
+        return (a ?? []) + (b ?? [])
+    }
+}
+
+/// A cluster: where Slurm runs and how jobs are shaped there.
+public struct ClusterProfile: Sendable, Equatable {
+    public var name: String
+    /// An SSH host (alias in ~/.ssh/config) to reach the login node; nil runs Slurm locally.
+    public var sshHost: String?
+    /// Where deployments keep their files on the cluster filesystem; `~` is the remote home.
+    public var workdir: String?
+    /// Where `vllmctl info --share` copies connection files for colleagues.
+    public var shareDir: String?
+    public var defaults: DeploySettings
+
+    public init(name: String, sshHost: String? = nil, workdir: String? = nil, shareDir: String? = nil, defaults: DeploySettings = .init()) {
+        self.name = name
+        self.sshHost = sshHost
+        self.workdir = workdir
+        self.shareDir = shareDir
+        self.defaults = defaults
+    }
+}
+
+/// A named model, like vec-inf's models file: what to serve and what it needs.
+public struct ModelPreset: Sendable, Equatable {
+    public var name: String
+    public var settings: DeploySettings
+
+    public init(name: String, settings: DeploySettings) {
+        self.name = name
+        self.settings = settings
+    }
+}

@@ -1,0 +1,117 @@
+import Foundation
+
+/// What a colleague needs to use a deployment: the seed's `server_connection_info.txt`.
+public struct ConnectionInfo: Sendable, Equatable, Codable {
+    public var host: String
+    public var port: Int
+    public var apiKey: String
+    public var servedModelName: String
+
+    public init(host: String, port: Int, apiKey: String, servedModelName: String) {
+        self.host = host
+        self.port = port
+        self.apiKey = apiKey
+        self.servedModelName = servedModelName
+    }
+
+    public var serverURL: String { "http://\(Self.urlHost(host)):\(port)" }
+    public var baseURL: String { serverURL + "/v1" }
+
+    /// IPv6 literals go in brackets inside URLs.
+    static func urlHost(_ host: String) -> String {
+        host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host
+    }
+
+    /// The curl command from the seed, for this server. It runs verbatim in a POSIX shell: the
+    /// model name is JSON-escaped, and then escaped for the single-quoted shell word.
+    public var curlCommand: String {
+        let model = Self.curlModelLiteral(servedModelName)
+        return """
+            curl -X POST "\(serverURL)/v1/completions" \\
+              -H "Content-Type: application/json" \\
+              -H "Authorization: Bearer \(apiKey)" \\
+              -d '{"model":"\(model)", "prompt":"Hello, world", "max_tokens":100}'
+            """
+    }
+
+    /// The file's text, byte for byte the seed's layout, ending with a newline.
+    public var text: String {
+        """
+        Server URL: \(serverURL)
+        API Key: \(apiKey)
+        Example curl command:
+        \(curlCommand)
+
+        """
+    }
+
+    /// The served name as it appears inside `-d '…'`: a JSON string body, with each `'`
+    /// closed, escaped and reopened for the shell.
+    public static func curlModelLiteral(_ name: String) -> String {
+        jsonStringBody(name).replacingOccurrences(of: "'", with: #"'\''"#)
+    }
+
+    /// `value` escaped as the inside of a JSON string.
+    public static func jsonStringBody(_ value: String) -> String {
+        var out = ""
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20:
+                out += String(format: "\\u%04x", scalar.value)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+
+    /// Shell exports for `eval`.
+    public var environmentExports: String {
+        "export OPENAI_BASE_URL=\(Shell.quote(baseURL)) OPENAI_API_KEY=\(Shell.quote(apiKey))\n"
+    }
+}
+
+/// The JSON sidecar the job writes beside the text file.
+public struct ConnectionRecord: Sendable, Equatable, Codable {
+    public var serverURL: String
+    public var apiKey: String
+    public var host: String
+    public var port: Int
+    public var model: String
+    public var servedModelName: String
+    public var jobID: String
+    public var node: String
+    public var startedAt: String
+    public var readyAt: String?
+    public var endedAt: String?
+
+    enum CodingKeys: String, CodingKey {
+        case serverURL = "server_url"
+        case apiKey = "api_key"
+        case host, port, model
+        case servedModelName = "served_model_name"
+        case jobID = "job_id"
+        case node
+        case startedAt = "started_at"
+        case readyAt = "ready_at"
+        case endedAt = "ended_at"
+    }
+
+    public var connection: ConnectionInfo {
+        ConnectionInfo(host: host, port: port, apiKey: apiKey, servedModelName: servedModelName)
+    }
+}
+
+/// File names inside a deployment's directory on the cluster.
+public enum DeploymentFiles {
+    public static let infoText = "server_connection_info.txt"
+    public static let infoJSON = "server_connection_info.json"
+    public static let apiKey = "api_key"
+    public static let script = "job.sbatch"
+    public static func stdout(jobID: String) -> String { "slurm-\(jobID).out" }
+    public static func stderr(jobID: String) -> String { "slurm-\(jobID).err" }
+}

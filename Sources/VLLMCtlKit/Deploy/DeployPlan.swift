@@ -1,0 +1,230 @@
+import Foundation
+
+/// A deployment fully decided and checked, before anything touches the cluster: the resolved
+/// settings, where its files go, and the values its template is rendered with.
+public struct DeployPlan: Sendable {
+    public static let jobNamePrefix = "vllmctl-"
+    public static let defaultTime = "02:00:00"
+    public static let defaultPort = 8000
+    public static let defaultReadyTimeout = 1800.0
+
+    public var name: String
+    public var cluster: String
+    public var settings: DeploySettings
+    public var model: String
+    public var servedName: String
+    public var deployDir: String
+    public var template: String
+
+    public var jobName: String { Self.jobNamePrefix + name }
+    public var scriptPath: String { deployDir + "/" + DeploymentFiles.script }
+    public var keyPath: String { deployDir + "/" + DeploymentFiles.apiKey }
+
+    /// Decides and validates. `workdir` is absolute; `stamp` makes the directory unique.
+    public init(name: String, cluster: String, settings: DeploySettings, workdir: String, stamp: String) throws {
+        guard let model = settings.model, !model.isEmpty else {
+            throw VLLMCtlError.invalidInput("No model was given", hint: "Pass a Hugging Face id, a path, or a preset name: `vllmctl deploy Qwen/Qwen2.5-14B-Instruct`.")
+        }
+        try Validate.name(name)
+        self.name = name
+        self.cluster = cluster
+        self.settings = settings
+        self.model = model
+        self.servedName = settings.servedName ?? model
+        self.template = settings.template ?? ScriptTemplates.defaultName
+        self.deployDir = workdir + "/" + name + "-" + stamp
+        try validate()
+    }
+
+    var gpus: Int { settings.gpus ?? 1 }
+    var parallelism: Int { (settings.tensorParallelSize ?? 1) * (settings.pipelineParallelSize ?? 1) }
+
+    private func validate() throws {
+        let s = settings
+        for (key, value) in [("partition", s.partition), ("account", s.account), ("qos", s.qos),
+                             ("constraint", s.constraint), ("nodelist", s.nodelist), ("exclude", s.exclude)] {
+            if let value { try Validate.sbatchValue(value, key: key) }
+        }
+        try Validate.path(deployDir, key: "workdir")
+        try Validate.time(s.time ?? Self.defaultTime)
+        if let memory = s.memory { try Validate.memory(memory) }
+        if gpus < 0 { throw VLLMCtlError.invalidInput("--gpus is \(gpus)", hint: "Ask for 0 or more GPUs.") }
+        if let nodes = s.nodes, nodes != 1 {
+            throw VLLMCtlError.invalidInput(
+                "\(nodes) nodes were asked for, but the `\(template)` template runs the server on one node",
+                hint: "Use tensor parallelism within one node (up to its GPU count), or a multi-node template of your own.")
+        }
+        if let tp = s.tensorParallelSize, tp < 1 {
+            throw VLLMCtlError.invalidInput("--tensor-parallel-size is \(tp)", hint: "It must be 1 or more.")
+        }
+        if let pp = s.pipelineParallelSize, pp < 1 {
+            throw VLLMCtlError.invalidInput("--pipeline-parallel-size is \(pp)", hint: "It must be 1 or more.")
+        }
+        if parallelism > 1 && gpus == 0 {
+            throw VLLMCtlError.invalidInput(
+                "Tensor parallel \(s.tensorParallelSize ?? 1) × pipeline parallel \(s.pipelineParallelSize ?? 1) needs \(parallelism) GPUs, but the job asks for none",
+                hint: "Pass --gpus \(parallelism), or lower the parallel sizes.")
+        }
+        if gpus > 0 && parallelism > gpus {
+            throw VLLMCtlError.invalidInput(
+                "Tensor parallel \(s.tensorParallelSize ?? 1) × pipeline parallel \(s.pipelineParallelSize ?? 1) needs \(parallelism) GPUs, but the job asks for \(gpus)",
+                hint: "Pass --gpus \(parallelism), or lower the parallel sizes.")
+        }
+        if let cpus = s.cpus, cpus < 1 { throw VLLMCtlError.invalidInput("--cpus is \(cpus)", hint: "Ask for 1 or more CPUs.") }
+        if let u = s.gpuMemoryUtilization, !(u > 0 && u <= 1) {
+            throw VLLMCtlError.invalidInput("--gpu-memory-utilization is \(u)", hint: "It is a fraction between 0 and 1, e.g. 0.9.")
+        }
+        let port = s.port ?? Self.defaultPort
+        if !(1...65535).contains(port) { throw VLLMCtlError.invalidInput("--port is \(port)", hint: "Use a port between 1 and 65535, e.g. 8000.") }
+        if let len = s.maxModelLen, len < 1 { throw VLLMCtlError.invalidInput("--max-model-len is \(len)", hint: "It must be a positive number of tokens.") }
+        if let host = s.host { try Validate.hostSetting(host) }
+        if let bind = s.bindHost { try Validate.hostSetting(bind) }
+        if (s.serverCommand ?? ["vllm", "serve"]).isEmpty {
+            throw VLLMCtlError.invalidInput("The server command is empty", hint: "Set `server_command`, e.g. [\"vllm\", \"serve\"].")
+        }
+        for arg in s.vllmArgs ?? [] {
+            let flag = arg.split(separator: "=").first.map(String.init) ?? arg
+            if flag == "--api-key" {
+                throw VLLMCtlError.invalidInput(
+                    "`--api-key` was given among the server's arguments, where every user of the cluster could read it",
+                    hint: "Drop it: vllmctl generates a key and hands it to the server through a 0600 file (or pass --api-key-file).")
+            }
+            if flag == "--port" || flag == "--host" {
+                throw VLLMCtlError.invalidInput("`\(flag)` was given among the server's arguments", hint: "Use vllmctl's --port / --bind-host (the job picks a free port itself).")
+            }
+        }
+    }
+
+    /// The server's argv, without `--port` (the job adds the port it picked).
+    public var serverArgv: [String] {
+        let s = settings
+        let command = s.serverCommand ?? ["vllm", "serve"]
+        var argv = command
+        if command.contains(where: { $0.hasSuffix("vllm.entrypoints.openai.api_server") }) {
+            argv += ["--model", model]
+        } else {
+            argv.append(model)
+        }
+        argv += ["--host", s.bindHost ?? "0.0.0.0", "--served-model-name", servedName]
+        if let v = s.dtype { argv += ["--dtype", v] }
+        if let v = s.tensorParallelSize { argv += ["--tensor-parallel-size", String(v)] }
+        if let v = s.pipelineParallelSize { argv += ["--pipeline-parallel-size", String(v)] }
+        if let v = s.gpuMemoryUtilization { argv += ["--gpu-memory-utilization", String(v)] }
+        if let v = s.maxModelLen { argv += ["--max-model-len", String(v)] }
+        if let v = s.guidedDecodingBackend { argv += ["--guided-decoding-backend", v] }
+        if let v = s.uvicornLogLevel { argv += ["--uvicorn-log-level", v] }
+        if let v = s.maxLogLen { argv += ["--max-log-len", String(v)] }
+        argv += s.vllmArgs ?? []
+        return argv
+    }
+
+    /// The values the template sees. Plain values are shell-quoted by the template engine;
+    /// the `#SBATCH` values were validated above.
+    public var renderContext: [String: Any] {
+        let s = settings
+        var c: [String: Any] = [
+            "job_name": jobName,
+            "deploy_dir": deployDir,
+            "stdout_path": deployDir + "/slurm-%j.out",
+            "stderr_path": deployDir + "/slurm-%j.err",
+            "time": s.time ?? Self.defaultTime,
+            "nodes": s.nodes ?? 1,
+            "setup": s.setup ?? [],
+            "server_argv": serverArgv,
+            "port": String(s.port ?? Self.defaultPort),
+            "host": s.host ?? "ip",
+            "model": model,
+            "served_name": servedName,
+            "json_model": ConnectionInfo.jsonStringBody(model),
+            "json_served_name": ConnectionInfo.jsonStringBody(servedName),
+            "curl_model": ConnectionInfo.curlModelLiteral(servedName),
+            "vllmctl_version": VLLMCtl.version,
+        ]
+        if gpus > 0 {
+            c["gpus"] = String(gpus)
+            c[(s.gpuRequest ?? .gres) == .gres ? "gpu_gres" : "gpu_gpus"] = true
+        }
+        if s.exclusive == true { c["exclusive"] = true }
+        let optional: [(String, String?)] = [
+            ("partition", s.partition), ("account", s.account), ("qos", s.qos), ("constraint", s.constraint),
+            ("nodelist", s.nodelist), ("exclude", s.exclude), ("memory", s.memory), ("cpus", s.cpus.map(String.init)),
+        ]
+        for (key, value) in optional { if let value, !value.isEmpty { c[key] = value } }
+        return c
+    }
+}
+
+public enum VLLMCtl {
+    public static let version = "0.1.0"
+}
+
+/// Checks on values before they reach a script or sbatch.
+public enum Validate {
+    /// Deployment names become job names and directory names.
+    public static func name(_ name: String) throws {
+        let ok = !name.isEmpty && name.count <= 64 && (name.first!.isLetter || name.first!.isNumber)
+        guard ok, name.unicodeScalars.allSatisfy({ CharacterSet.alphanumerics.contains($0) && $0.isASCII || "-_.".unicodeScalars.contains($0) }) else {
+            throw VLLMCtlError.invalidInput(
+                "`\(name)` cannot be a deployment name", hint: "Use letters, digits, `-`, `_` and `.`, starting with a letter or digit (--name).")
+        }
+    }
+
+    /// Derives a deployment name from a model id: `Qwen/Qwen2.5-14B-Instruct` → `qwen2.5-14b-instruct`.
+    public static func derivedName(from model: String) -> String {
+        let last = model.split(separator: "/").last.map(String.init) ?? model
+        var out = ""
+        for ch in last.lowercased() {
+            if ch.isASCII && (ch.isLetter || ch.isNumber || ch == "." || ch == "_") {
+                out.append(ch)
+            } else if out.last != "-" {
+                out.append("-")
+            }
+        }
+        out = String(out.trimmingCharacters(in: CharacterSet(charactersIn: "-._")).prefix(48))
+        return out.isEmpty ? "model" : out
+    }
+
+    /// Values on `#SBATCH` lines are read by Slurm, not by a shell: allow only what Slurm's
+    /// names, node lists and constraint expressions use.
+    public static func sbatchValue(_ value: String, key: String) throws {
+        let allowed = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.,:=@+-[]*&|()!")
+        guard !value.isEmpty, value.unicodeScalars.allSatisfy({ allowed.contains($0) }) else {
+            throw VLLMCtlError.invalidInput(
+                "The \(key) `\(value)` has characters Slurm does not use in a \(key)",
+                hint: "Check the value (letters, digits and _ . , : = @ + - [ ] * & | ( ) ! only).")
+        }
+    }
+
+    public static func path(_ path: String, key: String) throws {
+        guard path.hasPrefix("/"), !path.contains(where: { $0.isWhitespace || $0 == "%" || $0 == "\"" || $0 == "'" || $0 == "\\" }) else {
+            throw VLLMCtlError.invalidInput(
+                "The \(key) path `\(path)` cannot be used in an sbatch script",
+                hint: "Use an absolute path without spaces, quotes, backslashes or `%`.")
+        }
+    }
+
+    /// Slurm's time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S, or UNLIMITED.
+    public static func time(_ value: String) throws {
+        let patterns = [#"^\d+$"#, #"^\d+:\d{1,2}$"#, #"^\d+:\d{1,2}:\d{1,2}$"#, #"^\d+-\d{1,2}$"#,
+                        #"^\d+-\d{1,2}:\d{1,2}$"#, #"^\d+-\d{1,2}:\d{1,2}:\d{1,2}$"#, #"^(UNLIMITED|INFINITE)$"#]
+        guard patterns.contains(where: { value.range(of: $0, options: .regularExpression) != nil }) else {
+            throw VLLMCtlError.invalidInput(
+                "The time limit `\(value)` is not in a format Slurm reads",
+                hint: "Use HH:MM:SS (e.g. 02:00:00), D-HH:MM:SS (1-00:00:00) or minutes (90).")
+        }
+    }
+
+    public static func memory(_ value: String) throws {
+        guard value.range(of: #"^\d+[KMGTkmgt]?$"#, options: .regularExpression) != nil else {
+            throw VLLMCtlError.invalidInput("The memory request `\(value)` is not in Slurm's format", hint: "Use a number with an optional unit, e.g. 64G or 32000M.")
+        }
+    }
+
+    /// `ip`, `hostname`, or an address/hostname literal.
+    public static func hostSetting(_ value: String) throws {
+        let allowed = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:")
+        guard !value.isEmpty, value.unicodeScalars.allSatisfy({ allowed.contains($0) }) else {
+            throw VLLMCtlError.invalidInput("The host `\(value)` is not a host name or address", hint: "Use `ip`, `hostname`, or an address such as 10.1.2.3.")
+        }
+    }
+}

@@ -1,0 +1,252 @@
+import Foundation
+
+/// What the user asked `deploy` for.
+public struct DeployRequest: Sendable {
+    public var modelOrPreset: String
+    public var name: String?
+    public var flags: DeploySettings
+    public var apiKey: APIKey?
+    public var dryRun: Bool
+    public var wait: Bool
+
+    public init(modelOrPreset: String, name: String? = nil, flags: DeploySettings = .init(), apiKey: APIKey? = nil, dryRun: Bool = false, wait: Bool = true) {
+        self.modelOrPreset = modelOrPreset
+        self.name = name
+        self.flags = flags
+        self.apiKey = apiKey
+        self.dryRun = dryRun
+        self.wait = wait
+    }
+}
+
+/// What `deploy` produced.
+public struct DeployOutcome: Sendable {
+    public var plan: DeployPlan
+    public var script: String
+    public var record: DeploymentRecord?
+    public var connection: ConnectionInfo?
+}
+
+/// `vllmctl deploy`: plan, render, submit, follow, and wait until the server answers.
+public struct Deployer: Sendable {
+    public let context: Context
+    public let config: Config
+    public let profile: ClusterProfile
+    public let templates: ScriptTemplates
+
+    public init(context: Context, config: Config, profile: ClusterProfile, templates: ScriptTemplates) {
+        self.context = context
+        self.config = config
+        self.profile = profile
+        self.templates = templates
+    }
+
+    /// Resolves the request against the preset and profile into a checked plan.
+    public func plan(_ request: DeployRequest) async throws -> DeployPlan {
+        var settings = request.flags
+        var baseName: String
+        if let preset = config.models[request.modelOrPreset] {
+            settings = settings.merged(over: preset.settings.merged(over: profile.defaults))
+            baseName = preset.name
+        } else {
+            var model = DeploySettings()
+            model.model = request.modelOrPreset
+            settings = settings.merged(over: model.merged(over: profile.defaults))
+            baseName = Validate.derivedName(from: request.modelOrPreset)
+        }
+        if let name = request.name { baseName = name }
+        let workdir = try await resolveWorkdir()
+        let name = request.name ?? context.records.uniqueName(baseName, cluster: profile.name)
+        let stamp = Self.stamp(context.clock.now())
+        return try DeployPlan(name: name, cluster: profile.name, settings: settings, workdir: workdir, stamp: stamp)
+    }
+
+    func resolveWorkdir() async throws -> String {
+        let configured = profile.workdir ?? "~/vllmctl"
+        if configured.hasPrefix("~") {
+            let home = try await context.host.homeDirectory()
+            return home + configured.dropFirst()
+        }
+        return configured
+    }
+
+    static func stamp(_ date: Date) -> String {
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "UTC")
+        f.dateFormat = "yyyyMMdd-HHmmss"
+        return f.string(from: date) + "-" + String(UInt32.random(in: 0...0xFFFF), radix: 16)
+    }
+
+    public func render(_ plan: DeployPlan) throws -> String {
+        try templates.render(plan.template, context: plan.renderContext)
+    }
+
+    /// Runs the whole deployment. Throws `CancellationError` (job left running) when the
+    /// task is cancelled while waiting.
+    public func deploy(_ request: DeployRequest) async throws -> DeployOutcome {
+        let plan = try await plan(request)
+        let script = try render(plan)
+        if request.dryRun {
+            return DeployOutcome(plan: plan, script: script, record: nil, connection: nil)
+        }
+        let key = request.apiKey ?? APIKey.generate()
+        let host = context.host
+
+        try await host.makeDirectory(plan.deployDir, mode: 0o700)
+        let jobID: String
+        do {
+            try await host.writeFileAtomically(Data(key.value.utf8), to: plan.keyPath, mode: 0o600)
+            try await host.writeFileAtomically(Data(script.utf8), to: plan.scriptPath, mode: 0o600)
+            let sbatch = Sbatch(scriptPath: plan.scriptPath)
+            let result = try await host.run(sbatch.argv, input: nil, timeout: .seconds(60))
+            jobID = try Sbatch.parseJobID(result, argv: sbatch.argv)
+            if !result.stderr.isEmpty {
+                context.terminal.note("sbatch: " + result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+        } catch {
+            // Nothing half-made is left behind: no key file, no script, no empty directory.
+            try? await host.removeFile(plan.keyPath)
+            try? await host.removeFile(plan.scriptPath)
+            _ = try? await host.run(["rmdir", plan.deployDir], input: nil, timeout: .seconds(10))
+            throw error
+        }
+
+        var record = DeploymentRecord(
+            name: plan.name, cluster: plan.cluster, jobID: jobID, model: plan.model,
+            servedModelName: plan.servedName, deployDir: plan.deployDir, phase: .submitted,
+            createdAt: context.clock.now(), apiKey: key.value)
+        try context.records.save(record)
+        context.terminal.note("Submitted job \(jobID) (\(plan.jobName)) on \(profile.name); files in \(plan.deployDir)")
+
+        guard request.wait else {
+            return DeployOutcome(plan: plan, script: script, record: record, connection: nil)
+        }
+        let timeout = plan.settings.readyTimeout ?? DeployPlan.defaultReadyTimeout
+        let connection = try await waitUntilReady(plan: plan, jobID: jobID, key: key, readyTimeout: timeout)
+        record.phase = .ready
+        record.url = connection.record.serverURL
+        record.node = connection.record.node
+        record.port = connection.record.port
+        try context.records.save(record)
+        return DeployOutcome(plan: plan, script: script, record: record, connection: connection.record.connection)
+    }
+
+    struct Ready {
+        var record: ConnectionRecord
+    }
+
+    /// Follows the job from PENDING to RUNNING, then waits for the job to publish its
+    /// connection file and for the server to answer /health and /v1/models.
+    ///
+    /// Scheduler calls: every 2 s at first, backing off to every 10 s while the job is
+    /// pending; every 5 s while it runs (the connection file is read in between, which costs
+    /// the scheduler nothing).
+    func waitUntilReady(plan: DeployPlan, jobID: String, key: APIKey, readyTimeout: Double) async throws -> Ready {
+        let clock = context.clock
+        let started = clock.now()
+        var pendingInterval = 2.0
+        var nextPoll = started
+        var runningSince: Date?
+        var last: JobSnapshot?
+        var lastHTTPError: String?
+        let jsonPath = plan.deployDir + "/" + DeploymentFiles.infoJSON
+        let watcher = JobWatcher(host: context.host)
+
+        while true {
+            try Task.checkCancellation()
+            let now = clock.now()
+            if now >= nextPoll {
+                guard let job = try await watcher.snapshot(jobID: jobID) else {
+                    throw VLLMCtlError.jobEnded(jobID: jobID, state: "gone (neither squeue nor sacct knows it)", reason: nil, logTail: await logTail(plan: plan, jobID: jobID))
+                }
+                last = job
+                if job.state.isFinal || job.state == .completing {
+                    var state = job.state
+                    if job.state == .completing {
+                        // Let Slurm finish the job, then read its final state.
+                        try await clock.sleep(seconds: 1)
+                        state = try await watcher.snapshot(jobID: jobID)?.state ?? .completing
+                    }
+                    throw VLLMCtlError.jobEnded(jobID: jobID, state: state.rawValue, reason: job.reason, logTail: await logTail(plan: plan, jobID: jobID))
+                }
+                if job.state == .running {
+                    if runningSince == nil { runningSince = now }
+                    nextPoll = now.addingTimeInterval(5)
+                } else {
+                    nextPoll = now.addingTimeInterval(pendingInterval)
+                    pendingInterval = min(pendingInterval * 1.5, 10)
+                }
+            }
+            let elapsed = Int(now.timeIntervalSince(started))
+            if let job = last {
+                var line = "job \(jobID) \(job.state.rawValue)"
+                if job.state == .pending, !job.reason.isEmpty, job.reason != "None" { line += " (\(job.reason))" }
+                if job.state == .running { line += " on \(job.nodes), waiting for the server" }
+                context.terminal.progress(line + ", \(elapsed)s")
+            }
+            if let since = runningSince {
+                if let data = try await context.host.readFile(jsonPath),
+                    let info = try? JSONDecoder().decode(ConnectionRecord.self, from: data), info.jobID == jobID, info.endedAt == nil
+                {
+                    do {
+                        try await checkServer(info, key: key, servedName: plan.servedName)
+                        context.terminal.progress(nil)
+                        return Ready(record: info)
+                    } catch let error as VLLMCtlError {
+                        lastHTTPError = error.description
+                    }
+                }
+                if clock.now().timeIntervalSince(since) > readyTimeout {
+                    context.terminal.progress(nil)
+                    throw VLLMCtlError.notReady(jobID: jobID, waited: readyTimeout, detail: lastHTTPError ?? "the job has not published its connection file yet (the model may still be loading)")
+                }
+                try await clock.sleep(seconds: 0.1)
+            } else {
+                try await clock.sleep(seconds: max(0.1, min(0.5, nextPoll.timeIntervalSince(clock.now()))))
+            }
+        }
+    }
+
+    /// /health is 200 and /v1/models, with the key, lists the served name.
+    func checkServer(_ info: ConnectionRecord, key: APIKey, servedName: String) async throws {
+        let base = info.serverURL
+        let health = try await context.http.send(HTTPRequest(url: base + "/health", connectTimeout: 2, timeout: 5))
+        guard health.status == 200 else {
+            throw VLLMCtlError.http(url: base + "/health", message: "answered \(health.status)", hint: "")
+        }
+        let models = try await context.http.send(HTTPRequest(url: base + "/v1/models", connectTimeout: 2, timeout: 5).authorized(key))
+        guard models.status == 200 else {
+            throw VLLMCtlError.http(url: base + "/v1/models", message: "answered \(models.status) to the deployment's key", hint: "")
+        }
+        let names = ModelList.names(models.body)
+        guard names.contains(servedName) else {
+            throw VLLMCtlError.http(url: base + "/v1/models", message: "lists \(names) but not `\(servedName)`", hint: "")
+        }
+    }
+
+    /// The last lines of the job's stdout and stderr.
+    func logTail(plan: DeployPlan, jobID: String, lines: Int = 15) async -> String {
+        var parts: [String] = []
+        for file in [DeploymentFiles.stdout(jobID: jobID), DeploymentFiles.stderr(jobID: jobID)] {
+            let path = plan.deployDir + "/" + file
+            guard let data = try? await context.host.readFile(path) else { continue }
+            let text = String(decoding: data, as: UTF8.self)
+            let tail = text.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines + 1).joined(separator: "\n")
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            if !tail.isEmpty { parts.append("==> \(path) <==\n" + tail) }
+        }
+        return parts.joined(separator: "\n")
+    }
+}
+
+/// The OpenAI model list.
+public enum ModelList {
+    public static func names(_ body: Data) -> [String] {
+        struct List: Decodable {
+            struct Model: Decodable { var id: String }
+            var data: [Model]
+        }
+        return (try? JSONDecoder().decode(List.self, from: body))?.data.map(\.id) ?? []
+    }
+}

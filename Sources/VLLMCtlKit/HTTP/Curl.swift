@@ -1,0 +1,130 @@
+import CCurl
+import Foundation
+
+/// One libcurl easy handle. Not thread-safe: use it from one thread at a time.
+final class CurlEasy {
+    /// `curl_global_init` exactly once per process, before the first handle.
+    private static let globalInit: CURLcode = curl_global_init(Int(CURL_GLOBAL_ALL))
+
+    let handle: UnsafeMutableRawPointer
+    private var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+
+    init() throws {
+        _ = Self.globalInit
+        guard let handle = curl_easy_init() else {
+            throw VLLMCtlError.http(url: "", message: "libcurl could not create a handle", hint: "The machine may be out of memory.")
+        }
+        self.handle = handle
+    }
+
+    deinit { curl_easy_cleanup(handle) }
+
+    func set(_ option: CURLoption, _ value: Int) { _ = vc_setopt_long(handle, option, value) }
+    func set(_ option: CURLoption, _ value: String) {
+        // libcurl copies string options (since 7.17), so the temporary C string may go away.
+        _ = value.withCString { vc_setopt_str(handle, option, $0) }
+    }
+
+    /// Performs the transfer. `onBody` sees each piece of the body as it arrives and returns
+    /// false to abort. Returns the HTTP status and the response headers.
+    func perform(
+        _ request: HTTPRequest, onBody: @escaping (UnsafeRawBufferPointer) -> Bool
+    ) throws -> (status: Int, headers: [String: String]) {
+        curl_easy_reset(handle)
+        set(CURLOPT_NOSIGNAL, 1)
+        set(CURLOPT_URL, request.url)
+        set(CURLOPT_CONNECTTIMEOUT_MS, Int(request.connectTimeout * 1000))
+        if let total = request.timeout { set(CURLOPT_TIMEOUT_MS, Int(total * 1000)) }
+        set(CURLOPT_FOLLOWLOCATION, 0)
+        if let caCert = request.caCertificate { set(CURLOPT_CAINFO, caCert) }
+        errorBuffer.withUnsafeMutableBufferPointer { _ = vc_setopt_ptr(handle, CURLOPT_ERRORBUFFER, $0.baseAddress) }
+        errorBuffer[0] = 0
+
+        switch request.method {
+        case "GET": set(CURLOPT_HTTPGET, 1)
+        case "POST": set(CURLOPT_POST, 1)
+        default: set(CURLOPT_CUSTOMREQUEST, request.method)
+        }
+        let body = request.body ?? Data()
+        if request.method != "GET" {
+            set(CURLOPT_POSTFIELDSIZE_LARGE, body.count)
+        }
+
+        var headerList: UnsafeMutablePointer<curl_slist>? = nil
+        for (name, value) in request.headers {
+            headerList = curl_slist_append(headerList, "\(name): \(value)")
+        }
+        // vLLM answers quickly; do not wait for `100 Continue`.
+        headerList = curl_slist_append(headerList, "Expect:")
+        defer { curl_slist_free_all(headerList) }
+        _ = vc_setopt_slist(handle, CURLOPT_HTTPHEADER, headerList)
+
+        let sink = Sink(onBody: onBody)
+        let sinkPointer = Unmanaged.passUnretained(sink).toOpaque()
+        _ = vc_setopt_ptr(handle, CURLOPT_WRITEDATA, sinkPointer)
+        _ = vc_setopt_write_cb(handle) { data, size, count, user in
+            let sink = Unmanaged<Sink>.fromOpaque(user!).takeUnretainedValue()
+            let length = size * count
+            return sink.onBody(UnsafeRawBufferPointer(start: data, count: length)) ? length : 0
+        }
+        _ = vc_setopt_ptr(handle, CURLOPT_HEADERDATA, sinkPointer)
+        _ = vc_setopt_header_cb(handle) { data, size, count, user in
+            let sink = Unmanaged<Sink>.fromOpaque(user!).takeUnretainedValue()
+            let length = size * count
+            let line = String(decoding: UnsafeRawBufferPointer(start: data, count: length), as: UTF8.self)
+            if line.hasPrefix("HTTP/") { sink.headers = [:] }
+            if let colon = line.firstIndex(of: ":") {
+                let name = line[..<colon].lowercased()
+                let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
+                sink.headers[name] = value
+            }
+            return length
+        }
+
+        let code: CURLcode = body.withUnsafeBytes { raw in
+            if request.method != "GET" {
+                // COPYPOSTFIELDS copies the bytes, so they need not outlive this call.
+                _ = vc_setopt_ptr(handle, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!))
+            }
+            return curl_easy_perform(handle)
+        }
+        withExtendedLifetime(sink) {}
+        guard code == CURLE_OK else {
+            throw curlError(code, url: request.url)
+        }
+        var status = 0
+        _ = vc_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
+        return (status, sink.headers)
+    }
+
+    private func curlError(_ code: CURLcode, url: String) -> VLLMCtlError {
+        let detail = errorBuffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        let message = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
+        switch code {
+        case CURLE_COULDNT_CONNECT:
+            return .http(
+                url: url, message: "connection refused (\(message))",
+                hint: "Is the job running and its server up (`vllmctl status`)? If you go through a tunnel, is it open (`vllmctl tunnel`)?")
+        case CURLE_OPERATION_TIMEDOUT:
+            return .http(
+                url: url, message: "timed out (\(message))",
+                hint: "The server may be busy or unreachable from here; raise the timeout, ask for fewer tokens, or use `vllmctl tunnel`.")
+        case CURLE_COULDNT_RESOLVE_HOST:
+            return .http(url: url, message: "the host name does not resolve (\(message))", hint: "Check the URL, or reach the node through `vllmctl tunnel`.")
+        case CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CONNECT_ERROR, CURLE_SSL_CACERT_BADFILE:
+            return .http(url: url, message: "TLS failed (\(message))", hint: "Check --cacert, or use http:// for a server without TLS.")
+        case CURLE_WRITE_ERROR:
+            return .http(url: url, message: "the transfer was stopped (\(message))", hint: "")
+        case CURLE_RECV_ERROR, CURLE_PARTIAL_FILE, CURLE_GOT_NOTHING:
+            return .http(url: url, message: "the connection broke (\(message))", hint: "The server may have crashed; check `vllmctl logs`.")
+        default:
+            return .http(url: url, message: message, hint: "")
+        }
+    }
+
+    private final class Sink {
+        let onBody: (UnsafeRawBufferPointer) -> Bool
+        var headers: [String: String] = [:]
+        init(onBody: @escaping (UnsafeRawBufferPointer) -> Bool) { self.onBody = onBody }
+    }
+}

@@ -1,0 +1,52 @@
+/// API keys in the seed's format: `sk-` followed by 32 lowercase letters and digits.
+///
+/// 32 symbols from an alphabet of 36 carry log2(36^32) ≈ 165 bits.
+public struct APIKey: Sendable, Equatable, CustomStringConvertible {
+    public static let prefix = "sk-"
+    public static let length = 32
+    static let alphabet = Array("abcdefghijklmnopqrstuvwxyz0123456789")
+
+    /// The secret itself. Printing an `APIKey` shows only a redacted form.
+    public let value: String
+
+    /// Wraps a key given by the user, checking its shape.
+    public init(_ value: String) throws {
+        guard value.hasPrefix(Self.prefix), value.count >= Self.prefix.count + 16,
+            !value.contains(where: { $0.isWhitespace || $0 == "\"" || $0 == "'" || $0 == "\\" })
+        else {
+            throw VLLMCtlError.invalidInput(
+                "The API key given is not usable: it must start with `sk-` and have at least 16 more characters, without spaces or quotes",
+                hint: "Leave it out and vllmctl generates a strong one.")
+        }
+        self.value = value
+    }
+
+    private init(unchecked value: String) { self.value = value }
+
+    /// A new key drawn from `generator`. In the product this is `SystemRandomNumberGenerator`,
+    /// the operating system's CSPRNG (getrandom(2) on Linux); `Int.random(in:using:)` rejects
+    /// biased draws, so every symbol is uniform.
+    public static func generate<G: RandomNumberGenerator>(using generator: inout G) -> APIKey {
+        var symbols = ""
+        symbols.reserveCapacity(length)
+        for _ in 0..<length {
+            symbols.append(alphabet[Int.random(in: 0..<alphabet.count, using: &generator)])
+        }
+        return APIKey(unchecked: prefix + symbols)
+    }
+
+    /// A new key from the operating system's CSPRNG.
+    public static func generate() -> APIKey {
+        var system = SystemRandomNumberGenerator()
+        return generate(using: &system)
+    }
+
+    /// Whether `text` has the exact shape of a generated key.
+    public static func isGeneratedShape(_ text: String) -> Bool {
+        guard text.hasPrefix(prefix) else { return false }
+        let body = text.dropFirst(prefix.count)
+        return body.count == length && body.allSatisfy { alphabet.contains($0) }
+    }
+
+    public var description: String { "sk-…(redacted)" }
+}

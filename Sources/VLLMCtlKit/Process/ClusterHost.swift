@@ -1,0 +1,62 @@
+import Foundation
+
+/// What a program printed and how it ended.
+public struct CommandResult: Sendable, Equatable {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
+
+    public init(status: Int32, stdout: String, stderr: String) {
+        self.status = status
+        self.stdout = stdout
+        self.stderr = stderr
+    }
+}
+
+/// The machine where Slurm's commands run and where deployments keep their files: this machine
+/// (a login node) or, in remote mode, the login node at the other end of an SSH session.
+///
+/// Programs are given as argv. A local host runs them without a shell; a remote one quotes the
+/// argv exactly once for the remote shell. Secrets travel in `input` (stdin) or in files, never
+/// in argv.
+public protocol ClusterHost: Sendable {
+    /// A short name for messages, e.g. "local" or "login.example.org".
+    var displayName: String { get }
+
+    /// Runs `argv` and returns its output. Throws only when the program could not run or
+    /// timed out; a non-zero exit is reported in the result.
+    func run(_ argv: [String], input: String?, timeout: Duration) async throws -> CommandResult
+
+    /// The file's bytes, or nil when it does not exist.
+    func readFile(_ path: String) async throws -> Data?
+
+    /// Writes `data` to `path` so that readers see the old file or the whole new one, never a
+    /// part; the file has `mode` from the moment it exists.
+    func writeFileAtomically(_ data: Data, to path: String, mode: Int) async throws
+
+    /// Creates `path` and its parents with `mode` (existing directories are left as they are).
+    func makeDirectory(_ path: String, mode: Int) async throws
+
+    /// Removes a file; a missing file is not an error.
+    func removeFile(_ path: String) async throws
+
+    /// The absolute path of the user's home directory on that host.
+    func homeDirectory() async throws -> String
+}
+
+extension ClusterHost {
+    public func run(_ argv: [String], timeout: Duration = .seconds(60)) async throws -> CommandResult {
+        try await run(argv, input: nil, timeout: timeout)
+    }
+
+    /// Runs `argv` and returns stdout, throwing `commandFailed` on a non-zero exit.
+    public func output(_ argv: [String], input: String? = nil, timeout: Duration = .seconds(60)) async throws
+        -> String
+    {
+        let result = try await run(argv, input: input, timeout: timeout)
+        guard result.status == 0 else {
+            throw VLLMCtlError.commandFailed(argv: argv, status: result.status, stderr: result.stderr)
+        }
+        return result.stdout
+    }
+}

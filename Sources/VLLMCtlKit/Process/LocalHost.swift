@@ -1,0 +1,135 @@
+import Foundation
+import Subprocess
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Runs programs on this machine through swift-subprocess (argv, no shell) and uses the local
+/// filesystem.
+public struct LocalHost: ClusterHost {
+    public init() {}
+
+    public var displayName: String { "local" }
+
+    public func run(_ argv: [String], input: String?, timeout: Duration) async throws -> CommandResult {
+        guard let program = argv.first else {
+            throw VLLMCtlError.invalidInput("An empty command was given", hint: "This is a bug in vllmctl.")
+        }
+        let arguments = Arguments(Array(argv.dropFirst()))
+        let executable: Executable = program.contains("/") ? .path(.init(program)) : .name(program)
+        let limit = 64 << 20
+        return try await withThrowingTaskGroup(of: CommandResult?.self) { group in
+            group.addTask {
+                do {
+                    let result = try await Subprocess.run(
+                        executable, arguments: arguments,
+                        input: .string(input ?? ""),
+                        output: .string(limit: limit), error: .string(limit: limit))
+                    let status: Int32
+                    switch result.terminationStatus {
+                    case .exited(let code): status = code
+                    case .signaled(let signal): status = 128 + signal
+                    }
+                    return CommandResult(
+                        status: status, stdout: result.standardOutput, stderr: result.standardError)
+                } catch let error as SubprocessError {
+                    if "\(error)".contains("xecutable") || "\(error)".contains("No such file") {
+                        throw VLLMCtlError.commandNotFound(
+                            program,
+                            hint: "Is it installed and on PATH? Slurm's commands must run where vllmctl runs, or set `ssh_host` in the cluster profile.")
+                    }
+                    throw error
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let result = first else {
+                throw VLLMCtlError.commandTimedOut(
+                    argv: argv, seconds: Double(timeout.components.seconds))
+            }
+            return result
+        }
+    }
+
+    public func readFile(_ path: String) async throws -> Data? {
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        do {
+            return try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw VLLMCtlError.file(path: path, message: "cannot be read: \(error.localizedDescription)")
+        }
+    }
+
+    public func writeFileAtomically(_ data: Data, to path: String, mode: Int) async throws {
+        try LocalFiles.writeAtomically(data, to: path, mode: mode_t(mode))
+    }
+
+    public func makeDirectory(_ path: String, mode: Int) async throws {
+        do {
+            try FileManager.default.createDirectory(
+                atPath: path, withIntermediateDirectories: true,
+                attributes: [.posixPermissions: mode])
+        } catch {
+            throw VLLMCtlError.file(
+                path: path, message: "cannot create the directory: \(error.localizedDescription)")
+        }
+    }
+
+    public func removeFile(_ path: String) async throws {
+        if unlink(path) != 0 && errno != ENOENT {
+            throw VLLMCtlError.file(path: path, message: "cannot be removed: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    public func homeDirectory() async throws -> String {
+        FileManager.default.homeDirectoryForCurrentUser.path
+    }
+}
+
+/// Local file helpers shared by the local host and the local deployment records.
+public enum LocalFiles {
+    /// Writes through a temporary file in the same directory, created with `mode` (O_EXCL, so
+    /// it is never more open than `mode` for a moment), fsynced, then renamed over `path`.
+    public static func writeAtomically(_ data: Data, to path: String, mode: mode_t) throws {
+        let directory = (path as NSString).deletingLastPathComponent
+        let base = (path as NSString).lastPathComponent
+        var lastError: Int32 = 0
+        for _ in 0..<8 {
+            let suffix = String(UInt64.random(in: 0...UInt64.max), radix: 36)
+            let temp = (directory.isEmpty ? "." : directory) + "/.\(base).tmp-\(suffix)"
+            let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+            if fd < 0 {
+                lastError = errno
+                if lastError == EEXIST { continue }
+                break
+            }
+            var ok = fchmod(fd, mode) == 0
+            if ok {
+                ok = data.withUnsafeBytes { raw -> Bool in
+                    var offset = 0
+                    while offset < raw.count {
+                        let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
+                        if n < 0 {
+                            if errno == EINTR { continue }
+                            return false
+                        }
+                        offset += n
+                    }
+                    return true
+                }
+            }
+            if ok { ok = fsync(fd) == 0 }
+            lastError = errno
+            close(fd)
+            if ok && rename(temp, path) == 0 { return }
+            lastError = errno
+            unlink(temp)
+            break
+        }
+        throw VLLMCtlError.file(path: path, message: "cannot be written: \(String(cString: strerror(lastError)))")
+    }
+}

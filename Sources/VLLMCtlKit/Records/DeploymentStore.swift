@@ -1,0 +1,121 @@
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// vllmctl's own note of a deployment, kept on the machine where vllmctl runs.
+public struct DeploymentRecord: Sendable, Equatable, Codable {
+    public enum Phase: String, Sendable, Codable {
+        case submitted, ready, ended
+    }
+
+    public var name: String
+    public var cluster: String
+    public var jobID: String
+    public var model: String
+    public var servedModelName: String
+    public var deployDir: String
+    public var phase: Phase
+    public var createdAt: Date
+    public var url: String?
+    public var node: String?
+    public var port: Int?
+    /// The API key. The record file is 0600, like an SSH key.
+    public var apiKey: String
+    public var endedAt: Date?
+
+    enum CodingKeys: String, CodingKey {
+        case name, cluster
+        case jobID = "job_id"
+        case model
+        case servedModelName = "served_model_name"
+        case deployDir = "deploy_dir"
+        case phase
+        case createdAt = "created_at"
+        case url, node, port
+        case apiKey = "api_key"
+        case endedAt = "ended_at"
+    }
+
+    public var infoFile: String { deployDir + "/" + DeploymentFiles.infoText }
+}
+
+/// The local records: one 0600 JSON file per deployment under
+/// `$XDG_STATE_HOME/vllmctl/deployments/CLUSTER/JOBID.json`, each written atomically. Name
+/// allocation holds an flock so that two vllmctl processes never pick the same name.
+public struct DeploymentStore: Sendable {
+    public let directory: String
+
+    public init(directory: String) { self.directory = directory }
+
+    public static func defaultDirectory(environment: [String: String]) -> String {
+        if let dir = environment["VLLMCTL_STATE_DIR"], !dir.isEmpty { return dir }
+        if let xdg = environment["XDG_STATE_HOME"], xdg.hasPrefix("/") { return xdg + "/vllmctl/deployments" }
+        return (environment["HOME"] ?? NSHomeDirectory()) + "/.local/state/vllmctl/deployments"
+    }
+
+    private func clusterDir(_ cluster: String) -> String { directory + "/" + cluster }
+
+    public func save(_ record: DeploymentRecord) throws {
+        let dir = clusterDir(record.cluster)
+        try ensure(dir)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        let data = try encoder.encode(record)
+        try LocalFiles.writeAtomically(data + Data("\n".utf8), to: dir + "/\(record.jobID).json", mode: 0o600)
+    }
+
+    public func all(cluster: String) -> [DeploymentRecord] {
+        let dir = clusterDir(cluster)
+        guard let files = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return [] }
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return files.filter { $0.hasSuffix(".json") }.compactMap { file in
+            guard let data = FileManager.default.contents(atPath: dir + "/" + file) else { return nil }
+            return try? decoder.decode(DeploymentRecord.self, from: data)
+        }.sorted { $0.createdAt < $1.createdAt }
+    }
+
+    /// Finds a record by job id or name (the newest with that name).
+    public func find(_ idOrName: String, cluster: String) -> DeploymentRecord? {
+        let records = all(cluster: cluster)
+        return records.first { $0.jobID == idOrName } ?? records.last { $0.name == idOrName }
+    }
+
+    /// Runs `body` holding an exclusive lock on this cluster's records.
+    public func withLock<T>(cluster: String, _ body: () throws -> T) throws -> T {
+        let dir = clusterDir(cluster)
+        try ensure(dir)
+        let fd = open(dir + "/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw VLLMCtlError.file(path: dir + "/.lock", message: "cannot be opened: \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        while flock(fd, LOCK_EX) != 0 {
+            if errno != EINTR {
+                throw VLLMCtlError.file(path: dir + "/.lock", message: "cannot be locked: \(String(cString: strerror(errno)))")
+            }
+        }
+        defer { flock(fd, LOCK_UN) }
+        return try body()
+    }
+
+    /// `base`, or `base-2`, `base-3`… so that no deployment that has not ended shares it.
+    public func uniqueName(_ base: String, cluster: String) -> String {
+        let taken = Set(all(cluster: cluster).filter { $0.phase != .ended }.map(\.name))
+        if !taken.contains(base) { return base }
+        var n = 2
+        while taken.contains("\(base)-\(n)") { n += 1 }
+        return "\(base)-\(n)"
+    }
+
+    private func ensure(_ dir: String) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw VLLMCtlError.file(path: dir, message: "cannot create the directory: \(error.localizedDescription)")
+        }
+    }
+}

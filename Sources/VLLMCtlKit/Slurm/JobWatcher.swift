@@ -1,0 +1,44 @@
+import Foundation
+
+/// Asks the scheduler about jobs with as few calls as it can: squeue while a job is queued or
+/// running, then sacct once it has left the queue.
+public struct JobWatcher: Sendable {
+    public let host: any ClusterHost
+    public let timeout: Duration
+
+    public init(host: any ClusterHost, timeout: Duration = .seconds(30)) {
+        self.host = host
+        self.timeout = timeout
+    }
+
+    /// How many scheduler calls this watcher made (for the benchmark and tests).
+    public static let calls = Counter()
+
+    /// The job's state now. A job squeue no longer knows is looked up in sacct; one neither
+    /// knows is reported as nil.
+    public func snapshot(jobID: String) async throws -> JobSnapshot? {
+        let squeue = Squeue(jobIDs: [jobID])
+        Self.calls.increment()
+        let result = try await host.run(squeue.argv, input: nil, timeout: timeout)
+        if result.status == 0, let job = Squeue.parse(result.stdout).first(where: { $0.jobID == jobID }) {
+            return job
+        }
+        if result.status != 0 && !Squeue.isInvalidJobError(result.stderr) {
+            throw VLLMCtlError.commandFailed(argv: squeue.argv, status: result.status, stderr: result.stderr)
+        }
+        let sacct = Sacct(jobIDs: [jobID])
+        Self.calls.increment()
+        let accounting = try await host.run(sacct.argv, input: nil, timeout: timeout)
+        guard accounting.status == 0 else { return nil }
+        return Sacct.parse(accounting.stdout).first { $0.jobID == jobID }
+    }
+}
+
+/// A thread-safe counter.
+public final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+    public init() {}
+    public func increment() { lock.withLock { value += 1 } }
+    public var count: Int { lock.withLock { value } }
+}

@@ -1,0 +1,75 @@
+import Foundation
+
+/// The one error type of the library. Every case reads as a sentence a user can act on:
+/// what happened, then what to do next.
+public enum VLLMCtlError: Error, Equatable, Sendable {
+    /// A configuration file is malformed. `line` is 1-based when known.
+    case config(file: String, line: Int?, key: String?, problem: String)
+    /// The user asked for something that cannot work; `hint` says what would.
+    case invalidInput(String, hint: String)
+    /// A program could not be started at all.
+    case commandNotFound(String, hint: String)
+    /// A program ran and failed.
+    case commandFailed(argv: [String], status: Int32, stderr: String)
+    /// A program did not answer in time.
+    case commandTimedOut(argv: [String], seconds: Double)
+    /// Slurm refused or reported something in its own words; `explanation` says it plainly.
+    case slurm(message: String, explanation: String)
+    /// The job ended before the server became ready.
+    case jobEnded(jobID: String, state: String, reason: String?, logTail: String)
+    /// The server did not become ready in time.
+    case notReady(jobID: String, waited: Double, detail: String)
+    /// An HTTP exchange failed below HTTP (connect, TLS, timeout).
+    case http(url: String, message: String, hint: String)
+    /// A file could not be read or written.
+    case file(path: String, message: String)
+    /// A deployment or template could not be found.
+    case notFound(what: String, name: String, hint: String)
+    /// The user interrupted a wait.
+    case interrupted(String)
+}
+
+extension VLLMCtlError: CustomStringConvertible, LocalizedError {
+    public var errorDescription: String? { description }
+
+    public var description: String {
+        switch self {
+        case .config(let file, let line, let key, let problem):
+            var place = file
+            if let line { place += ":\(line)" }
+            let keyPart = key.map { " (key `\($0)`)" } ?? ""
+            return "\(place): \(problem)\(keyPart). Fix the file, or run `vllmctl config init --force` to start from a commented example."
+        case .invalidInput(let message, let hint):
+            return "\(message). \(hint)"
+        case .commandNotFound(let program, let hint):
+            return "`\(program)` was not found. \(hint)"
+        case .commandFailed(let argv, let status, let stderr):
+            let err = stderr.trimmingCharacters(in: .whitespacesAndNewlines)
+            return "`\(argv.joined(separator: " "))` failed with exit status \(status)"
+                + (err.isEmpty ? "." : ": \(err)")
+        case .commandTimedOut(let argv, let seconds):
+            return "`\(argv.first ?? "")` did not answer within \(Int(seconds)) s. The Slurm controller may be overloaded or down; try again, or ask your cluster admins."
+        case .slurm(let message, let explanation):
+            return "Slurm said: \(message.trimmingCharacters(in: .whitespacesAndNewlines))\n\(explanation)"
+        case .jobEnded(let jobID, let state, let reason, let logTail):
+            var text = "Job \(jobID) ended as \(state)"
+            if let reason, !reason.isEmpty, reason != "None" { text += " (\(reason))" }
+            text += " before the server was ready."
+            if !logTail.isEmpty {
+                text += "\nLast lines of its log:\n" + logTail
+            }
+            text += "\nFix the cause above and deploy again; `vllmctl logs \(jobID)` shows the whole log."
+            return text
+        case .notReady(let jobID, let waited, let detail):
+            return "The server of job \(jobID) was not ready after \(Int(waited)) s: \(detail). The job is still running: watch it with `vllmctl logs \(jobID) --follow`, or cancel it with `vllmctl teardown \(jobID)`. Raise the wait with `--timeout`."
+        case .http(let url, let message, let hint):
+            return "\(url): \(message). \(hint)"
+        case .file(let path, let message):
+            return "\(path): \(message)"
+        case .notFound(let what, let name, let hint):
+            return "No \(what) named `\(name)`. \(hint)"
+        case .interrupted(let message):
+            return message
+        }
+    }
+}

@@ -1,0 +1,84 @@
+import Testing
+@testable import VLLMCtlKit
+
+@Suite struct SlurmParsingTests {
+    @Test func squeueFixtureFromTheLocalCluster() throws {
+        let jobs = Squeue.parse(try fixture("squeue-live.txt"))
+        #expect(jobs.count == 3)
+        let running = try #require(jobs.first { $0.name == "vllmctl-running" })
+        #expect(running.state == .running)
+        #expect(running.nodes == "vm")
+        #expect(running.reason == "None")
+        let held = try #require(jobs.first { $0.name == "vllmctl-held" })
+        #expect(held.state == .pending)
+        #expect(held.reason == "JobHeldUser")
+        // A `|` in a job name does not shift the fields.
+        let odd = try #require(jobs.first { $0.name == "vllmctl-wants|all" })
+        #expect(odd.state == .pending)
+        #expect(odd.reason == "BeginTime")
+        #expect(odd.timeLeft == "UNLIMITED")
+    }
+
+    @Test func squeueInvalidJobMessage() throws {
+        #expect(Squeue.isInvalidJobError(try fixture("squeue-invalid-job.txt")))
+        #expect(!Squeue.isInvalidJobError("squeue: error: Unable to contact slurm controller"))
+    }
+
+    @Test func sacctFixtureFromTheLocalCluster() throws {
+        let jobs = Sacct.parse(try fixture("sacct-ended.txt"))
+        let states = Dictionary(uniqueKeysWithValues: jobs.map { ($0.name, $0.state) })
+        #expect(states["vllmctl-done"] == .completed)
+        #expect(states["vllmctl-failed"] == .failed)
+        #expect(states["vllmctl-cancelled"] == .cancelled)
+        #expect(jobs.first { $0.name == "vllmctl-failed" }?.exitCode == "3:0")
+    }
+
+    @Test func sacctNameWithSeparator() {
+        let jobs = Sacct.parse("42|a|b|alice|TIMEOUT|TimeLimit|n1|01:00:00|0:15\n")
+        #expect(jobs == [JobSnapshot(jobID: "42", name: "a|b", user: "alice", state: .timeout, reason: "TimeLimit", nodes: "n1", elapsed: "01:00:00", exitCode: "0:15")])
+    }
+
+    @Test(arguments: JobState.allCases.filter { $0 != .unknown })
+    func everyLongStateParses(_ state: JobState) {
+        #expect(JobState(slurm: state.rawValue) == state)
+    }
+
+    @Test func shortCodesAndDecorations() {
+        let codes: [String: JobState] = [
+            "PD": .pending, "R": .running, "CG": .completing, "CD": .completed, "CA": .cancelled, "F": .failed,
+            "TO": .timeout, "OOM": .outOfMemory, "NF": .nodeFail, "BF": .bootFail, "PR": .preempted,
+            "S": .suspended, "CF": .configuring, "DL": .deadline, "RQ": .requeued, "SE": .specialExit,
+        ]
+        for (code, state) in codes { #expect(JobState(slurm: code) == state) }
+        #expect(JobState(slurm: "CANCELLED by 1000") == .cancelled)
+        #expect(JobState(slurm: "COMPLETED+") == .completed)
+        #expect(JobState(slurm: "WEIRD") == .unknown)
+    }
+
+    @Test func failureStatesEndADeployment() {
+        for state in [JobState.failed, .cancelled, .timeout, .outOfMemory, .nodeFail, .bootFail, .deadline] {
+            #expect(state.isFailure)
+        }
+        for state in [JobState.pending, .running, .configuring, .completing, .suspended] {
+            #expect(!state.isFinal)
+        }
+    }
+
+    @Test func sbatchOutput() throws {
+        let argv = Sbatch(scriptPath: "/x").argv
+        #expect(argv == ["sbatch", "--parsable", "/x"])
+        #expect(try Sbatch.parseJobID(CommandResult(status: 0, stdout: "1234\n", stderr: ""), argv: argv) == "1234")
+        #expect(try Sbatch.parseJobID(CommandResult(status: 0, stdout: "1234;cluster\n", stderr: ""), argv: argv) == "1234")
+        // A warning on stderr with exit 0 is success.
+        #expect(try Sbatch.parseJobID(CommandResult(status: 0, stdout: "77\n", stderr: "sbatch: warning: can't honor --ntasks-per-node\n"), argv: argv) == "77")
+    }
+
+    @Test func sbatchErrorsInPlainWords() {
+        let error = #expect(throws: VLLMCtlError.self) {
+            try Sbatch.parseJobID(CommandResult(status: 1, stdout: "", stderr: "sbatch: error: Batch job submission failed: Invalid partition name specified\n"), argv: [])
+        }
+        let text = error.map { "\($0)" } ?? ""
+        #expect(text.contains("Invalid partition name specified"))
+        #expect(text.contains("sinfo -s"))
+    }
+}

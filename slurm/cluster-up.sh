@@ -1,0 +1,483 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# Bring up a single-node Slurm cluster on 127.0.0.1 (slurmctld, slurmd, slurmdbd +
+# MariaDB, munge) and two loopback sshds (2222: OpenSSH defaults, 2223: legacy
+# ssh-rsa allowed). Idempotent: a rerun on a healthy cluster changes nothing.
+#
+# Slurm config goes to /etc/slurm; every other piece of state lives in
+# $REPO/.cluster (munge's socket stays at its default /run/munge).
+set -euo pipefail
+
+# shellcheck source=lib.sh
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+
+T0=$SECONDS
+
+((EUID == 0)) || die "cluster-up.sh must run as root (it writes /etc/slurm and starts daemons)"
+
+bash "$SLURM_DIR/install-deps.sh" || die "installing packages failed (see above); fix apt and rerun $0"
+
+umask 022
+mkdir -p "$RUN_DIR" "$LOG_DIR" "$SPOOL_DIR/slurmctld" "$SPOOL_DIR/slurmd" "$GEN_DIR" \
+    "$DEV_DIR" "$MUNGE_DIR" "$MYSQL_DIR" "$SSH_DIR" "$STATE/deployments" "$ETC_SLURM"
+chmod 0700 "$MUNGE_DIR" "$MYSQL_DIR" "$SSH_DIR"
+
+# fail MESSAGE LOGFILE...: print MESSAGE, the tails of the logs, and exit.
+fail() {
+    local msg=$1 f
+    shift
+    for f in "$@"; do show_log "$f" 25; done
+    die "$msg (logs: $LOG_DIR; stop everything with slurm/cluster-down.sh, then rerun slurm/cluster-up.sh)"
+}
+
+# install_if_changed SRC DEST MODE: atomically copy SRC to DEST when they differ.
+# Returns 0 when DEST changed, 1 when it was already identical.
+install_if_changed() {
+    local src=$1 dest=$2 mode=$3
+    if [[ -f $dest ]] && cmp -s "$src" "$dest"; then
+        chmod "$mode" "$dest"
+        return 1
+    fi
+    local tmp
+    tmp=$(mktemp "$dest.tmp.XXXXXX")
+    cat "$src" >"$tmp"
+    chmod "$mode" "$tmp"
+    mv -f "$tmp" "$dest"
+    return 0
+}
+
+# ---------------------------------------------------------------------------
+# 0. A cluster started from another clone of the repo (another .cluster dir)?
+# ---------------------------------------------------------------------------
+MARKER='# vllmctl-state:'
+if [[ -f $ETC_SLURM/slurm.conf ]]; then
+    other=$(sed -n "s|^$MARKER ||p" "$ETC_SLURM/slurm.conf" | head -n1)
+    if [[ -n $other && $other != "$STATE" ]]; then
+        log "/etc/slurm belongs to another clone ($other); stopping that cluster first"
+        stop_cluster "$other"
+    fi
+fi
+
+# Slurm resolves the node's own name; make sure it does (most machines already map
+# their hostname in /etc/hosts).
+if ! getent hosts "$NODE" >/dev/null 2>&1; then
+    log "hostname $NODE does not resolve; adding '127.0.0.1 $NODE' to /etc/hosts"
+    printf '127.0.0.1\t%s\t# added by vllmctl slurm/cluster-up.sh\n' "$NODE" >>/etc/hosts
+fi
+
+# ---------------------------------------------------------------------------
+# 1. Secrets, keys and fake GPU device nodes (created once, kept across runs)
+# ---------------------------------------------------------------------------
+if [[ ! -s $MUNGE_KEY ]]; then
+    log "creating munge key"
+    dd if=/dev/urandom of="$MUNGE_KEY.tmp" bs=1024 count=1 status=none
+    chmod 0400 "$MUNGE_KEY.tmp"
+    mv -f "$MUNGE_KEY.tmp" "$MUNGE_KEY"
+fi
+chmod 0400 "$MUNGE_KEY"
+
+if [[ ! -s $MYSQL_PASS_FILE ]]; then
+    (umask 077 && head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 24 >"$MYSQL_PASS_FILE")
+fi
+DB_PASS=$(cat "$MYSQL_PASS_FILE")
+
+# Slurm 22.05 drops GPUs whose File= does not exist, so give it 4 character
+# devices (same numbers as /dev/null). Fall back to /dev if mknod is refused here.
+GPU_DIR=$DEV_DIR
+make_gpu_nodes() {
+    local dir=$1 i
+    mkdir -p "$dir" || return 1
+    for ((i = 0; i < NODE_GPUS; i++)); do
+        [[ -c $dir/nvidia$i ]] && continue
+        rm -f "$dir/nvidia$i"
+        mknod -m 0666 "$dir/nvidia$i" c 1 3 2>/dev/null || return 1
+    done
+}
+if ! make_gpu_nodes "$DEV_DIR"; then
+    GPU_DIR=/dev/vllmctl-gpus
+    warn "mknod refused in $DEV_DIR; using $GPU_DIR for the fake GPU device nodes"
+    make_gpu_nodes "$GPU_DIR" || die "cannot create fake GPU device nodes (mknod c 1 3) in $DEV_DIR or $GPU_DIR"
+fi
+
+gen_key() { # gen_key FILE TYPE [PASSPHRASE]
+    local file=$1 type=$2 pass=${3:-} bits=()
+    [[ -s $file && -s $file.pub ]] && return 0
+    rm -f "$file" "$file.pub"
+    [[ $type == rsa ]] && bits=(-b 3072)
+    ssh-keygen -q -t "$type" "${bits[@]}" -N "$pass" -C "vllmctl-local-$(basename "$file")" -f "$file" </dev/null
+}
+for t in ed25519 ecdsa rsa; do
+    gen_key "$SSH_DIR/ssh_host_${t}_key" "$t"
+    gen_key "$SSH_DIR/id_$t" "$t"
+done
+if [[ ! -s $SSH_DIR/passphrase.txt ]]; then
+    (umask 077 && head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 20 >"$SSH_DIR/passphrase.txt")
+    rm -f "$SSH_DIR/id_ed25519_enc" "$SSH_DIR/id_ed25519_enc.pub"
+fi
+gen_key "$SSH_DIR/id_ed25519_enc" ed25519 "$(cat "$SSH_DIR/passphrase.txt")"
+chmod 0600 "$SSH_DIR"/ssh_host_*_key "$SSH_DIR"/id_ed25519 "$SSH_DIR"/id_ecdsa "$SSH_DIR"/id_rsa "$SSH_DIR"/id_ed25519_enc
+
+# ---------------------------------------------------------------------------
+# 2. Render configuration
+# ---------------------------------------------------------------------------
+cat >"$GEN_DIR/slurm.conf" <<EOF
+$MARKER $STATE
+# Generated by slurm/cluster-up.sh -- do not edit; rerun cluster-up.sh instead.
+ClusterName=$CLUSTER_NAME
+SlurmctldHost=$NODE(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort=$SLURMCTLD_PORT
+SlurmdPort=$SLURMD_PORT
+AuthType=auth/munge
+CredType=cred/munge
+MpiDefault=none
+SwitchType=switch/none
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+ReturnToService=2
+MailProg=/bin/true
+StateSaveLocation=$SPOOL_DIR/slurmctld
+SlurmdSpoolDir=$SPOOL_DIR/slurmd
+SlurmctldPidFile=$SLURMCTLD_PID
+SlurmdPidFile=$SLURMD_PID
+SlurmctldLogFile=$LOG_DIR/slurmctld.log
+SlurmdLogFile=$LOG_DIR/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+SlurmctldTimeout=120
+SlurmdTimeout=300
+InactiveLimit=0
+KillWait=5
+MinJobAge=10
+Waittime=0
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=1000
+GresTypes=gpu
+SlurmdParameters=config_overrides
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort=$SLURMDBD_PORT
+AccountingStorageTRES=gres/gpu
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=30
+JobCompType=jobcomp/none
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$NODE_CPUS RealMemory=$NODE_MEM Gres=gpu:$NODE_GPUS State=UNKNOWN
+PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+EOF
+
+cat >"$GEN_DIR/gres.conf" <<EOF
+# Generated by slurm/cluster-up.sh. Fake GPUs: character devices c 1 3 (like /dev/null).
+AutoDetect=off
+NodeName=$NODE Name=gpu File=$GPU_DIR/nvidia[0-$((NODE_GPUS - 1))]
+EOF
+
+cat >"$GEN_DIR/slurmdbd.conf" <<EOF
+# Generated by slurm/cluster-up.sh -- do not edit; rerun cluster-up.sh instead.
+AuthType=auth/munge
+DbdHost=$NODE
+DbdAddr=127.0.0.1
+DbdPort=$SLURMDBD_PORT
+SlurmUser=root
+DebugLevel=info
+LogFile=$LOG_DIR/slurmdbd.log
+PidFile=$SLURMDBD_PID
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$MYSQL_PORT
+StorageUser=slurm
+StoragePass=$DB_PASS
+StorageLoc=slurm_acct_db
+EOF
+chmod 0600 "$GEN_DIR/slurmdbd.conf"
+
+SLURM_CHANGED=0
+install_if_changed "$GEN_DIR/slurm.conf" "$ETC_SLURM/slurm.conf" 0644 && SLURM_CHANGED=1
+install_if_changed "$GEN_DIR/gres.conf" "$ETC_SLURM/gres.conf" 0644 && SLURM_CHANGED=1
+install_if_changed "$GEN_DIR/slurmdbd.conf" "$ETC_SLURM/slurmdbd.conf" 0600 && SLURM_CHANGED=1
+chown root:root "$ETC_SLURM/slurmdbd.conf"
+
+if ((SLURM_CHANGED)); then
+    log "Slurm config in $ETC_SLURM changed; (re)starting the Slurm daemons with it"
+    stop_daemon slurmd "$SLURMD_PID" slurmd "$STATE/" 30
+    stop_daemon slurmctld "$SLURMCTLD_PID" slurmctld "$STATE/" 30
+    stop_daemon slurmdbd "$SLURMDBD_PID" slurmdbd "$STATE/" 30
+fi
+
+# sshd configs (two ports) ------------------------------------------------------
+write_sshd_config() { # write_sshd_config PORT PIDFILE EXTRA...
+    local port=$1 pidfile=$2 out
+    shift 2
+    out="$GEN_DIR/sshd_config.$port"
+    {
+        echo "# Generated by slurm/cluster-up.sh"
+        echo "Port $port"
+        echo "ListenAddress 127.0.0.1"
+        echo "AddressFamily inet"
+        local t
+        for t in ed25519 ecdsa rsa; do echo "HostKey $SSH_DIR/ssh_host_${t}_key"; done
+        echo "PidFile $pidfile"
+        echo "AuthorizedKeysFile $SSH_DIR/authorized_keys"
+        echo "StrictModes no"
+        echo "PermitRootLogin prohibit-password"
+        echo "PubkeyAuthentication yes"
+        echo "PasswordAuthentication no"
+        echo "KbdInteractiveAuthentication no"
+        echo "UsePAM no"
+        echo "X11Forwarding no"
+        echo "PrintMotd no"
+        echo "UseDNS no"
+        echo "MaxStartups 100:30:200"
+        echo "MaxSessions 100"
+        echo "AcceptEnv LANG LC_*"
+        echo "Subsystem sftp /usr/lib/openssh/sftp-server"
+        echo "LogLevel INFO"
+        local line
+        for line in "$@"; do echo "$line"; done
+    } >"$out"
+}
+write_sshd_config "$SSH_PORT" "$SSHD_PID"
+write_sshd_config "$SSH_LEGACY_PORT" "$SSHD_LEGACY_PID" \
+    "PubkeyAcceptedAlgorithms +ssh-rsa" "HostKeyAlgorithms +ssh-rsa"
+SSHD_CHANGED_MAIN=0
+SSHD_CHANGED_LEGACY=0
+install_if_changed "$GEN_DIR/sshd_config.$SSH_PORT" "$SSH_DIR/sshd_config" 0644 && SSHD_CHANGED_MAIN=1
+install_if_changed "$GEN_DIR/sshd_config.$SSH_LEGACY_PORT" "$SSH_DIR/sshd_config_legacy" 0644 && SSHD_CHANGED_LEGACY=1
+
+cat "$SSH_DIR"/id_ed25519.pub "$SSH_DIR"/id_ecdsa.pub "$SSH_DIR"/id_rsa.pub \
+    "$SSH_DIR"/id_ed25519_enc.pub >"$GEN_DIR/authorized_keys"
+install_if_changed "$GEN_DIR/authorized_keys" "$SSH_DIR/authorized_keys" 0600 || true
+
+: >"$GEN_DIR/known_hosts"
+for port in "$SSH_PORT" "$SSH_LEGACY_PORT"; do
+    for t in ed25519 ecdsa rsa; do
+        printf '[127.0.0.1]:%s %s\n' "$port" "$(cut -d' ' -f1,2 "$SSH_DIR/ssh_host_${t}_key.pub")" >>"$GEN_DIR/known_hosts"
+    done
+done
+install_if_changed "$GEN_DIR/known_hosts" "$SSH_DIR/known_hosts" 0644 || true
+
+cat >"$GEN_DIR/ssh_config" <<EOF
+# Generated by slurm/cluster-up.sh. Use: ssh -F $SSH_CONFIG $SSH_ALIAS
+Host $SSH_ALIAS
+    HostName 127.0.0.1
+    Port $SSH_PORT
+    User root
+    IdentityFile $SSH_DIR/id_ed25519
+    IdentitiesOnly yes
+    UserKnownHostsFile $SSH_DIR/known_hosts
+    GlobalKnownHostsFile /dev/null
+    StrictHostKeyChecking yes
+    LogLevel ERROR
+
+# sshd that also accepts legacy ssh-rsa (SHA-1) signatures and host keys.
+Host $SSH_LEGACY_ALIAS
+    HostName 127.0.0.1
+    Port $SSH_LEGACY_PORT
+    User root
+    IdentityFile $SSH_DIR/id_rsa
+    IdentitiesOnly yes
+    UserKnownHostsFile $SSH_DIR/known_hosts
+    GlobalKnownHostsFile /dev/null
+    StrictHostKeyChecking yes
+    LogLevel ERROR
+EOF
+install_if_changed "$GEN_DIR/ssh_config" "$SSH_CONFIG" 0644 || true
+
+# ---------------------------------------------------------------------------
+# 3. Daemons: munged -> mariadb -> slurmdbd -> slurmctld -> slurmd -> sshd
+# ---------------------------------------------------------------------------
+STARTED=()
+
+munge_works() { munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; }
+if is_running "$MUNGE_PID" munged; then
+    :
+elif munge_works; then
+    # Some other munged (e.g. a system one) serves the default socket. Any working
+    # munged is fine for a single-node cluster; leave it alone and use it.
+    warn "using a munged that is not ours on $MUNGE_SOCKET_DIR (pid $(pgrep -x munged | tr '\n' ' ')); cluster-down.sh will not stop it"
+else
+    log "starting munged"
+    mkdir -p "$MUNGE_SOCKET_DIR"
+    chmod 0755 "$MUNGE_SOCKET_DIR"
+    setsid munged --force --key-file="$MUNGE_KEY" --pid-file="$MUNGE_PID" \
+        --log-file="$LOG_DIR/munged.log" --seed-file="$MUNGE_DIR/munged.seed" \
+        </dev/null >>"$LOG_DIR/munged.out" 2>&1 ||
+        fail "munged failed to start" "$LOG_DIR/munged.out" "$LOG_DIR/munged.log"
+    wait_for 15 "munge credentials to work" munge_works ||
+        fail "munged is not answering" "$LOG_DIR/munged.log"
+    STARTED+=(munged)
+fi
+
+mysql_root() { mariadb --no-defaults --socket="$MYSQL_SOCK" -uroot; }
+mysql_ping() { mariadb-admin --no-defaults --socket="$MYSQL_SOCK" -uroot ping; }
+if ! is_running "$MYSQL_PID" mariadbd; then
+    if port_listening "$MYSQL_PORT"; then
+        die "TCP port $MYSQL_PORT (our MariaDB) is taken by: $(port_owner "$MYSQL_PORT"); stop that process and rerun"
+    fi
+    if [[ ! -d $MYSQL_DATA/mysql ]]; then
+        log "initialising MariaDB datadir $MYSQL_DATA"
+        rm -rf "$MYSQL_DATA"
+        mariadb-install-db --no-defaults --user=root --datadir="$MYSQL_DATA" \
+            --auth-root-authentication-method=socket --skip-test-db \
+            >"$LOG_DIR/mariadb-install.log" 2>&1 ||
+            fail "mariadb-install-db failed" "$LOG_DIR/mariadb-install.log"
+    fi
+    log "starting mariadbd"
+    rm -f "$MYSQL_SOCK"
+    setsid mariadbd --no-defaults --user=root --datadir="$MYSQL_DATA" \
+        --socket="$MYSQL_SOCK" --pid-file="$MYSQL_PID" --port="$MYSQL_PORT" \
+        --bind-address=127.0.0.1 --skip-name-resolve --log-error="$LOG_DIR/mariadb.log" \
+        --innodb-buffer-pool-size=256M --innodb-log-file-size=64M --innodb-lock-wait-timeout=900 \
+        --max-connections=100 </dev/null >>"$LOG_DIR/mariadb.out" 2>&1 &
+    wait_for 90 "MariaDB to answer on $MYSQL_SOCK" mysql_ping ||
+        fail "MariaDB did not come up" "$LOG_DIR/mariadb.log"
+    wait_for 10 "MariaDB pid file" is_running "$MYSQL_PID" mariadbd ||
+        fail "MariaDB wrote no pid file $MYSQL_PID" "$LOG_DIR/mariadb.log"
+    STARTED+=(mariadbd)
+fi
+# Idempotent: (re)create the slurmdbd user with the current password.
+mysql_root <<EOF || fail "creating the slurm database user failed" "$LOG_DIR/mariadb.log"
+CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
+CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DB_PASS';
+ALTER USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
+ALTER USER 'slurm'@'localhost' IDENTIFIED BY '$DB_PASS';
+GRANT ALL PRIVILEGES ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
+GRANT ALL PRIVILEGES ON slurm_acct_db.* TO 'slurm'@'localhost';
+FLUSH PRIVILEGES;
+EOF
+
+# start_slurm_daemon NAME PIDFILE PORT: start a self-daemonizing Slurm daemon.
+start_slurm_daemon() {
+    local name=$1 pidfile=$2 port=$3
+    if port_listening "$port"; then
+        die "TCP port $port ($name) is taken by: $(port_owner "$port"); stop that process (or run slurm/cluster-down.sh of the clone that started it) and rerun"
+    fi
+    log "starting $name"
+    setsid "/usr/sbin/$name" </dev/null >>"$LOG_DIR/$name.out" 2>&1 ||
+        fail "$name exited with an error at startup" "$LOG_DIR/$name.out" "$LOG_DIR/$name.log"
+    wait_for 60 "$name pid file" is_running "$pidfile" "$name" ||
+        fail "$name is not running" "$LOG_DIR/$name.out" "$LOG_DIR/$name.log"
+    wait_for 60 "$name to listen on port $port" port_listening "$port" ||
+        fail "$name is not listening on port $port" "$LOG_DIR/$name.log"
+    STARTED+=("$name")
+}
+
+if ! is_running "$SLURMDBD_PID" slurmdbd; then
+    start_slurm_daemon slurmdbd "$SLURMDBD_PID" "$SLURMDBD_PORT"
+fi
+
+cluster_registered() {
+    sacctmgr -n -P list cluster format=Cluster 2>/dev/null | grep -qx "$CLUSTER_NAME"
+}
+if ! cluster_registered; then
+    wait_for 60 "slurmdbd to answer sacctmgr" sacctmgr -n -P list cluster ||
+        fail "slurmdbd does not answer sacctmgr" "$LOG_DIR/slurmdbd.log"
+    if ! cluster_registered; then
+        log "registering cluster $CLUSTER_NAME in slurmdbd"
+        sacctmgr -i add cluster "$CLUSTER_NAME" >/dev/null ||
+            fail "sacctmgr add cluster failed" "$LOG_DIR/slurmdbd.log"
+    fi
+fi
+
+ctld_up() { scontrol ping 2>/dev/null | grep -q 'is UP'; }
+if ! is_running "$SLURMCTLD_PID" slurmctld; then
+    start_slurm_daemon slurmctld "$SLURMCTLD_PID" "$SLURMCTLD_PORT"
+fi
+wait_for 60 "slurmctld to answer scontrol ping" ctld_up ||
+    fail "slurmctld does not answer" "$LOG_DIR/slurmctld.log"
+
+if ! is_running "$SLURMD_PID" slurmd; then
+    start_slurm_daemon slurmd "$SLURMD_PID" "$SLURMD_PORT"
+fi
+
+# Wait for the node; resume it once if it registered DOWN/DRAIN.
+node_settled() {
+    case "$(node_state)" in
+        idle | mix | alloc | down | down~ | drain | drng | drained | fail) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+if ! node_ready; then
+    wait_for 60 "node $NODE to register" node_settled || true
+    if ! node_ready; then
+        st=$(node_state)
+        case "$st" in
+            down* | drain* | drng* | fail*)
+                log "node $NODE is '$st'; resuming it"
+                scontrol update nodename="$NODE" state=resume 2>/dev/null || true
+                ;;
+        esac
+    fi
+    wait_for 60 "node $NODE to become idle" node_ready || {
+        scontrol show node "$NODE" >&2 || true
+        fail "node $NODE did not become idle (state: '$(node_state)')" "$LOG_DIR/slurmd.log" "$LOG_DIR/slurmctld.log"
+    }
+fi
+
+wait_for 60 "sacct to answer" sacct_answers ||
+    fail "sacct does not answer (slurmdbd/accounting problem)" "$LOG_DIR/slurmdbd.log" "$LOG_DIR/slurmctld.log"
+
+# sshd ----------------------------------------------------------------------------
+mkdir -p /run/sshd
+chmod 0755 /run/sshd
+start_sshd() { # start_sshd PORT CONFIG PIDFILE CHANGED
+    local port=$1 conf=$2 pidfile=$3 changed=$4
+    if is_running "$pidfile" sshd; then
+        ((changed)) || return 0
+        stop_pidfile "sshd :$port" "$pidfile" sshd 10
+    fi
+    if port_listening "$port"; then
+        die "TCP port $port is taken by: $(port_owner "$port"); stop that process and rerun"
+    fi
+    /usr/sbin/sshd -t -f "$conf" 2>"$LOG_DIR/sshd-$port.check" ||
+        fail "sshd config $conf is invalid" "$LOG_DIR/sshd-$port.check"
+    log "starting sshd on 127.0.0.1:$port"
+    # sshd re-execs itself, so the config path must be absolute ($conf is).
+    setsid /usr/sbin/sshd -f "$conf" -E "$LOG_DIR/sshd-$port.log" </dev/null >/dev/null 2>&1 ||
+        fail "sshd on port $port failed to start" "$LOG_DIR/sshd-$port.log"
+    wait_for 15 "sshd on port $port" port_listening "$port" ||
+        fail "sshd is not listening on port $port" "$LOG_DIR/sshd-$port.log"
+    wait_for 5 "sshd pid file $pidfile" is_running "$pidfile" sshd ||
+        fail "sshd on port $port wrote no pid file" "$LOG_DIR/sshd-$port.log"
+    STARTED+=("sshd:$port")
+}
+start_sshd "$SSH_PORT" "$SSH_DIR/sshd_config" "$SSHD_PID" "$SSHD_CHANGED_MAIN"
+start_sshd "$SSH_LEGACY_PORT" "$SSH_DIR/sshd_config_legacy" "$SSHD_LEGACY_PID" "$SSHD_CHANGED_LEGACY"
+
+ssh_out=$(ssh_local "$SSH_ALIAS" sinfo -h -o %P 2>&1) ||
+    fail "ssh -F $SSH_CONFIG $SSH_ALIAS sinfo failed: $ssh_out" "$LOG_DIR/sshd-$SSH_PORT.log"
+ssh_out=$(ssh_local "$SSH_LEGACY_ALIAS" true 2>&1) ||
+    fail "ssh -F $SSH_CONFIG $SSH_LEGACY_ALIAS failed: $ssh_out" "$LOG_DIR/sshd-$SSH_LEGACY_PORT.log"
+
+# ---------------------------------------------------------------------------
+# 4. vllmctl config for this clone
+# ---------------------------------------------------------------------------
+TEMPLATE="$SLURM_DIR/vllmctl.yaml.in"
+[[ -f $TEMPLATE ]] || die "missing $TEMPLATE (it is part of the repository; is the clone complete?)"
+tmp=$(mktemp "$VLLMCTL_YAML.tmp.XXXXXX")
+sed -e "s|@REPO@|$REPO|g" -e "s|@STATE@|$STATE|g" "$TEMPLATE" >"$tmp"
+chmod 0644 "$tmp"
+mv -f "$tmp" "$VLLMCTL_YAML"
+mkdir -p "$STATE/deployments"
+
+# ---------------------------------------------------------------------------
+# 5. Summary
+# ---------------------------------------------------------------------------
+gres=$(sinfo -h -N -n "$NODE" -o '%G' | head -n1)
+if ((${#STARTED[@]})); then
+    started="started: ${STARTED[*]}"
+else
+    started="everything was already running"
+fi
+cat <<EOF
+vllmctl local Slurm cluster is up ($((SECONDS - T0))s; $started)
+  cluster    $CLUSTER_NAME (slurmctld 127.0.0.1:$SLURMCTLD_PORT, slurmdbd :$SLURMDBD_PORT)
+  partition  $PARTITION (default)
+  node       $NODE ($(node_state)), CPUs=$NODE_CPUS RealMemory=$NODE_MEM, GPUs: $gres ($GPU_DIR/nvidia*)
+  ssh        ssh -F $SSH_CONFIG $SSH_ALIAS   (127.0.0.1:$SSH_PORT; legacy ssh-rsa: $SSH_LEGACY_ALIAS on :$SSH_LEGACY_PORT)
+  config     $VLLMCTL_YAML
+  state      $STATE (logs in $LOG_DIR)
+EOF

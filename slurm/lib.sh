@@ -1,0 +1,235 @@
+# shellcheck shell=bash disable=SC2034
+# Shared helpers for the local test-cluster scripts (cluster-up/down/status, tests).
+# Source it after setting nothing: every path is derived from this file's location.
+
+# --- paths -------------------------------------------------------------------
+SLURM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$SLURM_DIR/.." && pwd)
+STATE="$REPO/.cluster"
+
+# Everything below lives under $STATE except the Slurm config (/etc/slurm) and
+# munge's socket (its default, /run/munge/munge.socket.2).
+ETC_SLURM=/etc/slurm
+MUNGE_SOCKET_DIR=/run/munge
+
+# state_paths DIR: (re)define every state path relative to a .cluster directory.
+# cluster-up uses it to stop a cluster that a different clone started.
+state_paths() {
+    local s=$1
+    RUN_DIR="$s/run"
+    LOG_DIR="$s/log"
+    SPOOL_DIR="$s/spool"
+    GEN_DIR="$s/generated"
+    DEV_DIR="$s/dev"
+    MUNGE_DIR="$s/munge"
+    MYSQL_DIR="$s/mysql"
+    SSH_DIR="$s/ssh"
+    MUNGE_KEY="$MUNGE_DIR/munge.key"
+    MUNGE_PID="$RUN_DIR/munged.pid"
+    MYSQL_DATA="$MYSQL_DIR/data"
+    MYSQL_SOCK="$MYSQL_DIR/mysqld.sock"
+    MYSQL_PID="$RUN_DIR/mariadbd.pid"
+    MYSQL_PASS_FILE="$MYSQL_DIR/slurm-db-password"
+    SLURMDBD_PID="$RUN_DIR/slurmdbd.pid"
+    SLURMCTLD_PID="$RUN_DIR/slurmctld.pid"
+    SLURMD_PID="$RUN_DIR/slurmd.pid"
+    SSHD_PID="$SSH_DIR/sshd-$SSH_PORT.pid"
+    SSHD_LEGACY_PID="$SSH_DIR/sshd-$SSH_LEGACY_PORT.pid"
+}
+
+# --- fixed cluster parameters -------------------------------------------------
+CLUSTER_NAME=vllmctl-local
+PARTITION=debug
+NODE=$(hostname -s)
+NODE_CPUS=16
+NODE_MEM=32000
+NODE_GPUS=4
+SLURMCTLD_PORT=6817
+SLURMD_PORT=6818
+SLURMDBD_PORT=6819
+MYSQL_PORT=16820
+SSH_PORT=2222
+SSH_LEGACY_PORT=2223
+SSH_ALIAS=vllmctl-local
+SSH_LEGACY_ALIAS=vllmctl-local-legacy
+
+state_paths "$STATE"
+SSH_CONFIG="$SSH_DIR/ssh_config"
+VLLMCTL_YAML="$STATE/vllmctl.yaml"
+
+# --- logging -----------------------------------------------------------------
+_ts() { date +%H:%M:%S; }
+log()  { printf '[%s] %s\n' "$(_ts)" "$*"; }
+warn() { printf '[%s] WARNING: %s\n' "$(_ts)" "$*" >&2; }
+die()  { printf '[%s] ERROR: %s\n' "$(_ts)" "$*" >&2; exit 1; }
+
+# show_log FILE [N]: print the last N lines of a log file to stderr.
+show_log() {
+    local f=$1 n=${2:-30}
+    if [[ -s $f ]]; then
+        printf -- '----- last %s lines of %s -----\n' "$n" "$f" >&2
+        tail -n "$n" "$f" >&2
+        printf -- '-----\n' >&2
+    else
+        printf -- '----- %s is empty or missing -----\n' "$f" >&2
+    fi
+}
+
+# --- waiting -----------------------------------------------------------------
+# wait_for TIMEOUT_SECONDS DESCRIPTION CMD [ARGS...]
+# Polls CMD every 0.5 s until it succeeds; returns 1 after TIMEOUT seconds.
+wait_for() {
+    local timeout=$1 desc=$2
+    shift 2
+    local deadline=$((SECONDS + timeout))
+    while ! "$@" >/dev/null 2>&1; do
+        if ((SECONDS >= deadline)); then
+            warn "timed out after ${timeout}s waiting for: $desc"
+            return 1
+        fi
+        sleep 0.5
+    done
+    return 0
+}
+
+# --- pid handling ----------------------------------------------------------------
+# proc_alive PID COMM: PID exists, is named COMM and is not a zombie (pid 1 on this
+# kind of machine may reap orphans only every few seconds).
+proc_alive() {
+    local pid=$1 comm=$2 stat
+    read -r stat 2>/dev/null <"/proc/$pid/stat" || return 1
+    [[ $stat == "$pid ($comm) "* ]] || return 1
+    [[ ${stat#"$pid ($comm) "} != Z* ]]
+}
+
+# pid_of PIDFILE COMM: print the pid recorded in PIDFILE if that process is alive
+# and its command name is COMM (so a recycled pid is never mistaken for ours).
+pid_of() {
+    local pidfile=$1 comm=$2 pid
+    [[ -r $pidfile ]] || return 1
+    pid=$(tr -dc '0-9' <"$pidfile" 2>/dev/null) || return 1
+    [[ -n $pid ]] || return 1
+    proc_alive "$pid" "$comm" || return 1
+    printf '%s\n' "$pid"
+}
+
+is_running() { pid_of "$1" "$2" >/dev/null; }
+
+# stop_pidfile NAME PIDFILE COMM [TIMEOUT]: SIGTERM the process from PIDFILE (only
+# if it is COMM), wait for it to exit, SIGKILL after TIMEOUT seconds.
+stop_pidfile() {
+    local name=$1 pidfile=$2 comm=$3 timeout=${4:-20} pid
+    if ! pid=$(pid_of "$pidfile" "$comm"); then
+        rm -f "$pidfile"
+        return 0
+    fi
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + timeout))
+    while proc_alive "$pid" "$comm"; do
+        if ((SECONDS >= deadline)); then
+            warn "$name (pid $pid) did not exit after ${timeout}s; sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            sleep 0.5
+            break
+        fi
+        sleep 0.1
+    done
+    rm -f "$pidfile"
+}
+
+# port_listening PORT: true if something listens on TCP 127.0.0.1:PORT (or *:PORT).
+port_listening() {
+    ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
+}
+
+# port_owner PORT: describe the process listening on PORT (for error messages).
+port_owner() {
+    ss -Hltnp "sport = :$1" 2>/dev/null | sed -n 's/.*users:((\(.*\)))/\1/p' | head -n1
+}
+
+# --- slurm queries -------------------------------------------------------------
+# node_state: compact state of our node as sinfo reports it (idle, mix, down*, ...).
+node_state() {
+    sinfo -h -N -n "$NODE" -o '%t' 2>/dev/null | head -n1
+}
+
+node_ready() {
+    case "$(node_state)" in
+        idle | mix | alloc) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+
+sacct_answers() {
+    sacct -n -X -S now-1minutes -o JobID >/dev/null 2>&1
+}
+
+ssh_local() {
+    ssh -n -F "$SSH_CONFIG" -o BatchMode=yes -o ConnectTimeout=5 "$@"
+}
+
+# --- stopping ------------------------------------------------------------------
+# pids_of_state COMM NEEDLE: pids of processes named COMM whose command line (args
+# joined by spaces, with a trailing space) or open files contain NEEDLE (usually a
+# .cluster directory + "/"). Used to find daemons of a cluster whose pid files are
+# gone (e.g. the clone that started them was deleted); a process that does not
+# reference NEEDLE is never returned, so nothing that isn't ours is ever killed.
+pids_of_state() {
+    local comm=$1 needle=$2 p c args
+    for p in /proc/[0-9]*; do
+        proc_alive "${p#/proc/}" "$comm" || continue
+        args=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+        if [[ $args == *"$needle"* ]] ||
+            find "$p/fd" -mindepth 1 -maxdepth 1 -printf '%l\n' 2>/dev/null | grep -qF -- "$needle"; then
+            echo "${p#/proc/}"
+        fi
+    done
+}
+
+# stop_daemon NAME PIDFILE COMM NEEDLE [TIMEOUT]: stop via the pid file, then any
+# leftover COMM process that references NEEDLE (see pids_of_state).
+stop_daemon() {
+    local name=$1 pidfile=$2 comm=$3 needle=$4 timeout=${5:-20} pid tmp
+    stop_pidfile "$name" "$pidfile" "$comm" "$timeout"
+    for pid in $(pids_of_state "$comm" "$needle"); do
+        tmp=$(mktemp)
+        echo "$pid" >"$tmp"
+        stop_pidfile "$name (pid file was missing)" "$tmp" "$comm" "$timeout"
+        rm -f "$tmp"
+    done
+}
+
+no_running_jobs() {
+    local out
+    out=$(squeue -h -t PD,R,CG,S -o %A 2>/dev/null) || return 1
+    [[ -z $out ]]
+}
+
+# cancel_all_jobs: scancel every job in the queue (only if slurmctld answers).
+cancel_all_jobs() {
+    local ids
+    timeout 5 scontrol ping 2>/dev/null | grep -q 'UP' || return 0
+    ids=$(timeout 10 squeue -h -o '%A' 2>/dev/null | tr '\n' ' ') || return 0
+    if [[ -n ${ids// /} ]]; then
+        log "cancelling jobs: $ids"
+        # shellcheck disable=SC2086
+        timeout 20 scancel $ids 2>/dev/null || true
+        wait_for 30 "cancelled jobs to finish" no_running_jobs || true
+    fi
+}
+
+# stop_cluster DIR: stop every daemon of the cluster whose state lives in DIR.
+# Leaves all state on disk.
+stop_cluster() {
+    local dir=$1
+    state_paths "$dir"
+    stop_daemon slurmd "$SLURMD_PID" slurmd "$dir/" 30
+    stop_daemon slurmctld "$SLURMCTLD_PID" slurmctld "$dir/" 30
+    stop_daemon slurmdbd "$SLURMDBD_PID" slurmdbd "$dir/" 30
+    stop_daemon mariadbd "$MYSQL_PID" mariadbd "$dir/" 60
+    stop_daemon "sshd :$SSH_PORT" "$SSHD_PID" sshd "-f $SSH_DIR/sshd_config " 10
+    stop_daemon "sshd :$SSH_LEGACY_PORT" "$SSHD_LEGACY_PID" sshd "-f $SSH_DIR/sshd_config_legacy " 10
+    stop_daemon munged "$MUNGE_PID" munged "$dir/" 10
+    state_paths "$STATE"
+}
