@@ -360,8 +360,11 @@ start_slurm_daemon() {
         fail "$name exited with an error at startup" "$LOG_DIR/$name.out" "$LOG_DIR/$name.log"
     wait_for 60 "$name pid file" is_running "$pidfile" "$name" ||
         fail "$name is not running" "$LOG_DIR/$name.out" "$LOG_DIR/$name.log"
-    wait_for 60 "$name to listen on port $port" port_listening "$port" ||
-        fail "$name is not listening on port $port" "$LOG_DIR/$name.log"
+    # Listening, or dead (then fail at once instead of waiting out the timeout).
+    wait_for 60 "$name to listen on port $port" \
+        eval "port_listening $port || ! is_running '$pidfile' $name" || true
+    port_listening "$port" ||
+        fail "$name is not listening on port $port ($(is_running "$pidfile" "$name" && echo 'still starting' || echo 'it exited'))" "$LOG_DIR/$name.log"
     STARTED+=("$name")
 }
 

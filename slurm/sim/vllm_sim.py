@@ -745,6 +745,7 @@ class State:
         self.generation_tokens = 0
         self.success = {"stop": 0, "length": 0, "abort": 0}
         self.unhealthy = False
+        self.first_health_logged = False
         self.created = int(time.time())
         self.started = time.time()
         self.max_model_len = args.max_model_len_value or DEFAULT_MAX_MODEL_LEN
@@ -977,6 +978,10 @@ def make_handler(state):
                         return self._send(405, {"detail": "Method Not Allowed"},
                                           extra={"Allow": ", ".join(sorted(allowed))})
                 if path in ("/health", "/ping"):
+                    if path == "/health" and not state.unhealthy and not state.first_health_logged:
+                        # For benchmarks: when the server first reported healthy (epoch seconds).
+                        state.first_health_logged = True
+                        vlog("INFO", "api_server.py", "vllm-sim: first /health 200 at %.6f" % time.time())
                     return self._send(503 if state.unhealthy else 200, b"")
                 if path == "/version":
                     return self._send(200, {"version": SIM_VERSION, "simulator": True})

@@ -139,14 +139,15 @@ public struct Deployer: Sendable {
     /// Follows the job from PENDING to RUNNING, then waits for the job to publish its
     /// connection file and for the server to answer /health and /v1/models.
     ///
-    /// Scheduler calls: every 2 s at first, backing off to every 10 s while the job is
-    /// pending; every 5 s while it runs (the connection file is read in between, which costs
-    /// the scheduler nothing).
+    /// Scheduler calls: the first 2 s after submission, then backing off from 2 s to 10 s
+    /// while the job is pending, and every 5 s while it runs. The connection file, which the
+    /// job writes only once its server answers, is read every 0.1 s from the start: that costs
+    /// the scheduler nothing and makes readiness show within a fraction of a second.
     func waitUntilReady(plan: DeployPlan, jobID: String, key: APIKey, readyTimeout: Double) async throws -> Ready {
         let clock = context.clock
         let started = clock.now()
         var pendingInterval = 2.0
-        var nextPoll = started
+        var nextPoll = started.addingTimeInterval(pendingInterval)
         var runningSince: Date?
         var last: JobSnapshot?
         var lastHTTPError: String?
@@ -184,27 +185,27 @@ public struct Deployer: Sendable {
                 if job.state == .pending, !job.reason.isEmpty, job.reason != "None" { line += " (\(job.reason))" }
                 if job.state == .running { line += " on \(job.nodes), waiting for the server" }
                 context.terminal.progress(line + ", \(elapsed)s")
-            }
-            if let since = runningSince {
-                if let data = try await context.host.readFile(jsonPath),
-                    let info = try? JSONDecoder().decode(ConnectionRecord.self, from: data), info.jobID == jobID, info.endedAt == nil
-                {
-                    do {
-                        try await checkServer(info, key: key, servedName: plan.servedName)
-                        context.terminal.progress(nil)
-                        return Ready(record: info)
-                    } catch let error as VLLMCtlError {
-                        lastHTTPError = error.description
-                    }
-                }
-                if clock.now().timeIntervalSince(since) > readyTimeout {
-                    context.terminal.progress(nil)
-                    throw VLLMCtlError.notReady(jobID: jobID, waited: readyTimeout, detail: lastHTTPError ?? "the job has not published its connection file yet (the model may still be loading)")
-                }
-                try await clock.sleep(seconds: 0.1)
             } else {
-                try await clock.sleep(seconds: max(0.1, min(0.5, nextPoll.timeIntervalSince(clock.now()))))
+                context.terminal.progress("job \(jobID) submitted, \(elapsed)s")
             }
+            if let data = try await context.host.readFile(jsonPath),
+                let info = try? JSONDecoder().decode(ConnectionRecord.self, from: data), info.jobID == jobID, info.endedAt == nil
+            {
+                do {
+                    try await checkServer(info, key: key, servedName: plan.servedName)
+                    context.terminal.progress(nil)
+                    return Ready(record: info)
+                } catch let error as VLLMCtlError {
+                    lastHTTPError = error.description
+                }
+            }
+            if let since = runningSince, clock.now().timeIntervalSince(since) > readyTimeout {
+                context.terminal.progress(nil)
+                throw VLLMCtlError.notReady(
+                    jobID: jobID, waited: readyTimeout,
+                    detail: lastHTTPError ?? "the job has not published its connection file yet (the model may still be loading)")
+            }
+            try await clock.sleep(seconds: 0.1)
         }
     }
 

@@ -26,11 +26,19 @@ public struct JobWatcher: Sendable {
         if result.status != 0 && !Squeue.isInvalidJobError(result.stderr) {
             throw VLLMCtlError.commandFailed(argv: squeue.argv, status: result.status, stderr: result.stderr)
         }
+        // slurmdbd learns of a job's end asynchronously: a job that has left squeue can still
+        // read PENDING or RUNNING in sacct for a moment. Ask again briefly before answering.
         let sacct = Sacct(jobIDs: [jobID])
-        Self.calls.increment()
-        let accounting = try await host.run(sacct.argv, input: nil, timeout: timeout)
-        guard accounting.status == 0 else { return nil }
-        return Sacct.parse(accounting.stdout).first { $0.jobID == jobID }
+        var job: JobSnapshot?
+        for attempt in 0..<5 {
+            if attempt > 0 { try await Task.sleep(for: .seconds(1)) }
+            Self.calls.increment()
+            let accounting = try await host.run(sacct.argv, input: nil, timeout: timeout)
+            guard accounting.status == 0 else { return nil }
+            job = Sacct.parse(accounting.stdout).first { $0.jobID == jobID }
+            if let job, job.state.isFinal { return job }
+        }
+        return job
     }
 }
 

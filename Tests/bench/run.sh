@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# vllmctl benchmarks on the local cluster (make bench). Prints figures with their goals.
+#
+# deploy readiness: the time from the simulator's first 200 on /health (it logs the instant)
+#   to `vllmctl deploy` returning ready, median of 5; and the number of squeue/sacct/scontrol
+#   calls one deploy makes, counted by a PATH shim, against the budget of 1 per 2 s of waiting.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
+bin="$repo/.build/debug/vllmctl"
+export VLLMCTL_CONFIG="$repo/.cluster/vllmctl.yaml"
+work="$(mktemp -d)"
+export VLLMCTL_STATE_DIR="$work/state"
+trap 'scancel --name=vllmctl-bench-deploy >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+
+# Count scheduler calls: shims that log, then run the real command.
+mkdir -p "$work/shim"
+for cmd in squeue sacct scontrol sbatch; do
+  real="$(command -v "$cmd")"
+  printf '#!/bin/sh\necho %s >> %q\nexec %q "$@"\n' "$cmd" "$work/calls" "$real" > "$work/shim/$cmd"
+  chmod +x "$work/shim/$cmd"
+done
+
+runs=5
+echo "== deploy readiness ($runs runs, simulator load time 2 s)"
+: > "$work/results"
+for i in $(seq 1 "$runs"); do
+  : > "$work/calls"
+  start=$(date +%s.%N)
+  out="$(PATH="$work/shim:$PATH" "$bin" deploy sim --name bench-deploy --json)"
+  done_at=$(date +%s.%N)
+  job=$(printf '%s' "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["job_id"])')
+  dir=$(dirname "$(printf '%s' "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["info_file"])')")
+  first=$(grep -ho 'first /health 200 at [0-9.]*' "$dir/slurm-$job.out" | awk '{print $NF}')
+  scheduler=$(grep -cE '^(squeue|sacct|scontrol)$' "$work/calls" || true)
+  scancel "$job"
+  echo "$start $first $done_at $scheduler" >> "$work/results"
+done
+python3 - "$work/results" <<'PY'
+import statistics, sys
+rows = [list(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
+lat = [done - first for start, first, done, calls in rows]
+total = [done - start for start, first, done, calls in rows]
+calls = [calls for start, first, done, calls in rows]
+for i, (l, t, c) in enumerate(zip(lat, total, calls), 1):
+    print(f"  run {i}: first /health 200 -> ready {l*1000:7.0f} ms; deploy {t:5.1f} s; scheduler calls {int(c)}")
+med = statistics.median(lat)
+print(f"  median first-200 -> ready: {med*1000:.0f} ms (goal <= 1000 ms; ratio to goal {med:.2f})")
+budget = [max(1, t / 2) for t in total]
+worst = max(c / b for c, b in zip(calls, budget))
+print(f"  scheduler calls per deploy: median {statistics.median(calls):.0f}; "
+      f"worst ratio to budget (1 per 2 s of waiting) {worst:.2f} (goal <= 1.00)")
+PY
