@@ -22,7 +22,7 @@ test: deps cluster-up
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
 	python3 -m unittest slurm/sim/test_vllm_sim.py
 	bash slurm/tests/test-cluster.sh
-	$(SWIFT) test --skip-build --parallel --num-workers 2
+	$(SWIFT) test --skip-build
 
 unit-test:
 	$(SWIFT) test $(BUILD_FLAGS) --filter VLLMCtlKitTests
