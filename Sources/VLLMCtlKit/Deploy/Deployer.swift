@@ -85,11 +85,34 @@ public struct Deployer: Sendable {
     /// Runs the whole deployment. Throws `CancellationError` (job left running) when the
     /// task is cancelled while waiting.
     public func deploy(_ request: DeployRequest) async throws -> DeployOutcome {
+        if request.dryRun {
+            let plan = try await plan(request)
+            return DeployOutcome(plan: plan, script: try render(plan), record: nil, connection: nil)
+        }
+        // Name, submission and record happen under the records lock: a second vllmctl
+        // deploying at the same moment waits, then sees this record and takes another name.
+        var (plan, script, record) = try await context.records.withLock(cluster: profile.name) {
+            try await submit(request)
+        }
+        context.terminal.note("Submitted job \(record.jobID) (\(plan.jobName)) on \(profile.name); files in \(plan.deployDir)")
+        guard request.wait else {
+            return DeployOutcome(plan: plan, script: script, record: record, connection: nil)
+        }
+        let timeout = plan.settings.readyTimeout ?? DeployPlan.defaultReadyTimeout
+        let key = try APIKey(record.apiKey)
+        let connection = try await waitUntilReady(plan: plan, jobID: record.jobID, key: key, readyTimeout: timeout)
+        record.phase = .ready
+        record.url = connection.record.serverURL
+        record.node = connection.record.node
+        record.port = connection.record.port
+        try context.records.save(record)
+        return DeployOutcome(plan: plan, script: script, record: record, connection: connection.record.connection)
+    }
+
+    /// Writes the key and the script, submits, and saves the record.
+    func submit(_ request: DeployRequest) async throws -> (DeployPlan, String, DeploymentRecord) {
         let plan = try await plan(request)
         let script = try render(plan)
-        if request.dryRun {
-            return DeployOutcome(plan: plan, script: script, record: nil, connection: nil)
-        }
         let key = request.apiKey ?? APIKey.generate()
         let host = context.host
 
@@ -112,24 +135,12 @@ public struct Deployer: Sendable {
             throw error
         }
 
-        var record = DeploymentRecord(
+        let record = DeploymentRecord(
             name: plan.name, cluster: plan.cluster, jobID: jobID, model: plan.model,
             servedModelName: plan.servedName, deployDir: plan.deployDir, phase: .submitted,
             createdAt: context.clock.now(), apiKey: key.value)
         try context.records.save(record)
-        context.terminal.note("Submitted job \(jobID) (\(plan.jobName)) on \(profile.name); files in \(plan.deployDir)")
-
-        guard request.wait else {
-            return DeployOutcome(plan: plan, script: script, record: record, connection: nil)
-        }
-        let timeout = plan.settings.readyTimeout ?? DeployPlan.defaultReadyTimeout
-        let connection = try await waitUntilReady(plan: plan, jobID: jobID, key: key, readyTimeout: timeout)
-        record.phase = .ready
-        record.url = connection.record.serverURL
-        record.node = connection.record.node
-        record.port = connection.record.port
-        try context.records.save(record)
-        return DeployOutcome(plan: plan, script: script, record: record, connection: connection.record.connection)
+        return (plan, script, record)
     }
 
     struct Ready {

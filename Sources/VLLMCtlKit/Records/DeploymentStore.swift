@@ -84,8 +84,9 @@ public struct DeploymentStore: Sendable {
         return records.first { $0.jobID == idOrName } ?? records.last { $0.name == idOrName }
     }
 
-    /// Runs `body` holding an exclusive lock on this cluster's records.
-    public func withLock<T>(cluster: String, _ body: () throws -> T) throws -> T {
+    /// Runs `body` holding an exclusive lock (flock) on this cluster's records, so that two
+    /// vllmctl processes never take the same name or write the same record at once.
+    public func withLock<T>(cluster: String, _ body: () async throws -> T) async throws -> T {
         let dir = clusterDir(cluster)
         try ensure(dir)
         let fd = open(dir + "/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
@@ -99,11 +100,12 @@ public struct DeploymentStore: Sendable {
             }
         }
         defer { flock(fd, LOCK_UN) }
-        return try body()
+        return try await body()
     }
 
     /// `base`, or `base-2`, `base-3`… so that no deployment that has not ended shares it.
     public func uniqueName(_ base: String, cluster: String) -> String {
+        // Called under `withLock` when submitting, so the answer holds until the record is saved.
         let taken = Set(all(cluster: cluster).filter { $0.phase != .ended }.map(\.name))
         if !taken.contains(base) { return base }
         var n = 2
@@ -117,5 +119,16 @@ public struct DeploymentStore: Sendable {
         } catch {
             throw VLLMCtlError.file(path: dir, message: "cannot create the directory: \(error.localizedDescription)")
         }
+    }
+}
+
+extension DeploymentStore {
+    /// Marks a record ended (idempotent).
+    public func markEnded(_ record: DeploymentRecord, at date: Date) throws {
+        var ended = record
+        guard ended.phase != .ended else { return }
+        ended.phase = .ended
+        ended.endedAt = date
+        try save(ended)
     }
 }
