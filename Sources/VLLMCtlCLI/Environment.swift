@@ -10,6 +10,7 @@ final class StandardTerminal: Terminal, @unchecked Sendable {
     let isInteractive = isatty(STDERR_FILENO) == 1
     private let lock = NSLock()
     private var progressShown = false
+    private var lastProgress: String?
 
     func print(_ text: String) {
         lock.withLock {
@@ -29,8 +30,10 @@ final class StandardTerminal: Terminal, @unchecked Sendable {
         guard isInteractive else { return }
         lock.withLock {
             if let text {
+                guard text != lastProgress || !progressShown else { return }
                 FileHandle.standardError.write(Data("\r\u{1B}[K\(text)".utf8))
                 progressShown = true
+                lastProgress = text
             } else {
                 clearProgress()
             }

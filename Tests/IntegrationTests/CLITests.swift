@@ -1,0 +1,180 @@
+import Foundation
+import Testing
+@testable import VLLMCtlKit
+
+/// The built `vllmctl` binary, beside the test bundle.
+let vllmctlBinary: String = {
+    let bundleDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for dir in [bundleDir, bundleDir.deletingLastPathComponent()] {
+        let path = dir.appendingPathComponent("vllmctl").path
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    return repoRoot + "/.build/debug/vllmctl"
+}()
+
+/// Runs the CLI with its own state directory and the local cluster's config.
+struct CLI {
+    let stateDir: String
+    var configPath = repoRoot + "/.cluster/vllmctl.yaml"
+    var extraEnvironment: [String: String] = [:]
+
+    init() throws { stateDir = try temporaryDirectory() }
+
+    var environment: [String: String] {
+        var env = ProcessInfo.processInfo.environment
+        env["VLLMCTL_STATE_DIR"] = stateDir
+        env["VLLMCTL_CONFIG"] = configPath
+        env["VLLMCTL_TEMPLATES"] = repoRoot + "/templates"
+        for (k, v) in extraEnvironment { env[k] = v }
+        return env
+    }
+
+    func run(_ args: [String], timeout: Duration = .seconds(120)) async throws -> CommandResult {
+        try await sh(["env"] + environment.map { "\($0)=\($1)" } + [vllmctlBinary] + args, timeout: timeout)
+    }
+
+    func cancelAll() async {
+        let store = DeploymentStore(directory: stateDir)
+        let ids = store.all(cluster: "local").map(\.jobID)
+        if !ids.isEmpty { _ = try? await sh(Scancel(jobIDs: ids).argv) }
+    }
+}
+
+extension LocalCluster {
+    @Suite struct CLITests {
+        @Test func deployJSONHasTheDocumentedKeys() async throws {
+            let cli = try CLI()
+            let result = try await cli.run(["deploy", "sim", "--json", "--name", "cli-json"])
+            await cli.cancelAll()
+            #expect(result.status == 0, "stderr: \(result.stderr)")
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+            for key in ["job_id", "name", "url", "api_key", "model", "node", "info_file"] {
+                #expect(object[key] != nil, "missing \(key)")
+            }
+            #expect(object["name"] as? String == "cli-json")
+            #expect((object["url"] as? String)?.hasSuffix("/v1") == true)
+            #expect(APIKey.isGeneratedShape(object["api_key"] as? String ?? ""))
+            // The key is printed on stdout where asked for, never on stderr (logs).
+            #expect(!result.stderr.contains(object["api_key"] as? String ?? "-"))
+        }
+
+        @Test func interruptLeavesTheJobRunningAndSaysHowToCancel() async throws {
+            let cli = try CLI()
+            defer { Task { [cli] in await cli.cancelAll() } }
+            // A long load keeps deploy waiting; SIGINT arrives while it waits.
+            let argv = ["env"] + cli.environment.map { "\($0)=\($1)" }
+                + [vllmctlBinary, "deploy", "sim", "--name", "cli-int", "--setup", "export VLLM_SIM_LOAD_SECONDS=60"]
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = Array(argv.dropFirst())
+            let errPath = try temporaryDirectory() + "/stderr"
+            _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+            process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            let store = DeploymentStore(directory: cli.stateDir)
+            var record: DeploymentRecord?
+            for _ in 0..<100 where record == nil {
+                try await Task.sleep(for: .milliseconds(100))
+                record = store.all(cluster: "local").first
+            }
+            let job = try #require(record)
+            try await Task.sleep(for: .seconds(1))
+            kill(process.processIdentifier, SIGINT)
+            for _ in 0..<50 where process.isRunning { try await Task.sleep(for: .milliseconds(100)) }
+            #expect(!process.isRunning)
+            #expect(process.terminationStatus == 130)
+            let stderr = try String(contentsOfFile: errPath, encoding: .utf8)
+            #expect(stderr.contains("keeps running"))
+            #expect(stderr.contains(job.jobID))
+            let q = try await sh(Squeue(jobIDs: [job.jobID]).argv)
+            let state = Squeue.parse(q.stdout).first?.state
+            #expect(state == .running || state == .pending)
+            await cli.cancelAll()
+        }
+
+        @Test func concurrentDeploysTakeDistinctNames() async throws {
+            let cli = try CLI()
+            async let a = cli.run(["deploy", "sim", "--no-wait", "--json"])
+            async let b = cli.run(["deploy", "sim", "--no-wait", "--json"])
+            let results = try await [a, b]
+            await cli.cancelAll()
+            let names = try results.map { r -> String in
+                #expect(r.status == 0, "stderr: \(r.stderr)")
+                let o = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+                return o?["name"] as? String ?? ""
+            }
+            #expect(Set(names) == ["sim", "sim-2"])
+            let records = DeploymentStore(directory: cli.stateDir).all(cluster: "local")
+            #expect(records.count == 2)
+        }
+
+        @Test func theSidecarRecordsTheEnd() async throws {
+            let cli = try CLI()
+            let result = try await cli.run(["deploy", "sim", "--json", "--name", "cli-end"])
+            #expect(result.status == 0, "stderr: \(result.stderr)")
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+            let dir = ((object["info_file"] as? String ?? "") as NSString).deletingLastPathComponent
+            await cli.cancelAll()
+            var ended: String?
+            for _ in 0..<100 where ended == nil {
+                try await Task.sleep(for: .milliseconds(100))
+                let data = try Data(contentsOf: URL(fileURLWithPath: dir + "/" + DeploymentFiles.infoJSON))
+                ended = try JSONDecoder().decode(ConnectionRecord.self, from: data).endedAt
+            }
+            #expect(ended != nil)
+        }
+
+        @Test func configInitWritesAPrivateFileThatParses() async throws {
+            var cli = try CLI()
+            cli.configPath = try temporaryDirectory() + "/sub/config.yaml"
+            let result = try await cli.run(["config", "init"])
+            #expect(result.status == 0, "stderr: \(result.stderr)")
+            let mode = try FileManager.default.attributesOfItem(atPath: cli.configPath)[.posixPermissions] as? Int
+            #expect(mode == 0o600)
+            #expect(try await cli.run(["config", "check"]).status == 0)
+            let again = try await cli.run(["config", "init"])
+            #expect(again.status != 0)
+            #expect(again.stderr.contains("--force"))
+        }
+
+        @Test func aBadConfigNamesFileLineAndKey() async throws {
+            var cli = try CLI()
+            cli.configPath = try temporaryDirectory() + "/config.yaml"
+            try "clusters:\n  local:\n    partition: debug\n    gpu: 2\n".write(toFile: cli.configPath, atomically: true, encoding: .utf8)
+            let result = try await cli.run(["deploy", "sim", "--dry-run"])
+            #expect(result.status != 0)
+            #expect(result.stderr.contains("\(cli.configPath):4"))
+            #expect(result.stderr.contains("clusters.local.gpu"))
+        }
+
+        @Test func userTemplatesOverrideAndAreListed() async throws {
+            var cli = try CLI()
+            let configDir = try temporaryDirectory()
+            try FileManager.default.createDirectory(atPath: configDir + "/vllmctl/templates", withIntermediateDirectories: true)
+            try "#!/bin/bash\n#SBATCH --job-name={{{job_name}}}\n# custom {{model}}\n{{> vllmctl-runtime}}\n"
+                .write(toFile: configDir + "/vllmctl/templates/mine.sbatch.mustache", atomically: true, encoding: .utf8)
+            cli.extraEnvironment["XDG_CONFIG_HOME"] = configDir
+            let list = try await cli.run(["templates"])
+            #expect(list.stdout.contains("single-node"))
+            #expect(list.stdout.contains("mine"))
+            let dry = try await cli.run(["deploy", "sim", "--template", "mine", "--dry-run"])
+            #expect(dry.status == 0, "stderr: \(dry.stderr)")
+            #expect(dry.stdout.contains("# custom Qwen/Qwen2.5-0.5B-Instruct"))
+            #expect(dry.stdout.contains("vllmctl runtime"))
+            let missing = try await cli.run(["deploy", "sim", "--template", "nope", "--dry-run"])
+            #expect(missing.status != 0)
+            #expect(missing.stderr.contains("Known templates"))
+        }
+
+        @Test func nonsenseFlagsFailBeforeSubmission() async throws {
+            let cli = try CLI()
+            let result = try await cli.run(["deploy", "sim", "--gpus", "0", "--tensor-parallel-size", "2"])
+            #expect(result.status != 0)
+            #expect(result.stderr.contains("needs 2 GPUs"))
+            #expect(DeploymentStore(directory: cli.stateDir).all(cluster: "local").isEmpty)
+            let time = try await cli.run(["deploy", "sim", "--time", "soon"])
+            #expect(time.stderr.contains("HH:MM:SS"))
+        }
+    }
+}
