@@ -41,7 +41,8 @@ demo: build cluster-up
 	bash slurm/demo.sh
 
 ## Benchmarks: numbers with ratios, see docs/BENCHMARKS.md.
-bench: build cluster-up
+bench: deps cluster-up
+	$(SWIFT) build -c release
 	bash Tests/bench/run.sh
 
 cluster-up:

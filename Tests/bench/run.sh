@@ -6,7 +6,7 @@
 #   calls one deploy makes, counted by a PATH shim, against the budget of 1 per 2 s of waiting.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
-bin="$repo/.build/debug/vllmctl"
+bin="$repo/.build/release/vllmctl"
 export VLLMCTL_CONFIG="$repo/.cluster/vllmctl.yaml"
 work="$(mktemp -d)"
 export VLLMCTL_STATE_DIR="$work/state"
@@ -49,4 +49,33 @@ budget = [max(1, t / 2) for t in total]
 worst = max(c / b for c, b in zip(calls, budget))
 print(f"  scheduler calls per deploy: median {statistics.median(calls):.0f}; "
       f"worst ratio to budget (1 per 2 s of waiting) {worst:.2f} (goal <= 1.00)")
+PY
+
+# status with 1,000 jobs in the queue: held jobs carrying vllmctl's tag, timed beside squeue
+# alone (the peer, same run); plus the number of scheduler calls status makes.
+echo
+echo "== status with 1000 held jobs"
+n=1000
+for i in $(seq 1 "$n"); do
+  sbatch --hold --job-name=vllmctl-benchheld --output=/dev/null --wrap true >/dev/null
+done
+time_cmd() { # prints seconds for one run of "$@"
+  local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); python3 -c "print($e - $s)"
+}
+: > "$work/sq"; : > "$work/st"
+for r in 1 2 3 4 5; do
+  time_cmd squeue --user="$(id -un)" >> "$work/sq"
+  : > "$work/calls"
+  PATH="$work/shim:$PATH" time_cmd "$bin" status >> "$work/st"
+done
+status_calls=$(grep -cE '^(squeue|sacct|scontrol)$' "$work/calls" || true)
+rows=$("$bin" status --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["deployments"]))')
+scancel --name=vllmctl-benchheld
+python3 - "$work/sq" "$work/st" "$status_calls" "$rows" <<'PY'
+import statistics, sys
+sq = [float(l) for l in open(sys.argv[1])]
+st = [float(l) for l in open(sys.argv[2])]
+ms, mt = statistics.median(sq), statistics.median(st)
+print(f"  squeue alone: median {ms*1000:.0f} ms; vllmctl status: median {mt*1000:.0f} ms ({sys.argv[4]} rows)")
+print(f"  ratio status/squeue: {mt/ms:.2f} (goal <= 2.00); scheduler calls per status: {sys.argv[3]} (goal 1)")
 PY

@@ -42,9 +42,25 @@ public protocol ClusterHost: Sendable {
 
     /// The absolute path of the user's home directory on that host.
     func homeDirectory() async throws -> String
+
+    /// The user name Slurm knows us by on that host.
+    func userName() async throws -> String
+
+    /// The file's bytes from `offset` on (empty when it has no more), or nil when it does
+    /// not exist.
+    func readFile(_ path: String, from offset: Int) async throws -> Data?
 }
 
 extension ClusterHost {
+    public func userName() async throws -> String {
+        try await output(["id", "-un"]).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    public func readFile(_ path: String, from offset: Int) async throws -> Data? {
+        guard let data = try await readFile(path) else { return nil }
+        return offset >= data.count ? Data() : data.subdata(in: offset..<data.count)
+    }
+
     public func run(_ argv: [String], timeout: Duration = .seconds(60)) async throws -> CommandResult {
         try await run(argv, input: nil, timeout: timeout)
     }

@@ -25,14 +25,17 @@ public struct LocalHost: ClusterHost {
                     let result = try await Subprocess.run(
                         executable, arguments: arguments,
                         input: .string(input ?? ""),
-                        output: .string(limit: limit), error: .string(limit: limit))
+                        output: .bytes(limit: limit), error: .bytes(limit: limit))
                     let status: Int32
                     switch result.terminationStatus {
                     case .exited(let code): status = code
                     case .signaled(let signal): status = 128 + signal
                     }
+                    // The standard library's UTF-8 decoding is much faster than Subprocess's
+                    // generic one, which shows with squeue's thousands of lines.
                     return CommandResult(
-                        status: status, stdout: result.standardOutput, stderr: result.standardError)
+                        status: status, stdout: String(decoding: result.standardOutput, as: UTF8.self),
+                        stderr: String(decoding: result.standardError, as: UTF8.self))
                 } catch let error as SubprocessError {
                     if "\(error)".contains("xecutable") || "\(error)".contains("No such file") {
                         throw VLLMCtlError.commandNotFound(
@@ -87,6 +90,27 @@ public struct LocalHost: ClusterHost {
 
     public func homeDirectory() async throws -> String {
         FileManager.default.homeDirectoryForCurrentUser.path
+    }
+
+    public func userName() async throws -> String {
+        if let pw = getpwuid(geteuid()), let name = pw.pointee.pw_name { return String(cString: name) }
+        return String(geteuid())
+    }
+
+    public func readFile(_ path: String, from offset: Int) async throws -> Data? {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            if FileManager.default.fileExists(atPath: path) {
+                throw VLLMCtlError.file(path: path, message: "cannot be read (permissions?)")
+            }
+            return nil
+        }
+        defer { try? handle.close() }
+        do {
+            try handle.seek(toOffset: UInt64(offset))
+            return try handle.readToEnd() ?? Data()
+        } catch {
+            return Data()
+        }
     }
 }
 

@@ -61,7 +61,7 @@ public struct DeploymentStore: Sendable {
         let dir = clusterDir(record.cluster)
         try ensure(dir)
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .iso8601
         let data = try encoder.encode(record)
         try LocalFiles.writeAtomically(data + Data("\n".utf8), to: dir + "/\(record.jobID).json", mode: 0o600)

@@ -29,8 +29,13 @@ public enum JobState: String, Sendable, CaseIterable, Codable {
     /// Parses squeue's and sacct's spellings: `CANCELLED by 1000`, `RUNNING`, and the short
     /// codes (`PD`, `R`, `CG`, ...).
     public init(slurm text: String) {
-        let word = text.split(separator: " ").first.map(String.init)?.uppercased() ?? ""
-        if let state = JobState(rawValue: word.trimmingCharacters(in: ["+"])) {
+        if let state = JobState(rawValue: text) {
+            self = state
+            return
+        }
+        var word = text.split(separator: " ").first.map(String.init)?.uppercased() ?? ""
+        while word.hasSuffix("+") { word.removeLast() }
+        if let state = JobState(rawValue: word) {
             self = state
             return
         }

@@ -14,10 +14,12 @@ public struct JobSnapshot: Sendable, Equatable {
     /// Time left in Slurm's format (squeue only).
     public var timeLeft: String
     public var exitCode: String
+    /// The job's working directory: for vllmctl's jobs, the deployment directory.
+    public var workDir: String
 
     public init(
         jobID: String, name: String = "", user: String = "", state: JobState, reason: String = "",
-        nodes: String = "", elapsed: String = "", timeLeft: String = "", exitCode: String = ""
+        nodes: String = "", elapsed: String = "", timeLeft: String = "", exitCode: String = "", workDir: String = ""
     ) {
         self.jobID = jobID
         self.name = name
@@ -28,6 +30,7 @@ public struct JobSnapshot: Sendable, Equatable {
         self.elapsed = elapsed
         self.timeLeft = timeLeft
         self.exitCode = exitCode
+        self.workDir = workDir
     }
 }
 
@@ -44,7 +47,7 @@ public struct Squeue: Sendable, Equatable {
         self.user = user
     }
 
-    static let fields = ["%i", "%j", "%u", "%T", "%r", "%N", "%M", "%L"]
+    static let fields = ["%i", "%j", "%u", "%T", "%r", "%N", "%M", "%L", "%Z"]
 
     public var argv: [String] {
         var argv = ["squeue", "--noheader", "--format=" + Self.fields.joined(separator: squeueSeparator)]
@@ -55,11 +58,11 @@ public struct Squeue: Sendable, Equatable {
 
     public static func parse(_ output: String) -> [JobSnapshot] {
         output.split(whereSeparator: \.isNewline).compactMap { line in
-            let f = line.components(separatedBy: squeueSeparator)
+            let f = line.split(separator: "\u{1F}", omittingEmptySubsequences: false).map(String.init)
             guard f.count == fields.count, !f[0].isEmpty else { return nil }
             return JobSnapshot(
                 jobID: f[0], name: f[1], user: f[2], state: JobState(slurm: f[3]), reason: f[4],
-                nodes: f[5], elapsed: f[6], timeLeft: f[7])
+                nodes: f[5], elapsed: f[6], timeLeft: f[7], workDir: f[8])
         }
     }
 
@@ -73,13 +76,25 @@ public struct Squeue: Sendable, Equatable {
 public struct Sacct: Sendable, Equatable {
     public var jobIDs: [String]
 
+    /// With `user`, all of that user's jobs since `since` (a Slurm time such as `now-7days`).
+    public var user: String?
+    public var since: String?
+
     public init(jobIDs: [String]) { self.jobIDs = jobIDs }
 
-    static let fields = ["JobID", "JobName", "User", "State", "Reason", "NodeList", "Elapsed", "ExitCode"]
+    public init(user: String, since: String) {
+        self.jobIDs = []
+        self.user = user
+        self.since = since
+    }
+
+    static let fields = ["JobID", "JobName", "User", "State", "Reason", "NodeList", "Elapsed", "ExitCode", "WorkDir"]
 
     public var argv: [String] {
-        ["sacct", "--noheader", "--parsable2", "--allocations", "--format=" + Self.fields.joined(separator: ","),
-         "--jobs=" + jobIDs.joined(separator: ",")]
+        var argv = ["sacct", "--noheader", "--parsable2", "--allocations", "--format=" + Self.fields.joined(separator: ",")]
+        if !jobIDs.isEmpty { argv.append("--jobs=" + jobIDs.joined(separator: ",")) }
+        if let user { argv += ["--user=" + user, "--starttime=" + (since ?? "now-7days")] }
+        return argv
     }
 
     public static func parse(_ output: String) -> [JobSnapshot] {
@@ -89,9 +104,9 @@ public struct Sacct: Sendable, Equatable {
             // A job name with `|` shifts the later fields; take them from the end.
             let n = f.count
             return JobSnapshot(
-                jobID: f[0], name: f[1..<(n - 6)].joined(separator: "|"), user: f[n - 6],
-                state: JobState(slurm: f[n - 5]), reason: f[n - 4], nodes: f[n - 3],
-                elapsed: f[n - 2], exitCode: f[n - 1])
+                jobID: f[0], name: f[1..<(n - 7)].joined(separator: "|"), user: f[n - 7],
+                state: JobState(slurm: f[n - 6]), reason: f[n - 5], nodes: f[n - 4],
+                elapsed: f[n - 3], exitCode: f[n - 2], workDir: f[n - 1])
         }
     }
 }
@@ -118,7 +133,17 @@ public struct Sbatch: Sendable, Equatable {
 /// `scancel JOBID...`.
 public struct Scancel: Sendable, Equatable {
     public var jobIDs: [String]
+    /// With `user`, all of that user's jobs since `since` (a Slurm time such as `now-7days`).
+    public var user: String?
+    public var since: String?
+
     public init(jobIDs: [String]) { self.jobIDs = jobIDs }
+
+    public init(user: String, since: String) {
+        self.jobIDs = []
+        self.user = user
+        self.since = since
+    }
     public var argv: [String] { ["scancel"] + jobIDs }
 }
 
@@ -146,5 +171,55 @@ public enum SlurmErrors {
             explanation = "sbatch exited with status \(status). Check the options in the rendered script with `vllmctl deploy … --dry-run`."
         }
         return .slurm(message: message.isEmpty ? "sbatch exited with status \(status) and printed nothing" : message, explanation: explanation)
+    }
+}
+
+/// Slurm's durations: `D-HH:MM:SS`, `HH:MM:SS`, `MM:SS`, `UNLIMITED`, ...
+public enum SlurmTime {
+    /// Seconds, or nil for UNLIMITED, INVALID, NOT_SET and empty.
+    public static func seconds(_ text: String) -> Int? {
+        // One pass over the bytes: [D-]a[:b[:c]].
+        var days: Int?
+        var parts: [Int] = []
+        var current = 0
+        var digits = 0
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"):
+                current = current * 10 + Int(byte - UInt8(ascii: "0"))
+                digits += 1
+            case UInt8(ascii: "-") where days == nil && parts.isEmpty && digits > 0:
+                days = current
+                current = 0
+                digits = 0
+            case UInt8(ascii: ":") where digits > 0:
+                parts.append(current)
+                current = 0
+                digits = 0
+            case UInt8(ascii: " "):
+                continue
+            default:
+                return nil
+            }
+        }
+        guard digits > 0 else { return nil }
+        parts.append(current)
+        let d = days ?? 0
+        let hms: Int
+        switch parts.count {
+        case 3: hms = parts[0] * 3600 + parts[1] * 60 + parts[2]
+        case 2: hms = days != nil ? parts[0] * 3600 + parts[1] * 60 : parts[0] * 60 + parts[1]
+        case 1: hms = days != nil ? parts[0] * 3600 : parts[0] * 60
+        default: return nil
+        }
+        return d * 86400 + hms
+    }
+
+    /// A short human form: `2h05m`, `3m10s`, `1d04h`.
+    public static func short(_ seconds: Int) -> String {
+        if seconds >= 86400 { return "\(seconds / 86400)d\(String(format: "%02d", seconds % 86400 / 3600))h" }
+        if seconds >= 3600 { return "\(seconds / 3600)h\(String(format: "%02d", seconds % 3600 / 60))m" }
+        if seconds >= 60 { return "\(seconds / 60)m\(String(format: "%02d", seconds % 60))s" }
+        return "\(seconds)s"
     }
 }

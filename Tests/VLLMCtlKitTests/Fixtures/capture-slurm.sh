@@ -3,10 +3,10 @@
 # using the exact argv vllmctl sends (see Squeue/Sacct in Sources/VLLMCtlKit/Slurm).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-fmt_q=$'%i\x1f%j\x1f%u\x1f%T\x1f%r\x1f%N\x1f%M\x1f%L'
-fmt_a="JobID,JobName,User,State,Reason,NodeList,Elapsed,ExitCode"
+fmt_q=$'%i\x1f%j\x1f%u\x1f%T\x1f%r\x1f%N\x1f%M\x1f%L\x1f%Z'
+fmt_a="JobID,JobName,User,State,Reason,NodeList,Elapsed,ExitCode,WorkDir"
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
-sub() { sbatch --parsable --output=/dev/null "$@"; }
+sub() { sbatch --parsable --output=/dev/null --chdir=/tmp "$@"; }
 running=$(sub --job-name=vllmctl-running --wrap 'sleep 60')
 held=$(sub --job-name=vllmctl-held --hold --wrap 'true')
 toobig=$(sub --job-name='vllmctl-wants|all' --gres=gpu:4 --begin=now+1hour --wrap 'true')

@@ -1,0 +1,61 @@
+import Foundation
+
+/// A deployment found by job id or name.
+public struct ResolvedDeployment: Sendable {
+    public var name: String
+    public var jobID: String
+    public var record: DeploymentRecord?
+    /// The scheduler's view, when it still knows the job.
+    public var job: JobSnapshot?
+    public var deployDir: String
+    /// The job's connection file, once it has written one.
+    public var connection: ConnectionRecord?
+
+    public var infoFile: String { deployDir + "/" + DeploymentFiles.infoText }
+    public var stdoutPath: String { deployDir + "/" + DeploymentFiles.stdout(jobID: jobID) }
+    public var stderrPath: String { deployDir + "/" + DeploymentFiles.stderr(jobID: jobID) }
+    public var isRunning: Bool { job?.state == .running }
+}
+
+/// Finds a deployment: first in the local records, then among the user's jobs carrying
+/// vllmctl's tag (deployed from another machine), whose working directory is the deployment
+/// directory.
+public struct DeploymentResolver: Sendable {
+    public let context: Context
+    public let cluster: String
+
+    public init(context: Context, cluster: String) {
+        self.context = context
+        self.cluster = cluster
+    }
+
+    public func resolve(_ idOrName: String) async throws -> ResolvedDeployment {
+        let watcher = JobWatcher(host: context.host)
+        if let record = context.records.find(idOrName, cluster: cluster) {
+            let job = try await watcher.snapshot(jobID: record.jobID)
+            return ResolvedDeployment(
+                name: record.name, jobID: record.jobID, record: record, job: job, deployDir: record.deployDir,
+                connection: try await connection(deployDir: record.deployDir, jobID: record.jobID))
+        }
+        let user = try await context.host.userName()
+        let jobs = try await StatusBuilder(context: context, cluster: cluster).scheduledJobs(user: user, includeEnded: true)
+        let tag = DeployPlan.jobNamePrefix + idOrName
+        guard let job = jobs.first(where: { $0.jobID == idOrName }) ?? jobs.last(where: { $0.name == tag }) else {
+            throw VLLMCtlError.notFound(
+                what: "deployment", name: idOrName,
+                hint: "`vllmctl status --all` lists your deployments on \(cluster).")
+        }
+        guard !job.workDir.isEmpty else {
+            throw VLLMCtlError.invalidInput("Slurm does not report the directory of job \(job.jobID)", hint: "Look for its files under the profile's workdir.")
+        }
+        return ResolvedDeployment(
+            name: String(job.name.dropFirst(DeployPlan.jobNamePrefix.count)), jobID: job.jobID, record: nil, job: job,
+            deployDir: job.workDir, connection: try await connection(deployDir: job.workDir, jobID: job.jobID))
+    }
+
+    func connection(deployDir: String, jobID: String) async throws -> ConnectionRecord? {
+        guard let data = try await context.host.readFile(deployDir + "/" + DeploymentFiles.infoJSON) else { return nil }
+        guard let info = try? JSONDecoder().decode(ConnectionRecord.self, from: data), info.jobID == jobID else { return nil }
+        return info
+    }
+}

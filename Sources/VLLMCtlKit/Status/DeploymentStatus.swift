@@ -1,0 +1,81 @@
+import Foundation
+
+/// One deployment as `vllmctl status` reports it. Its JSON form is the stable schema
+/// documented in docs/STATUS_JSON.md.
+public struct DeploymentStatus: Sendable, Equatable, Codable {
+    public enum Health: String, Sendable, Codable {
+        /// /health answered 200.
+        case healthy
+        /// /health answered something else.
+        case unhealthy
+        /// /health did not answer (refused, timed out).
+        case unreachable
+        /// Not checked: the job is not running or its URL is not known yet.
+        case unknown
+    }
+
+    public var name: String
+    public var jobID: String
+    public var cluster: String
+    public var user: String
+    public var model: String?
+    public var servedModelName: String?
+    public var state: String
+    public var reason: String?
+    public var node: String?
+    public var url: String?
+    public var health: Health
+    public var healthDetail: String?
+    public var elapsedSeconds: Int?
+    public var timeLeftSeconds: Int?
+    /// Less than 10 minutes of walltime left.
+    public var walltimeLow: Bool
+    public var deployDir: String?
+    public var infoFile: String?
+    /// vllmctl on this machine has a record of it (deployed from here).
+    public var recorded: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case name
+        case jobID = "job_id"
+        case cluster, user, model
+        case servedModelName = "served_model_name"
+        case state, reason, node, url, health
+        case healthDetail = "health_detail"
+        case elapsedSeconds = "elapsed_seconds"
+        case timeLeftSeconds = "time_left_seconds"
+        case walltimeLow = "walltime_low"
+        case deployDir = "deploy_dir"
+        case infoFile = "info_file"
+        case recorded
+    }
+
+    public static let lowWalltimeSeconds = 600
+}
+
+/// The `status --json` document.
+public struct StatusReport: Sendable, Codable {
+    public var schema: Int = 1
+    public var cluster: String
+    public var generatedAt: Date
+    public var deployments: [DeploymentStatus]
+
+    public init(cluster: String, generatedAt: Date, deployments: [DeploymentStatus]) {
+        self.cluster = cluster
+        self.generatedAt = generatedAt
+        self.deployments = deployments
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case schema, cluster
+        case generatedAt = "generated_at"
+        case deployments
+    }
+
+    public func json() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+}

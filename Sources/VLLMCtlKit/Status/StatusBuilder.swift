@@ -1,0 +1,148 @@
+import Foundation
+
+/// Builds the status table: one squeue call for the user's live jobs (and, with `--all`, one
+/// sacct call for ended ones), merged with the local records, then health checked
+/// concurrently through libcurl.
+public struct StatusBuilder: Sendable {
+    public let context: Context
+    public let cluster: String
+    public var healthTimeout: Double = 2
+
+    public init(context: Context, cluster: String) {
+        self.context = context
+        self.cluster = cluster
+    }
+
+    /// Scheduler snapshots of the user's vllmctl jobs: squeue, plus sacct with `includeEnded`.
+    public func scheduledJobs(user: String, includeEnded: Bool) async throws -> [JobSnapshot] {
+        let squeue = Squeue(user: user)
+        let live = try await context.host.run(squeue.argv, input: nil, timeout: .seconds(30))
+        guard live.status == 0 else {
+            throw VLLMCtlError.commandFailed(argv: squeue.argv, status: live.status, stderr: live.stderr)
+        }
+        var jobs = Squeue.parse(live.stdout).filter { $0.name.hasPrefix(DeployPlan.jobNamePrefix) }
+        if includeEnded {
+            let sacct = Sacct(user: user, since: "now-7days")
+            let ended = try await context.host.run(sacct.argv, input: nil, timeout: .seconds(30))
+            if ended.status == 0 {
+                let known = Set(jobs.map(\.jobID))
+                jobs += Sacct.parse(ended.stdout).filter {
+                    $0.name.hasPrefix(DeployPlan.jobNamePrefix) && !known.contains($0.jobID) && $0.state.isFinal
+                }
+            } else {
+                context.terminal.note("sacct failed, so ended jobs are missing: \(ended.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+            }
+        }
+        return jobs
+    }
+
+    public func build(includeEnded: Bool) async throws -> [DeploymentStatus] {
+        let user = try await context.host.userName()
+        let jobs = try await scheduledJobs(user: user, includeEnded: includeEnded)
+        let records = context.records.all(cluster: cluster)
+        let byID = Dictionary(records.map { ($0.jobID, $0) }, uniquingKeysWith: { $1 })
+        var rows: [DeploymentStatus] = []
+        var seen = Set<String>()
+        for job in jobs {
+            seen.insert(job.jobID)
+            rows.append(await row(job: job, record: byID[job.jobID], user: user))
+        }
+        // Records whose job the scheduler no longer lists have ended.
+        for record in records where !seen.contains(record.jobID) {
+            if record.phase != .ended { try? context.records.markEnded(record, at: context.clock.now()) }
+            if includeEnded {
+                rows.append(row(record: record, user: user))
+            }
+        }
+        rows = await checkHealth(rows)
+        return rows.sorted { (Int($0.jobID) ?? 0) < (Int($1.jobID) ?? 0) }
+    }
+
+    func row(job: JobSnapshot, record: DeploymentRecord?, user: String) async -> DeploymentStatus {
+        let deployDir = record?.deployDir ?? (job.workDir.isEmpty ? nil : job.workDir)
+        var status = DeploymentStatus(
+            name: record?.name ?? String(job.name.dropFirst(DeployPlan.jobNamePrefix.count)),
+            jobID: job.jobID, cluster: cluster, user: job.user.isEmpty ? user : job.user,
+            model: record?.model, servedModelName: record?.servedModelName, state: job.state.rawValue,
+            reason: (job.reason.isEmpty || job.reason == "None") ? nil : job.reason,
+            node: (job.nodes.isEmpty || job.nodes == "None assigned") ? nil : job.nodes, url: record?.url, health: .unknown,
+            elapsedSeconds: SlurmTime.seconds(job.elapsed), timeLeftSeconds: SlurmTime.seconds(job.timeLeft),
+            walltimeLow: false, deployDir: deployDir,
+            infoFile: deployDir.map { $0 + "/" + DeploymentFiles.infoText }, recorded: record != nil)
+        if let left = status.timeLeftSeconds, job.state == .running {
+            status.walltimeLow = left < DeploymentStatus.lowWalltimeSeconds
+        }
+        // The job's own connection file knows the URL, also for jobs deployed elsewhere.
+        if job.state == .running, let deployDir,
+            let data = try? await context.host.readFile(deployDir + "/" + DeploymentFiles.infoJSON),
+            let info = try? JSONDecoder().decode(ConnectionRecord.self, from: data), info.jobID == job.jobID
+        {
+            status.url = info.serverURL
+            status.model = status.model ?? info.model
+            status.servedModelName = status.servedModelName ?? info.servedModelName
+        }
+        return status
+    }
+
+    func row(record: DeploymentRecord, user: String) -> DeploymentStatus {
+        DeploymentStatus(
+            name: record.name, jobID: record.jobID, cluster: cluster, user: user, model: record.model,
+            servedModelName: record.servedModelName, state: "ENDED", reason: nil, node: record.node, url: nil,
+            health: .unknown, elapsedSeconds: nil, timeLeftSeconds: nil, walltimeLow: false,
+            deployDir: record.deployDir, infoFile: record.infoFile, recorded: true)
+    }
+
+    func checkHealth(_ rows: [DeploymentStatus]) async -> [DeploymentStatus] {
+        let http = context.http
+        let timeout = healthTimeout
+        return await withTaskGroup(of: (Int, DeploymentStatus.Health, String?).self) { group in
+            for (i, row) in rows.enumerated() where row.state == JobState.running.rawValue {
+                guard let url = row.url else { continue }
+                group.addTask {
+                    do {
+                        let r = try await http.send(HTTPRequest(url: url + "/health", connectTimeout: timeout, timeout: timeout))
+                        return (i, r.status == 200 ? .healthy : .unhealthy, r.status == 200 ? nil : "HTTP \(r.status)")
+                    } catch {
+                        return (i, .unreachable, "\(error)")
+                    }
+                }
+            }
+            var out = rows
+            for await (i, health, detail) in group {
+                out[i].health = health
+                out[i].healthDetail = detail
+            }
+            return out
+        }
+    }
+}
+
+/// A fixed-width text table.
+public enum StatusTable {
+    public static func render(_ rows: [DeploymentStatus]) -> String {
+        let header = ["NAME", "JOB", "MODEL", "STATE", "NODE", "URL", "HEALTH", "UPTIME", "LEFT"]
+        var lines = [header]
+        for r in rows {
+            var state = r.state
+            if let reason = r.reason { state += " (\(reason))" }
+            var left = r.timeLeftSeconds.map(SlurmTime.short) ?? (r.state == "RUNNING" ? "unlimited" : "-")
+            if r.walltimeLow { left += " !" }
+            lines.append([
+                r.name, r.jobID, r.servedModelName ?? r.model ?? "-", state, r.node ?? "-", r.url.map { $0 + "/v1" } ?? "-",
+                r.health == .unknown ? "-" : r.health.rawValue,
+                r.state == JobState.running.rawValue ? (r.elapsedSeconds.map(SlurmTime.short) ?? "-") : "-", left,
+            ])
+        }
+        let widths = header.indices.map { c in lines.map { $0[c].count }.max() ?? 0 }
+        var text = lines.map { row in
+            row.enumerated().map { c, cell in
+                c == row.count - 1 ? cell : cell + String(repeating: " ", count: max(0, widths[c] - cell.count))
+            }
+                .joined(separator: "  ")
+        }.joined(separator: "\n")
+        if rows.contains(where: \.walltimeLow) {
+            text += "\n! less than 10 minutes of walltime left: deploy a replacement now."
+        }
+        return text + "\n"
+    }
+}

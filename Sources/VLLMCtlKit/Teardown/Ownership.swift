@@ -1,0 +1,41 @@
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Which jobs vllmctl may cancel: those the scheduler lists under the current user AND whose
+/// name carries vllmctl's tag (`vllmctl-NAME`). A plain sbatch job of the same user is not
+/// ours, nor is a `vllmctl-…` job of someone else. The scheduler's answer decides, never a
+/// local record alone: Slurm reuses job ids.
+public struct Ownership: Sendable, Equatable {
+    public var user: String
+
+    public init(user: String) { self.user = user }
+
+    /// The user vllmctl runs as on this machine (`getpwuid(geteuid())`).
+    public static func currentUser() -> String {
+        if let entry = getpwuid(geteuid()), let name = entry.pointee.pw_name { return String(cString: name) }
+        return String(geteuid())
+    }
+
+    public func isOurs(_ job: JobSnapshot) -> Bool {
+        !user.isEmpty && job.user == user && job.name.hasPrefix(DeployPlan.jobNamePrefix)
+    }
+
+    /// The deployment name a job of ours carries (`vllmctl-sim` → `sim`).
+    public static func deploymentName(_ job: JobSnapshot) -> String {
+        job.name.hasPrefix(DeployPlan.jobNamePrefix) ? String(job.name.dropFirst(DeployPlan.jobNamePrefix.count)) : job.name
+    }
+
+    /// Why `job` is not ours, in words, or nil when it is.
+    public func whyNotOurs(_ job: JobSnapshot) -> String? {
+        if job.user != user {
+            return "job \(job.jobID) (\(job.name)) belongs to \(job.user.isEmpty ? "another user" : job.user), not to \(user)"
+        }
+        if !job.name.hasPrefix(DeployPlan.jobNamePrefix) {
+            return "job \(job.jobID) (\(job.name)) is yours but was not started by vllmctl (its name does not start with `\(DeployPlan.jobNamePrefix)`)"
+        }
+        return nil
+    }
+}

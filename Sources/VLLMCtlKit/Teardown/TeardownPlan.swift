@@ -1,0 +1,139 @@
+import Foundation
+
+/// What `teardown` was asked to act on.
+public enum TeardownScope: Sendable, Equatable {
+    /// Deployments named by job id or deployment name.
+    case named([String])
+    /// Our deployments that are stale by these criteria.
+    case stale(StaleCriteria)
+    /// All of the user's deployments on the cluster.
+    case all
+}
+
+/// When a deployment counts as stale.
+public struct StaleCriteria: Sendable, Equatable {
+    public static let defaultGrace: TimeInterval = 600
+
+    /// How long a running job's server may fail /health (or not answer yet) before it is stale.
+    public var grace: TimeInterval
+    /// Any job running longer than this is stale.
+    public var olderThan: TimeInterval?
+    /// Any job waiting in the queue longer than this is stale.
+    public var pendingLongerThan: TimeInterval?
+
+    public init(grace: TimeInterval = Self.defaultGrace, olderThan: TimeInterval? = nil, pendingLongerThan: TimeInterval? = nil) {
+        self.grace = grace
+        self.olderThan = olderThan
+        self.pendingLongerThan = pendingLongerThan
+    }
+}
+
+/// What a server's /health said when `teardown --stale` asked.
+public enum HealthObservation: Sendable, Equatable {
+    /// 200.
+    case healthy
+    /// Another status, or no answer; the detail says which.
+    case unhealthy(String)
+    /// The job has not published a connection file: its server never became ready.
+    case notServing
+    /// Not asked; the reason says why (e.g. no local record, so no URL).
+    case unchecked(String)
+}
+
+/// One thing `teardown` will do, and why.
+public struct TeardownAction: Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        /// scancel the job, wait for Slurm to end it, then clean up.
+        case cancel
+        /// The job is gone: mark the record ended, remove the connection files.
+        case cleanUp
+        /// Torn down before: nothing left to do (said so, harmlessly).
+        case alreadyDone
+        /// Not stale: left alone.
+        case keep
+        /// The scheduler's answers disagree; nothing is done and the run fails.
+        case undecided
+    }
+
+    public var kind: Kind
+    public var jobID: String
+    public var name: String
+    public var reason: String
+    public var record: DeploymentRecord?
+    /// The job's deployment directory, where its connection files are.
+    public var deployDir: String?
+
+    public init(kind: Kind, jobID: String, name: String, reason: String, record: DeploymentRecord? = nil, deployDir: String? = nil) {
+        self.kind = kind
+        self.jobID = jobID
+        self.name = name
+        self.reason = reason
+        self.record = record
+        self.deployDir = deployDir ?? record?.deployDir
+    }
+
+    /// Whether carrying it out changes anything (what the confirmation asks about).
+    public var changesSomething: Bool { kind == .cancel || kind == .cleanUp }
+}
+
+/// Everything teardown learned before deciding, gathered before any scancel.
+public struct TeardownSurvey: Sendable {
+    public var now: Date
+    /// All of the user's jobs in squeue (tagged or not).
+    public var queue: [JobSnapshot]
+    /// Jobs asked for by id that squeue lists under another user.
+    public var others: [JobSnapshot]
+    /// sacct's answer for jobs that have left the queue.
+    public var accounting: [JobSnapshot]
+    /// The local records of this cluster, ended ones included.
+    public var records: [DeploymentRecord]
+    /// /health per job id (`--stale` only).
+    public var health: [String: HealthObservation]
+    /// Since when each job has been seen unhealthy.
+    public var unhealthySince: [String: Date]
+
+    public init(
+        now: Date, queue: [JobSnapshot], others: [JobSnapshot] = [], accounting: [JobSnapshot] = [],
+        records: [DeploymentRecord], health: [String: HealthObservation] = [:], unhealthySince: [String: Date] = [:]
+    ) {
+        self.now = now
+        self.queue = queue
+        self.others = others
+        self.accounting = accounting
+        self.records = records
+        self.health = health
+        self.unhealthySince = unhealthySince
+    }
+}
+
+/// The decided actions, before any is carried out.
+public struct TeardownPlan: Sendable {
+    public var scope: TeardownScope
+    public var actions: [TeardownAction]
+    /// The unhealthy marks to keep after this survey.
+    public var unhealthySince: [String: Date]
+
+    public init(scope: TeardownScope, actions: [TeardownAction], unhealthySince: [String: Date] = [:]) {
+        self.scope = scope
+        self.actions = actions
+        self.unhealthySince = unhealthySince
+    }
+
+    public var toCancel: [TeardownAction] { actions.filter { $0.kind == .cancel } }
+    public var toCleanUp: [TeardownAction] { actions.filter { $0.kind == .cleanUp } }
+    /// Whether carrying the plan out would change anything.
+    public var changesSomething: Bool { actions.contains(where: \.changesSomething) }
+}
+
+/// How one action went.
+public struct TeardownOutcome: Sendable, Equatable {
+    public var action: TeardownAction
+    public var succeeded: Bool
+    public var message: String
+
+    public init(action: TeardownAction, succeeded: Bool, message: String) {
+        self.action = action
+        self.succeeded = succeeded
+        self.message = message
+    }
+}

@@ -1,0 +1,157 @@
+import Foundation
+import Testing
+@testable import VLLMCtlKit
+
+extension LocalCluster {
+    /// status, info, logs and metrics through the CLI, against the local cluster.
+    @Suite struct StatusTests {
+        func deployJSON(_ cli: CLI, _ args: [String]) async throws -> [String: Any] {
+            let r = try await cli.run(["deploy", "sim", "--json"] + args)
+            #expect(r.status == 0, "deploy failed: \(r.stderr)")
+            return try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        }
+
+        func statusReport(_ cli: CLI, _ args: [String] = []) async throws -> StatusReport {
+            let r = try await cli.run(["status", "--json"] + args)
+            #expect(r.status == 0, "status failed: \(r.stderr)")
+            let decoder = JSONDecoder()
+            decoder.dateDecodingStrategy = .iso8601
+            return try decoder.decode(StatusReport.self, from: Data(r.stdout.utf8))
+        }
+
+        @Test func aPendingJobShowsItsReasonAndTheRunningOneIsHealthy() async throws {
+            let cli = try CLI()
+            defer { Task { [cli] in await cli.cancelAll() } }
+            // The node has 4 GPUs: the first takes them all, the second must wait.
+            _ = try await deployJSON(cli, ["--name", "big", "--gpus", "4"])
+            _ = try await deployJSON(cli, ["--name", "waits", "--gpus", "4", "--no-wait"])
+            try await Task.sleep(for: .seconds(2))
+            let report = try await statusReport(cli)
+            let table = try await cli.run(["status"])
+            await cli.cancelAll()
+            #expect(report.schema == 1)
+            #expect(report.cluster == "local")
+            let big = try #require(report.deployments.first { $0.name == "big" })
+            let waits = try #require(report.deployments.first { $0.name == "waits" })
+            #expect(big.state == "RUNNING")
+            #expect(big.health == .healthy)
+            #expect(big.url?.hasPrefix("http://127.0.0.1:") == true)
+            #expect(big.recorded)
+            #expect(waits.state == "PENDING")
+            #expect(waits.reason == "Resources" || waits.reason == "Priority")
+            #expect(table.stdout.contains("PENDING (\(waits.reason ?? ""))"))
+        }
+
+        @Test func plainJobsOfTheUserAreNotShown() async throws {
+            let cli = try CLI()
+            let plain = try await sh(["sbatch", "--parsable", "--job-name=not-vllmctl", "--output=/dev/null", "--wrap", "sleep 60"])
+            let id = plain.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            defer { Task { _ = try? await sh(["scancel", id]) } }
+            let report = try await statusReport(cli)
+            _ = try await sh(["scancel", id])
+            #expect(!report.deployments.contains { $0.jobID == id })
+        }
+
+        @Test func anEndedJobIsFoundThroughSacctWithoutARecord() async throws {
+            let cli = try CLI()
+            let deployed = try await deployJSON(cli, ["--name", "ends", "--no-wait"])
+            let id = try #require(deployed["job_id"] as? String)
+            _ = try await sh(["scancel", id])
+            // Wait until it has left squeue and slurmdbd has its final state.
+            var ended = false
+            for _ in 0..<90 where !ended {
+                try await Task.sleep(for: .seconds(1))
+                let live = Squeue.parse(try await sh(Squeue(jobIDs: [id]).argv).stdout)
+                let accounted = Sacct.parse(try await sh(Sacct(jobIDs: [id]).argv).stdout)
+                ended = live.isEmpty && accounted.first?.state == .cancelled
+            }
+            #expect(ended)
+            // Another machine's view: no local record at all.
+            let elsewhere = try CLI()
+            let live = try await statusReport(elsewhere)
+            #expect(!live.deployments.contains { $0.jobID == id })
+            // slurmdbd answers per-user queries a moment after per-job ones: poll briefly.
+            var found: DeploymentStatus?
+            for _ in 0..<20 where found == nil {
+                found = try await statusReport(elsewhere, ["--all"]).deployments.first { $0.jobID == id }
+                if found == nil { try await Task.sleep(for: .seconds(1)) }
+            }
+            let row = try #require(found)
+            #expect(row.state == "CANCELLED")
+            #expect(row.name == "ends")
+            #expect(!row.recorded)
+            #expect(row.deployDir?.contains("/ends-") == true)
+        }
+
+        @Test func infoEnvEvaluatesAndCurlGetsAnAnswer() async throws {
+            let cli = try CLI()
+            defer { Task { [cli] in await cli.cancelAll() } }
+            let deployed = try await deployJSON(cli, ["--name", "envcheck"])
+            let env = try await cli.run(["info", "envcheck", "--env"])
+            #expect(env.status == 0, "\(env.stderr)")
+            let script = env.stdout + """
+                curl -sS -H "Authorization: Bearer $OPENAI_API_KEY" -H 'Content-Type: application/json' \
+                  -d '{"model":"sim","messages":[{"role":"user","content":"hi"}],"max_tokens":5}' \
+                  "$OPENAI_BASE_URL/chat/completions"
+                """
+            let answer = try await sh(["bash", "-c", script])
+            await cli.cancelAll()
+            #expect(answer.status == 0)
+            let json = try JSONSerialization.jsonObject(with: Data(answer.stdout.utf8)) as? [String: Any]
+            #expect((json?["choices"] as? [[String: Any]])?.isEmpty == false)
+            // The default output is the job's file, byte for byte.
+            let infoFile = try #require(deployed["info_file"] as? String)
+            let text = try await cli.run(["info", "envcheck"])
+            #expect(text.stdout == (try String(contentsOfFile: infoFile, encoding: .utf8)))
+        }
+
+        @Test func logsFollowEndsWhenTheJobEnds() async throws {
+            let cli = try CLI()
+            defer { Task { [cli] in await cli.cancelAll() } }
+            let deployed = try await deployJSON(cli, ["--name", "follow"])
+            let id = try #require(deployed["job_id"] as? String)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = cli.environment.map { "\($0)=\($1)" } + [vllmctlBinary, "logs", "follow", "--follow", "--stderr"]
+            let outPath = try temporaryDirectory() + "/out"
+            _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+            process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            try await Task.sleep(for: .seconds(2))
+            #expect(process.isRunning, "logs --follow returned while the job runs")
+            _ = try await sh(["scancel", id])
+            for _ in 0..<150 where process.isRunning { try await Task.sleep(for: .milliseconds(100)) }
+            #expect(!process.isRunning, "logs --follow did not end with the job")
+            if process.isRunning { process.terminate() }
+            let out = try String(contentsOfFile: outPath, encoding: .utf8)
+            #expect(out.contains("vllmctl: ready"))
+            #expect(out.contains("vllmctl: stopped"), "the lines written as the job ended are missing:\n\(out)")
+        }
+
+        @Test func metricsShowTheSimulatorsNumbers() async throws {
+            let cli = try CLI()
+            defer { Task { [cli] in await cli.cancelAll() } }
+            let deployed = try await deployJSON(cli, ["--name", "load"])
+            let url = try #require(deployed["url"] as? String)
+            let key = try APIKey(try #require(deployed["api_key"] as? String))
+            // Load while metrics samples: completions of 20 tokens each.
+            let load = Task {
+                let http = CurlHTTPClient()
+                for _ in 0..<30 {
+                    let body = Data(#"{"model":"sim","prompt":"count","max_tokens":20}"#.utf8)
+                    _ = try? await http.send(HTTPRequest.postJSON(url: url + "/completions", json: body).authorized(key))
+                }
+            }
+            let metrics = try await cli.run(["metrics", "load", "--interval", "2"])
+            load.cancel()
+            await cli.cancelAll()
+            #expect(metrics.status == 0, "\(metrics.stderr)")
+            let line = metrics.stdout
+            #expect(line.contains("running"))
+            #expect(line.contains("kv-cache"))
+            let generation = line.components(separatedBy: "generation ").last?.split(separator: " ").first.flatMap { Double($0) }
+            #expect((generation ?? 0) > 0, "no generation throughput in: \(line)")
+        }
+    }
+}
