@@ -23,12 +23,18 @@ extension LocalCluster {
             let cli = try CLI()
             defer { Task { [cli] in await cli.cancelAll() } }
             // The node has 4 GPUs: the first takes them all, the second must wait.
-            _ = try await deployJSON(cli, ["--name", "big", "--gpus", "4"])
+            _ = try await deployJSON(cli, ["--name", "big", "--gpus", "4", "--time", "00:09:00"])
             _ = try await deployJSON(cli, ["--name", "waits", "--gpus", "4", "--no-wait"])
             try await Task.sleep(for: .seconds(2))
             let report = try await statusReport(cli)
             let table = try await cli.run(["status"])
+            let detail = try await cli.run(["status", "big"])
             await cli.cancelAll()
+            #expect(table.stdout.contains("less than 10 minutes of walltime left"))
+            #expect(detail.stdout.contains("Resources:"))
+            #expect(detail.stdout.contains("gres/gpu=4"))
+            #expect(detail.stdout.contains("Models:      sim"))
+            #expect(detail.stdout.contains("vllm-sim, a simulator"))
             #expect(report.schema == 1)
             #expect(report.cluster == "local")
             let big = try #require(report.deployments.first { $0.name == "big" })
@@ -36,6 +42,9 @@ extension LocalCluster {
             #expect(big.state == "RUNNING")
             #expect(big.health == .healthy)
             #expect(big.url?.hasPrefix("http://127.0.0.1:") == true)
+            // 9 minutes of walltime: flagged.
+            #expect(big.walltimeLow)
+            #expect(waits.walltimeLow == false)
             #expect(big.recorded)
             #expect(waits.state == "PENDING")
             #expect(waits.reason == "Resources" || waits.reason == "Priority")
@@ -152,6 +161,29 @@ extension LocalCluster {
             #expect(line.contains("kv-cache"))
             let generation = line.components(separatedBy: "generation ").last?.split(separator: " ").first.flatMap { Double($0) }
             #expect((generation ?? 0) > 0, "no generation throughput in: \(line)")
+        }
+
+        @Test func shareMakesAGroupReadableCopyAndSaysSo() async throws {
+            var cli = try CLI()
+            let shareDir = try temporaryDirectory()
+            let config = try String(contentsOfFile: repoRoot + "/.cluster/vllmctl.yaml", encoding: .utf8)
+                .replacingOccurrences(of: "    partition: debug\n", with: "    partition: debug\n    share_dir: \(shareDir)\n")
+            cli.configPath = try temporaryDirectory() + "/config.yaml"
+            try config.write(toFile: cli.configPath, atomically: true, encoding: .utf8)
+            defer { Task { [cli] in await cli.cancelAll() } }
+            let deployed = try await deployJSON(cli, ["--name", "shared"])
+            let shared = try await cli.run(["info", "shared", "--share"])
+            await cli.cancelAll()
+            #expect(shared.status == 0, "\(shared.stderr)")
+            #expect(shared.stderr.contains("Everyone in that file's group"))
+            let path = shareDir + "/shared-server_connection_info.txt"
+            let mode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int
+            #expect(mode == 0o640)
+            let original = try String(contentsOfFile: try #require(deployed["info_file"] as? String), encoding: .utf8)
+            #expect(try String(contentsOfFile: path, encoding: .utf8) == original)
+            // The deployment's own file stays private.
+            let own = try FileManager.default.attributesOfItem(atPath: try #require(deployed["info_file"] as? String))[.posixPermissions] as? Int
+            #expect(own == 0o600)
         }
     }
 }

@@ -18,7 +18,7 @@ public struct LocalHost: ClusterHost {
         }
         let arguments = Arguments(Array(argv.dropFirst()))
         let executable: Executable = program.contains("/") ? .path(.init(program)) : .name(program)
-        let limit = 64 << 20
+        let limit = 32 << 20
         return try await withThrowingTaskGroup(of: CommandResult?.self) { group in
             group.addTask {
                 do {
