@@ -7,7 +7,7 @@ public struct VLLMCtlCommand: AsyncParsableCommand {
         commandName: "vllmctl",
         abstract: "Run vLLM model servers on Slurm clusters and hand out connections that work.",
         version: VLLMCtl.version,
-        subcommands: [DeployCommand.self, StatusCommand.self, InfoCommand.self, LogsCommand.self, MetricsCommand.self, TeardownCommand.self, TemplatesCommand.self, ConfigCommand.self])
+        subcommands: [DeployCommand.self, StatusCommand.self, InfoCommand.self, QueryCommand.self, LogsCommand.self, MetricsCommand.self, TeardownCommand.self, TemplatesCommand.self, ConfigCommand.self])
 
     public init() {}
 }

@@ -99,12 +99,18 @@ final class SimulatorProcess: @unchecked Sendable {
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
-    /// SIGTERM, then SIGKILL after 5 s. (Foundation's waitUntilExit spins on Linux.)
+    /// SIGTERM, then SIGKILL after 5 s. Foundation's waitUntilExit spins on Linux and
+    /// isRunning lags, so the child's state is read from /proc (gone or a zombie = exited).
     func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        for _ in 0..<100 where process.isRunning { usleep(50_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        let pid = process.processIdentifier
+        func alive() -> Bool {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
+            return !(stat.split(separator: ")").last?.trimmingCharacters(in: .whitespaces).hasPrefix("Z") ?? true)
+        }
+        guard pid > 0, alive() else { return }
+        kill(pid, SIGTERM)
+        for _ in 0..<100 where alive() { usleep(20_000) }
+        if alive() { kill(pid, SIGKILL) }
     }
 
     deinit { stop() }

@@ -14,7 +14,8 @@ public struct ImageAttachment: Sendable, Equatable {
     /// is not trusted), and that they are not too big. `path` only names the file in errors.
     public init(bytes: Data, path: String, maximumBytes: Int = ImageAttachment.maximumBytes) throws {
         guard !bytes.isEmpty else {
-            throw VLLMCtlError.invalidInput("The image \(path) is empty", hint: "Pass a PNG, JPEG, GIF or WebP file.")
+            throw VLLMCtlError.invalidInput(
+                "The image \(path) is empty", hint: "Pass a PNG, JPEG, GIF or WebP file.")
         }
         guard bytes.count <= maximumBytes else {
             throw VLLMCtlError.invalidInput(
@@ -31,12 +32,15 @@ public struct ImageAttachment: Sendable, Equatable {
     }
 
     /// Reads and checks an image file. The size is checked before the file is read.
-    public static func load(path: String, maximumBytes: Int = ImageAttachment.maximumBytes) throws -> ImageAttachment {
+    public static func load(path: String, maximumBytes: Int = ImageAttachment.maximumBytes) throws
+        -> ImageAttachment
+    {
         let attributes: [FileAttributeKey: Any]
         do {
             attributes = try FileManager.default.attributesOfItem(atPath: path)
         } catch {
-            throw VLLMCtlError.file(path: path, message: "cannot read the image: no such file, or no permission")
+            throw VLLMCtlError.file(
+                path: path, message: "cannot read the image: no such file, or no permission")
         }
         if attributes[.type] as? FileAttributeType == .typeDirectory {
             throw VLLMCtlError.invalidInput("\(path) is a directory", hint: "Pass an image file.")

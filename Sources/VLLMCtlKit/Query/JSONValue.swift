@@ -56,13 +56,17 @@ public enum JSONValue: Sendable, Equatable, Codable {
     /// The encoded document, keys sorted so that equal values encode equally.
     public func encoded(pretty: Bool = false) -> Data {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+        encoder.outputFormatting =
+            pretty
+            ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
         // Encoding a JSONValue cannot fail: it holds only JSON's own types (a non-finite
         // double is the one exception, and nothing here produces one).
         return (try? encoder.encode(self)) ?? Data("null".utf8)
     }
 
-    public func text(pretty: Bool = false) -> String { String(decoding: encoded(pretty: pretty), as: UTF8.self) }
+    public func text(pretty: Bool = false) -> String {
+        String(decoding: encoded(pretty: pretty), as: UTF8.self)
+    }
 
     public subscript(key: String) -> JSONValue? {
         if case .object(let object) = self { return object[key] }

@@ -19,7 +19,8 @@ public struct StructuredOutput: Sendable, Equatable {
     public init(schema: JSONValue) throws {
         guard case .object = schema else {
             throw VLLMCtlError.invalidInput(
-                "The JSON schema must be a JSON object, like {\"type\": \"object\", ...}", hint: "Check the --json-schema value.")
+                "The JSON schema must be a JSON object, like {\"type\": \"object\", ...}",
+                hint: "Check the --json-schema value.")
         }
         self.schema = schema
     }
@@ -30,15 +31,20 @@ public struct StructuredOutput: Sendable, Equatable {
         if trimmed.hasPrefix("{") {
             guard let schema = JSONValue.parse(trimmed) else {
                 throw VLLMCtlError.invalidInput(
-                    "The --json-schema value is not valid JSON", hint: "Quote it for the shell ('{...}'), or put it in a file and pass the file name.")
+                    "The --json-schema value is not valid JSON",
+                    hint: "Quote it for the shell ('{...}'), or put it in a file and pass the file name.")
             }
             return try StructuredOutput(schema: schema)
         }
         guard let data = FileManager.default.contents(atPath: argument) else {
-            throw VLLMCtlError.file(path: argument, message: "cannot read the JSON schema (pass a file name, or the schema itself starting with `{`)")
+            throw VLLMCtlError.file(
+                path: argument,
+                message:
+                    "cannot read the JSON schema (pass a file name, or the schema itself starting with `{`)")
         }
         guard let schema = try? JSONValue.parse(data) else {
-            throw VLLMCtlError.invalidInput("\(argument) is not valid JSON", hint: "A JSON schema file holds one JSON object.")
+            throw VLLMCtlError.invalidInput(
+                "\(argument) is not valid JSON", hint: "A JSON schema file holds one JSON object.")
         }
         return try StructuredOutput(schema: schema)
     }
@@ -105,28 +111,41 @@ public struct StructuredOutput: Sendable, Equatable {
     /// the answer short.) Returns the parsed answer.
     public func check(answer: String, truncated: Bool) throws -> JSONValue {
         guard let value = JSONValue.parse(answer.trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            let why = truncated
+            let why =
+                truncated
                 ? "it was cut off at the token limit; raise --max-tokens"
                 : "the server may not support structured output (docs/QUERY.md lists the fields vllmctl sends), or ignored the schema"
-            throw VLLMCtlError.invalidInput("The answer is not valid JSON: \(why)", hint: "The raw answer is above; --json shows the whole response.")
+            throw VLLMCtlError.invalidInput(
+                "The answer is not valid JSON: \(why)",
+                hint: "The raw answer is above; --json shows the whole response.")
         }
         if schema["type"]?.stringValue == "object" {
             guard let object = value.objectValue else {
-                throw VLLMCtlError.invalidInput("The answer is JSON but not an object, as the schema asks", hint: "The server may have ignored the schema; docs/QUERY.md lists the fields vllmctl sends.")
+                throw VLLMCtlError.invalidInput(
+                    "The answer is JSON but not an object, as the schema asks",
+                    hint:
+                        "The server may have ignored the schema; docs/QUERY.md lists the fields vllmctl sends."
+                )
             }
             let required = schema["required"]?.arrayValue?.compactMap(\.stringValue) ?? []
             let missing = required.filter { object[$0] == nil }
             if !missing.isEmpty {
                 throw VLLMCtlError.invalidInput(
                     "The answer lacks the required key\(missing.count == 1 ? "" : "s") \(missing.map { "`\($0)`" }.joined(separator: ", "))",
-                    hint: "The server may have ignored the schema; docs/QUERY.md lists the fields vllmctl sends.")
+                    hint:
+                        "The server may have ignored the schema; docs/QUERY.md lists the fields vllmctl sends."
+                )
             }
             let properties = schema["properties"]?.objectValue ?? [:]
             for (key, value) in object.sorted(by: { $0.key < $1.key }) {
-                guard let expected = properties[key]?["type"]?.stringValue, !Self.matches(value, type: expected) else { continue }
+                guard let expected = properties[key]?["type"]?.stringValue,
+                    !Self.matches(value, type: expected)
+                else { continue }
                 throw VLLMCtlError.invalidInput(
                     "The answer's `\(key)` is not of type \(expected), as the schema asks",
-                    hint: "The server may have ignored the schema; docs/QUERY.md lists the fields vllmctl sends.")
+                    hint:
+                        "The server may have ignored the schema; docs/QUERY.md lists the fields vllmctl sends."
+                )
             }
         }
         return value
@@ -139,7 +158,8 @@ public struct StructuredOutput: Sendable, Equatable {
             return true
         case ("integer", .double(let d)):
             return d.rounded() == d
-        case ("object", _), ("array", _), ("string", _), ("boolean", _), ("null", _), ("integer", _), ("number", _):
+        case ("object", _), ("array", _), ("string", _), ("boolean", _), ("null", _), ("integer", _),
+            ("number", _):
             return false
         default:
             return true

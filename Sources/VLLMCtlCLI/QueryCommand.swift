@@ -1,0 +1,222 @@
+import ArgumentParser
+import Foundation
+import VLLMCtlKit
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+struct QueryCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "query",
+        abstract: "Ask a deployment (or any vLLM server) something: text, chat, stream, an image, JSON.",
+        discussion: """
+            The server is a deployment (JOB|NAME: its URL and key come from the job's connection \
+            file), or --url / --host --port [--ssl] with the key in VLLMCTL_API_KEY.
+
+            The prompt is --prompt, or stdin when it is not a terminal. Completions by default; \
+            --chat, --system and --image use chat completions. The answer goes to stdout, notes to \
+            stderr.
+
+            docs/QUERY.md has examples, the request fields sent for --json-schema, and the \
+            --save-dir format.
+            """)
+
+    @OptionGroup var cluster: ClusterOptions
+    @Argument(help: "A job id or deployment name (or leave it out and give --url or --host).") var deployment:
+        String?
+
+    @Option(help: "The server's URL, e.g. http://10.0.0.5:8000 (a trailing /v1 is fine).") var url: String?
+    @Option(help: "The server's host (with --port, --ssl).") var host: String?
+    @Option(help: "The server's port with --host.") var port: Int?
+    @Flag(help: "Use HTTPS with --host.") var ssl = false
+    @Option(help: "A CA bundle (PEM) to verify the server's certificate over HTTPS.") var cacert: String?
+    @Option(
+        help: ArgumentHelp(
+            "The API key (default: the deployment's key, else $VLLMCTL_API_KEY).",
+            discussion:
+                "A key on the command line is visible to other users of this machine (ps, /proc); prefer VLLMCTL_API_KEY."
+        ))
+    var apiKey: String?
+
+    @Option(help: "The prompt (default: stdin, when it is not a terminal).") var prompt: String?
+    @Flag(help: "Use chat completions (/v1/chat/completions) instead of completions.") var chat = false
+    @Option(help: "A system message (implies --chat).") var system: String?
+    @Option(help: "The most tokens to generate.") var maxTokens: Int = 256
+    @Option(help: "Sampling temperature (default: the server's).") var temperature: Double?
+    @Option(help: "Nucleus sampling top-p, in (0, 1] (default: the server's).") var topP: Double?
+    @Option(
+        help:
+            "The model name to ask for (default: the deployment's served name, else the first in /v1/models)."
+    ) var model: String?
+    @Flag(help: "Print the tokens as they arrive (server-sent events).") var stream = false
+    @Option(
+        help:
+            "An image file (PNG, JPEG, GIF, WebP; at most 20 MiB) sent as a base64 data URL (implies --chat)."
+    ) var image: String?
+    @Option(
+        name: .customLong("json-schema"),
+        help: "A JSON schema the answer must follow: a file, or the JSON itself ({...}).") var jsonSchema:
+        String?
+    @Option(help: "Save the request and response as JSON in this directory (0600 files, timestamped names).")
+    var saveDir: String?
+    @Flag(help: "Print only the server's health, version and models.") var info = false
+    @Flag(help: "Print the raw response (with --stream: each event's JSON on its own line).") var json = false
+    @Option(help: "Seconds to wait for the connection.") var connectTimeout: Double = 5
+    @Option(help: "Seconds for the whole exchange, streams included (0: no limit).") var timeout: Double = 120
+
+    func validate() throws {
+        if deployment != nil && (url != nil || host != nil) {
+            throw ValidationError("Name a deployment, or give --url or --host; not both.")
+        }
+        if url != nil && host != nil { throw ValidationError("Give --url or --host, not both.") }
+        if url != nil && (ssl || port != nil) {
+            throw ValidationError("--ssl and --port go with --host; with --url, put them in the URL.")
+        }
+        if host == nil && port != nil { throw ValidationError("--port goes with --host.") }
+        if let port, !(1...65535).contains(port) {
+            throw ValidationError("--port must be between 1 and 65535.")
+        }
+        if maxTokens < 1 { throw ValidationError("--max-tokens must be at least 1.") }
+        if let temperature, temperature < 0 { throw ValidationError("--temperature must be 0 or more.") }
+        if let topP, !(topP > 0 && topP <= 1) {
+            throw ValidationError("--top-p must be greater than 0 and at most 1.")
+        }
+        if connectTimeout <= 0 { throw ValidationError("--connect-timeout must be more than 0.") }
+        if timeout < 0 { throw ValidationError("--timeout must be 0 (no limit) or more.") }
+        if info
+            && (prompt != nil || stream || image != nil || jsonSchema != nil || saveDir != nil
+                || system != nil)
+        {
+            throw ValidationError(
+                "--info asks only for the server's health, version and models; leave out the query options.")
+        }
+    }
+
+    func run() async throws {
+        let server = try await resolveServer()
+        let client = QueryClient(http: CurlHTTPClient(), server: server)
+        let terminal = StandardTerminal()
+        if info {
+            let facts = try await client.info()
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+                terminal.print(String(decoding: try encoder.encode(facts), as: UTF8.self))
+            } else {
+                terminal.print(facts.text)
+            }
+            return
+        }
+
+        // Everything that can be checked locally is checked before the first request.
+        let options = QueryOptions(
+            prompt: try readPrompt(), chat: chat, system: system, maxTokens: maxTokens,
+            temperature: temperature, topP: topP,
+            model: model, stream: stream, image: try image.map { try ImageAttachment.load(path: $0) },
+            structuredOutput: try jsonSchema.map { try StructuredOutput.parse(argument: $0) })
+
+        let out = FileHandle.standardOutput
+        let json = self.json
+        let printed = PrintedFlag()
+        let result: QueryResult
+        do {
+            result = try await client.run(
+                options,
+                onText: { piece in
+                    if !json {
+                        out.write(Data(piece.utf8))
+                        printed.set()
+                    }
+                },
+                onEvent: { event in if json { out.write(Data((event + "\n").utf8)) } })
+        } catch {
+            // A stream that broke off leaves its partial line open; end it before the error.
+            if printed.value { out.write(Data("\n".utf8)) }
+            throw error
+        }
+
+        if !stream {
+            terminal.print(json ? String(decoding: result.rawBody, as: UTF8.self) : result.text)
+        } else if !json {
+            out.write(Data("\n".utf8))
+        }
+        if let saveDir {
+            let path = try QueryArchive.save(result, directory: saveDir)
+            terminal.note("Saved \(path)")
+        }
+        if result.truncated {
+            terminal.note("(The answer stopped at --max-tokens \(maxTokens); raise it for a longer one.)")
+        }
+        if let schema = options.structuredOutput {
+            _ = try schema.check(answer: result.text, truncated: result.truncated)
+        }
+    }
+
+    /// The server from the deployment, or from --url / --host.
+    func resolveServer() async throws -> QueryServer {
+        let environment = ProcessInfo.processInfo.environment
+        let total: Double? = timeout == 0 ? nil : timeout
+        if let deployment {
+            let cli = try CLIEnvironment(options: cluster)
+            let resolved = try await DeploymentResolver(context: cli.context, cluster: cli.profile.name)
+                .resolve(deployment)
+            guard let record = resolved.connection else {
+                let state =
+                    resolved.job.map { $0.state.rawValue + ($0.reason == "None" ? "" : " (\($0.reason))") }
+                    ?? "unknown"
+                throw VLLMCtlError.invalidInput(
+                    "Job \(resolved.jobID) (\(resolved.name)) has not published its connection file yet; it is \(state)",
+                    hint:
+                        "Wait for it with `vllmctl status \(resolved.name) --watch`, or read `vllmctl logs \(resolved.name)`."
+                )
+            }
+            if record.endedAt != nil || (resolved.job.map { $0.state.isFinal } ?? true) {
+                throw VLLMCtlError.invalidInput(
+                    "Job \(resolved.jobID) (\(resolved.name)) has ended, so its server no longer answers",
+                    hint: "Deploy again with `vllmctl deploy`; `vllmctl status --all` lists your deployments."
+                )
+            }
+            // The direct URL. Once tunnels exist (`vllmctl tunnel`), an open tunnel for this job
+            // is to be preferred here: its local URL, the same key.
+            var url = record.serverURL
+            if ssl, url.hasPrefix("http://") { url = "https://" + url.dropFirst("http://".count) }
+            return try QueryServer(
+                url: url, apiKey: apiKey ?? record.apiKey, caCertificate: cacert,
+                connectTimeout: connectTimeout, timeout: total,
+                deploymentName: resolved.name, servedModelName: record.servedModelName)
+        }
+        let url: String
+        if let explicit = self.url {
+            url = explicit
+        } else if let host {
+            url = QueryServer.url(host: host, port: port ?? 8000, ssl: ssl)
+        } else {
+            throw ValidationError("Name a deployment (JOB|NAME), or give the server with --url or --host.")
+        }
+        return try QueryServer(
+            url: url, apiKey: apiKey ?? environment["VLLMCTL_API_KEY"], caCertificate: cacert,
+            connectTimeout: connectTimeout,
+            timeout: total)
+    }
+
+    func readPrompt() throws -> String {
+        if let prompt { return prompt }
+        guard isatty(STDIN_FILENO) != 1 else {
+            throw ValidationError("Give the prompt with --prompt, or pipe it in on stdin.")
+        }
+        let text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+        guard !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+            throw ValidationError("stdin was empty; give the prompt with --prompt, or pipe it in.")
+        }
+        return text.hasSuffix("\n") ? String(text.dropLast()) : text
+    }
+}
+
+/// Whether a stream has printed anything yet (set on libcurl's thread).
+private final class PrintedFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var printed = false
+    func set() { lock.withLock { printed = true } }
+    var value: Bool { lock.withLock { printed } }
+}
