@@ -42,7 +42,7 @@ demo: build cluster-up
 
 ## Benchmarks: numbers with ratios, see docs/BENCHMARKS.md.
 bench: deps cluster-up
-	$(SWIFT) build -c release
+	$(SWIFT) build -c release --static-swift-stdlib --product vllmctl
 	bash Tests/bench/run.sh
 
 cluster-up:
@@ -60,9 +60,11 @@ lint:
 format:
 	swift-format format --in-place --recursive Sources Tests Package.swift
 
-install: build
+## A release binary with the Swift runtime linked in (starts faster; runs without a Swift toolchain).
+install: deps
+	$(SWIFT) build -c release --static-swift-stdlib --product vllmctl
 	install -d $(PREFIX)/bin $(PREFIX)/share/vllmctl/templates
-	install -m 0755 .build/debug/vllmctl $(PREFIX)/bin/vllmctl
+	install -m 0755 .build/release/vllmctl $(PREFIX)/bin/vllmctl
 	install -m 0644 templates/*.mustache $(PREFIX)/share/vllmctl/templates/
 
 clean:
