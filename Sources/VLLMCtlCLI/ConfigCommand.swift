@@ -9,7 +9,8 @@ struct ConfigCommand: AsyncParsableCommand {
 
     struct Init: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Write a commented starter config.yaml.")
-        @Option(help: "Where to write it (default: $XDG_CONFIG_HOME/vllmctl/config.yaml).") var config: String?
+        @Option(help: "Where to write it (default: $XDG_CONFIG_HOME/vllmctl/config.yaml).") var config:
+            String?
         @Flag(help: "Replace an existing file.") var force = false
 
         func run() async throws {
@@ -21,19 +22,23 @@ struct ConfigCommand: AsyncParsableCommand {
             try FileManager.default.createDirectory(
                 atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             try LocalFiles.writeAtomically(Data(StarterConfig.text.utf8), to: path, mode: 0o600)
-            StandardTerminal().print("Wrote \(path). Edit the cluster profile, then try `vllmctl deploy PRESET --dry-run`.")
+            StandardTerminal().print(
+                "Wrote \(path). Edit the cluster profile, then try `vllmctl deploy PRESET --dry-run`.")
         }
     }
 
     struct Check: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Read the configuration and report problems.")
+        static let configuration = CommandConfiguration(
+            abstract: "Read the configuration and report problems.")
         @OptionGroup var cluster: ClusterOptions
 
         func run() async throws {
             let environment = ProcessInfo.processInfo.environment
             let loaded = try ConfigLocation.load(explicit: cluster.config, environment: environment)
             let terminal = StandardTerminal()
-            terminal.print("\(loaded.path ?? "(no file)"): \(loaded.clusters.count) cluster(s), \(loaded.models.count) model preset(s); default cluster: \(loaded.defaultCluster ?? "none")")
+            terminal.print(
+                "\(loaded.path ?? "(no file)"): \(loaded.clusters.count) cluster(s), \(loaded.models.count) model preset(s); default cluster: \(loaded.defaultCluster ?? "none")"
+            )
         }
     }
 }

@@ -35,7 +35,8 @@ struct DeployCommand: AsyncParsableCommand {
     @Option(help: "CPUs for the job.") var cpus: Int?
     @Option(name: .customLong("mem"), help: "Memory, e.g. 64G.") var memory: String?
     @Option(help: "How to ask for GPUs: gres or gpus.") var gpuRequest: String?
-    @Option(help: "Setup line to run before the server (repeatable), e.g. 'module load cuda'.") var setup: [String] = []
+    @Option(help: "Setup line to run before the server (repeatable), e.g. 'module load cuda'.") var setup:
+        [String] = []
     @Option(help: "The server program, e.g. 'vllm serve'.") var serverCommand: String?
 
     @Option(help: "The port to ask for (the job takes the next free one if it is taken).") var port: Int?
@@ -43,11 +44,14 @@ struct DeployCommand: AsyncParsableCommand {
     @Option(help: "Address the server binds (default 0.0.0.0).") var bindHost: String?
     @Option(help: "Name clients use for the model.") var servedModelName: String?
     @Option(help: "vLLM --dtype.") var dtype: String?
-    @Option(name: [.customLong("tensor-parallel-size"), .customShort("t")], help: "vLLM --tensor-parallel-size.") var tensorParallelSize: Int?
+    @Option(
+        name: [.customLong("tensor-parallel-size"), .customShort("t")], help: "vLLM --tensor-parallel-size.")
+    var tensorParallelSize: Int?
     @Option(help: "vLLM --pipeline-parallel-size.") var pipelineParallelSize: Int?
     @Option(help: "vLLM --gpu-memory-utilization.") var gpuMemoryUtilization: Double?
     @Option(help: "vLLM --max-model-len.") var maxModelLen: Int?
-    @Option(help: "vLLM --guided-decoding-backend (e.g. outlines, lm-format-enforcer, xgrammar).") var guidedDecodingBackend: String?
+    @Option(help: "vLLM --guided-decoding-backend (e.g. outlines, lm-format-enforcer, xgrammar).")
+    var guidedDecodingBackend: String?
     @Option(help: "vLLM --uvicorn-log-level.") var uvicornLogLevel: String?
     @Option(help: "vLLM --max-log-len.") var maxLogLen: Int?
 
@@ -61,7 +65,9 @@ struct DeployCommand: AsyncParsableCommand {
         if let gpuRequest, GPURequestStyle(rawValue: gpuRequest) == nil {
             throw ValidationError("--gpu-request must be `gres` or `gpus`.")
         }
-        if let timeout, timeout <= 0 { throw ValidationError("--timeout must be a positive number of seconds.") }
+        if let timeout, timeout <= 0 {
+            throw ValidationError("--timeout must be a positive number of seconds.")
+        }
     }
 
     var flags: DeploySettings {
@@ -103,13 +109,15 @@ struct DeployCommand: AsyncParsableCommand {
         var key: APIKey? = nil
         if let apiKeyFile {
             guard let text = try? String(contentsOfFile: apiKeyFile, encoding: .utf8) else {
-                throw VLLMCtlError.file(path: apiKeyFile, message: "cannot be read; give a file that holds the key on one line")
+                throw VLLMCtlError.file(
+                    path: apiKeyFile, message: "cannot be read; give a file that holds the key on one line")
             }
             key = try APIKey(text.trimmingCharacters(in: .whitespacesAndNewlines))
         }
         let request = DeployRequest(
             modelOrPreset: model, name: name, flags: flags, apiKey: key, dryRun: dryRun, wait: !noWait)
-        let deployer = Deployer(context: env.context, config: env.config, profile: env.profile, templates: env.templates)
+        let deployer = Deployer(
+            context: env.context, config: env.config, profile: env.profile, templates: env.templates)
         let terminal = env.context.terminal
         let outcome: DeployOutcome
         do {
@@ -117,7 +125,9 @@ struct DeployCommand: AsyncParsableCommand {
         } catch is CancellationError {
             let pending = env.context.records.all(cluster: env.profile.name).last { $0.phase == .submitted }
             if let job = pending {
-                terminal.note("\nStopped waiting. Job \(job.jobID) (\(job.name)) keeps running: see it with `vllmctl status`, cancel it with `scancel \(job.jobID)`.")
+                terminal.note(
+                    "\nStopped waiting. Job \(job.jobID) (\(job.name)) keeps running: see it with `vllmctl status`, cancel it with `scancel \(job.jobID)`."
+                )
             } else {
                 terminal.note("\nStopped before anything was submitted.")
             }
@@ -133,10 +143,12 @@ struct DeployCommand: AsyncParsableCommand {
             return
         }
         guard let connection = outcome.connection else {
-            terminal.print("Job \(record.jobID) submitted; not waiting. Its connection file will be \(record.infoFile)")
+            terminal.print(
+                "Job \(record.jobID) submitted; not waiting. Its connection file will be \(record.infoFile)")
             return
         }
-        terminal.print("""
+        terminal.print(
+            """
             Ready: \(record.name) (job \(record.jobID) on \(record.node ?? "?"))
             Server URL: \(connection.serverURL)
             API Key: \(connection.apiKey)

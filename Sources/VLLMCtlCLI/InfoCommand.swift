@@ -21,18 +21,25 @@ struct InfoCommand: AsyncParsableCommand {
     @Flag(help: "Copy the connection file to share_dir, group-readable (0640).") var share = false
 
     func validate() throws {
-        if [json, env, curl].filter({ $0 }).count > 1 { throw ValidationError("Pick one of --json, --env and --curl.") }
+        if [json, env, curl].filter({ $0 }).count > 1 {
+            throw ValidationError("Pick one of --json, --env and --curl.")
+        }
     }
 
     func run() async throws {
         let environment = try CLIEnvironment(options: cluster)
         let context = environment.context
-        let resolved = try await DeploymentResolver(context: context, cluster: environment.profile.name).resolve(deployment)
+        let resolved = try await DeploymentResolver(context: context, cluster: environment.profile.name)
+            .resolve(deployment)
         guard let record = resolved.connection else {
-            let state = resolved.job.map { $0.state.rawValue + ($0.reason == "None" ? "" : " (\($0.reason))") } ?? "unknown"
+            let state =
+                resolved.job.map { $0.state.rawValue + ($0.reason == "None" ? "" : " (\($0.reason))") }
+                ?? "unknown"
             throw VLLMCtlError.invalidInput(
                 "Job \(resolved.jobID) (\(resolved.name)) has not published its connection file yet; it is \(state)",
-                hint: "Wait for it with `vllmctl status \(resolved.name) --watch`, or read `vllmctl logs \(resolved.name)`.")
+                hint:
+                    "Wait for it with `vllmctl status \(resolved.name) --watch`, or read `vllmctl logs \(resolved.name)`."
+            )
         }
         if record.endedAt != nil || (resolved.job.map { $0.state.isFinal } ?? true) {
             context.terminal.note("warning: job \(resolved.jobID) has ended; this URL no longer answers.")
@@ -54,7 +61,9 @@ struct InfoCommand: AsyncParsableCommand {
         }
     }
 
-    func shareFile(_ info: ConnectionInfo, name: String, profile: ClusterProfile, context: Context) async throws {
+    func shareFile(_ info: ConnectionInfo, name: String, profile: ClusterProfile, context: Context)
+        async throws
+    {
         guard let dir = profile.shareDir else {
             throw VLLMCtlError.invalidInput(
                 "The cluster profile `\(profile.name)` has no share_dir",
@@ -63,6 +72,8 @@ struct InfoCommand: AsyncParsableCommand {
         let path = dir + "/" + name + "-" + DeploymentFiles.infoText
         try await context.host.writeFileAtomically(Data(info.text.utf8), to: path, mode: 0o640)
         context.terminal.print("Shared \(path) (mode 0640).")
-        context.terminal.note("Everyone in that file's group can now read the API key and use the server. `vllmctl teardown \(name)` replaces the file with a notice when it stops.")
+        context.terminal.note(
+            "Everyone in that file's group can now read the API key and use the server. `vllmctl teardown \(name)` replaces the file with a notice when it stops."
+        )
     }
 }

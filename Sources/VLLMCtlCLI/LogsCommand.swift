@@ -14,7 +14,8 @@ struct LogsCommand: AsyncParsableCommand {
 
     func run() async throws {
         let env = try CLIEnvironment(options: cluster)
-        let resolved = try await DeploymentResolver(context: env.context, cluster: env.profile.name).resolve(deployment)
+        let resolved = try await DeploymentResolver(context: env.context, cluster: env.profile.name).resolve(
+            deployment)
         let follower = LogFollower(context: env.context)
         let path = stderr ? resolved.stderrPath : resolved.stdoutPath
         let terminal = env.context.terminal

@@ -13,15 +13,20 @@ struct MetricsCommand: AsyncParsableCommand {
 
     func run() async throws {
         let env = try CLIEnvironment(options: cluster)
-        let resolved = try await DeploymentResolver(context: env.context, cluster: env.profile.name).resolve(deployment)
+        let resolved = try await DeploymentResolver(context: env.context, cluster: env.profile.name).resolve(
+            deployment)
         guard let info = resolved.connection, resolved.isRunning else {
-            throw VLLMCtlError.invalidInput("Deployment \(resolved.name) (job \(resolved.jobID)) is not serving", hint: "See `vllmctl status \(resolved.name)`.")
+            throw VLLMCtlError.invalidInput(
+                "Deployment \(resolved.name) (job \(resolved.jobID)) is not serving",
+                hint: "See `vllmctl status \(resolved.name)`.")
         }
         let http = env.context.http
         let url = info.serverURL + "/metrics"
         @Sendable func sample() async throws -> ServerMetrics {
             let r = try await http.send(HTTPRequest(url: url, timeout: 10))
-            guard r.status == 200 else { throw VLLMCtlError.http(url: url, message: "answered \(r.status)", hint: "") }
+            guard r.status == 200 else {
+                throw VLLMCtlError.http(url: url, message: "answered \(r.status)", hint: "")
+            }
             return ServerMetrics(samples: PrometheusText.parse(r.text))
         }
         try await cancellingOnSignal {

@@ -6,7 +6,9 @@ struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
         abstract: "Show your vllmctl deployments on a cluster, or one in detail.",
-        discussion: "One squeue call builds the table (plus one sacct call with --all). The JSON schema is in docs/STATUS_JSON.md.")
+        discussion:
+            "One squeue call builds the table (plus one sacct call with --all). The JSON schema is in docs/STATUS_JSON.md."
+    )
 
     @OptionGroup var cluster: ClusterOptions
     @Argument(help: "A job id or deployment name for the detail view.") var deployment: String?
@@ -41,29 +43,38 @@ struct StatusCommand: AsyncParsableCommand {
             return try StatusReport(cluster: env.profile.name, generatedAt: Date(), deployments: rows).json()
         }
         if rows.isEmpty {
-            return "No vllmctl deployments on \(env.profile.name)\(all ? "" : " (--all includes ended ones)"). Start one with `vllmctl deploy MODEL`."
+            return
+                "No vllmctl deployments on \(env.profile.name)\(all ? "" : " (--all includes ended ones)"). Start one with `vllmctl deploy MODEL`."
         }
         return StatusTable.render(rows)
     }
 
     func detail(_ idOrName: String, env: CLIEnvironment, builder: StatusBuilder) async throws -> String {
-        let resolved = try await DeploymentResolver(context: env.context, cluster: env.profile.name).resolve(idOrName)
+        let resolved = try await DeploymentResolver(context: env.context, cluster: env.profile.name).resolve(
+            idOrName)
         let rows = try await builder.build(includeEnded: true)
         guard let row = rows.first(where: { $0.jobID == resolved.jobID }) else {
-            throw VLLMCtlError.notFound(what: "deployment", name: idOrName, hint: "`vllmctl status --all` lists them.")
+            throw VLLMCtlError.notFound(
+                what: "deployment", name: idOrName, hint: "`vllmctl status --all` lists them.")
         }
         var server: ServerFacts?
         if row.health == .healthy, let info = resolved.connection {
             server = await ServerFacts.fetch(info, http: env.context.http)
         }
         if json {
-            return try DetailReport(status: row, stdout: resolved.stdoutPath, stderr: resolved.stderrPath, server: server).json()
+            return try DetailReport(
+                status: row, stdout: resolved.stdoutPath, stderr: resolved.stderrPath, server: server
+            ).json()
         }
         var lines = [StatusTable.render([row]).trimmingCharacters(in: .newlines), ""]
         if let job = resolved.job, job.state.isFinal == false {
-            let scontrol = try await env.context.host.run(["scontrol", "show", "job", "--oneliner", resolved.jobID], input: nil, timeout: .seconds(30))
+            let scontrol = try await env.context.host.run(
+                ["scontrol", "show", "job", "--oneliner", resolved.jobID], input: nil, timeout: .seconds(30))
             let fields = ScontrolJob.parse(scontrol.stdout)
-            let keys = ["Partition", "Account", "QOS", "TimeLimit", "NumCPUs", "TresPerNode", "TRES", "MinMemoryNode", "StartTime"]
+            let keys = [
+                "Partition", "Account", "QOS", "TimeLimit", "NumCPUs", "TresPerNode", "TRES", "MinMemoryNode",
+                "StartTime",
+            ]
             let resources = keys.compactMap { k in fields[k].map { "\(k)=\($0)" } }.joined(separator: " ")
             if !resources.isEmpty { lines.append("Resources:   " + resources) }
         }
@@ -72,7 +83,9 @@ struct StatusCommand: AsyncParsableCommand {
         lines.append("Logs:        " + resolved.stdoutPath + "\n             " + resolved.stderrPath)
         lines.append("Tunnel:      none open")
         if let server {
-            lines.append("Server:      vLLM \(server.version ?? "?")" + (server.simulator ? " (vllm-sim, a simulator)" : ""))
+            lines.append(
+                "Server:      vLLM \(server.version ?? "?")"
+                    + (server.simulator ? " (vllm-sim, a simulator)" : ""))
             lines.append("Models:      " + server.models.joined(separator: ", "))
         } else if row.health != .unknown {
             lines.append("Server:      \(row.health.rawValue)\(row.healthDetail.map { ": " + $0 } ?? "")")
@@ -96,7 +109,8 @@ struct ServerFacts: Encodable {
             facts.simulator = o["simulator"] as? Bool ?? false
         }
         if let key = try? APIKey(info.apiKey),
-            let r = try? await http.send(HTTPRequest(url: info.serverURL + "/v1/models", timeout: 5).authorized(key))
+            let r = try? await http.send(
+                HTTPRequest(url: info.serverURL + "/v1/models", timeout: 5).authorized(key))
         {
             facts.models = ModelList.names(r.body)
         }

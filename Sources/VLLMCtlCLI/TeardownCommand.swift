@@ -26,19 +26,24 @@ struct TeardownCommand: AsyncParsableCommand {
     @Flag(help: "Tear down all of your vllmctl deployments on the cluster.") var all = false
     @Option(help: "With --stale: how long a server may be unhealthy (default 10m).") var grace: String?
     @Option(help: "With --stale: also tear down jobs running longer than this.") var olderThan: String?
-    @Option(help: "With --stale: also tear down jobs pending longer than this.") var pendingLongerThan: String?
+    @Option(help: "With --stale: also tear down jobs pending longer than this.") var pendingLongerThan:
+        String?
     @Flag(name: [.short, .long], help: "Do not ask for confirmation.") var yes = false
     @Flag(help: "Only list what would be done.") var dryRun = false
 
     func validate() throws {
         let modes = [!deployments.isEmpty, stale, all].filter { $0 }.count
         if modes != 1 {
-            throw ValidationError("Give deployments to tear down (job ids or names), or --stale, or --all: exactly one of them.")
+            throw ValidationError(
+                "Give deployments to tear down (job ids or names), or --stale, or --all: exactly one of them."
+            )
         }
         if !stale && (grace != nil || olderThan != nil || pendingLongerThan != nil) {
             throw ValidationError("--grace, --older-than and --pending-longer-than go with --stale.")
         }
-        for (flag, value) in [("--grace", grace), ("--older-than", olderThan), ("--pending-longer-than", pendingLongerThan)] {
+        for (flag, value) in [
+            ("--grace", grace), ("--older-than", olderThan), ("--pending-longer-than", pendingLongerThan),
+        ] {
             guard let value else { continue }
             do {
                 _ = try DurationText.parse(value)
@@ -51,10 +56,11 @@ struct TeardownCommand: AsyncParsableCommand {
     var scope: TeardownScope {
         get throws {
             if stale {
-                return .stale(StaleCriteria(
-                    grace: try grace.map(DurationText.parse) ?? StaleCriteria.defaultGrace,
-                    olderThan: try olderThan.map(DurationText.parse),
-                    pendingLongerThan: try pendingLongerThan.map(DurationText.parse)))
+                return .stale(
+                    StaleCriteria(
+                        grace: try grace.map(DurationText.parse) ?? StaleCriteria.defaultGrace,
+                        olderThan: try olderThan.map(DurationText.parse),
+                        pendingLongerThan: try pendingLongerThan.map(DurationText.parse)))
             }
             return all ? .all : .named(deployments)
         }
@@ -63,14 +69,18 @@ struct TeardownCommand: AsyncParsableCommand {
     func run() async throws {
         let env = try CLIEnvironment(options: cluster)
         let terminal = env.context.terminal
-        let teardown = Teardown(context: env.context, profile: env.profile, user: try await env.context.host.userName())
+        let teardown = Teardown(
+            context: env.context, profile: env.profile, user: try await env.context.host.userName())
         let scope = try scope
         let plan = try await teardown.plan(scope)
         let named: Bool
         if case .named = scope { named = true } else { named = false }
 
         if plan.actions.isEmpty {
-            terminal.print(stale ? "No stale deployments on \(env.profile.name)." : "No vllmctl deployments of yours on \(env.profile.name).")
+            terminal.print(
+                stale
+                    ? "No stale deployments on \(env.profile.name)."
+                    : "No vllmctl deployments of yours on \(env.profile.name).")
             return
         }
         if !named || dryRun {
@@ -92,7 +102,8 @@ struct TeardownCommand: AsyncParsableCommand {
                     "Not asking for confirmation: stdin is not a terminal",
                     hint: "Pass --yes to go ahead, or --dry-run to only list. Nothing was changed.")
             }
-            FileHandle.standardError.write(Data("\(Self.question(plan, cluster: env.profile.name)) [y/N] ".utf8))
+            FileHandle.standardError.write(
+                Data("\(Self.question(plan, cluster: env.profile.name)) [y/N] ".utf8))
             let answer = readLine()?.trimmingCharacters(in: .whitespaces).lowercased() ?? ""
             guard answer == "y" || answer == "yes" else {
                 terminal.print("Nothing was changed.")
@@ -110,14 +121,17 @@ struct TeardownCommand: AsyncParsableCommand {
     /// One line per job: what will happen and why.
     static func render(_ plan: TeardownPlan) -> String {
         let verbs: [TeardownAction.Kind: String] = [
-            .cancel: "cancel", .cleanUp: "clean up", .alreadyDone: "done", .keep: "keep", .undecided: "unsure",
+            .cancel: "cancel", .cleanUp: "clean up", .alreadyDone: "done", .keep: "keep",
+            .undecided: "unsure",
         ]
         let idWidth = plan.actions.map(\.jobID.count).max() ?? 0
         let nameWidth = min(plan.actions.map(\.name.count).max() ?? 0, 30)
         return plan.actions.map { action in
             let verb = (verbs[action.kind] ?? "").padding(toLength: 9, withPad: " ", startingAt: 0)
             let id = action.jobID.padding(toLength: idWidth, withPad: " ", startingAt: 0)
-            let name = action.name.count >= nameWidth ? action.name : action.name.padding(toLength: nameWidth, withPad: " ", startingAt: 0)
+            let name =
+                action.name.count >= nameWidth
+                ? action.name : action.name.padding(toLength: nameWidth, withPad: " ", startingAt: 0)
             return "\(verb) \(id)  \(name)  \(action.reason)"
         }.joined(separator: "\n")
     }
@@ -127,6 +141,7 @@ struct TeardownCommand: AsyncParsableCommand {
         let cancel = plan.toCancel.count, clean = plan.toCleanUp.count
         if cancel > 0 { parts.append("cancel \(cancel) job\(cancel == 1 ? "" : "s")") }
         if clean > 0 { parts.append("clean up \(clean) record\(clean == 1 ? "" : "s")") }
-        return parts.joined(separator: " and ").prefix(1).uppercased() + parts.joined(separator: " and ").dropFirst() + " on \(cluster)?"
+        return parts.joined(separator: " and ").prefix(1).uppercased()
+            + parts.joined(separator: " and ").dropFirst() + " on \(cluster)?"
     }
 }

@@ -6,7 +6,9 @@ struct TemplatesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "templates",
         abstract: "List the sbatch templates, or show one.",
-        discussion: "Add or override templates as NAME.sbatch.mustache in the `templates` folder beside your config.yaml.")
+        discussion:
+            "Add or override templates as NAME.sbatch.mustache in the `templates` folder beside your config.yaml."
+    )
 
     @Argument(help: "A template to show.") var name: String?
 

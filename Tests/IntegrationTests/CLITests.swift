@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import VLLMCtlKit
 
 /// The built `vllmctl` binary, beside the test bundle.
@@ -47,7 +48,8 @@ extension LocalCluster {
             let result = try await cli.run(["deploy", "sim", "--json", "--name", "cli-json"])
             await cli.cancelAll()
             #expect(result.status == 0, "stderr: \(result.stderr)")
-            let object = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+            let object = try #require(
+                try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
             for key in ["job_id", "name", "url", "api_key", "model", "node", "info_file"] {
                 #expect(object[key] != nil, "missing \(key)")
             }
@@ -62,8 +64,12 @@ extension LocalCluster {
             let cli = try CLI()
             defer { Task { [cli] in await cli.cancelAll() } }
             // A long load keeps deploy waiting; SIGINT arrives while it waits.
-            let argv = ["env"] + cli.environment.map { "\($0)=\($1)" }
-                + [vllmctlBinary, "deploy", "sim", "--name", "cli-int", "--setup", "export VLLM_SIM_LOAD_SECONDS=60"]
+            let argv =
+                ["env"] + cli.environment.map { "\($0)=\($1)" }
+                + [
+                    vllmctlBinary, "deploy", "sim", "--name", "cli-int", "--setup",
+                    "export VLLM_SIM_LOAD_SECONDS=60",
+                ]
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
             process.arguments = Array(argv.dropFirst())
@@ -113,7 +119,8 @@ extension LocalCluster {
             let cli = try CLI()
             let result = try await cli.run(["deploy", "sim", "--json", "--name", "cli-end"])
             #expect(result.status == 0, "stderr: \(result.stderr)")
-            let object = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+            let object = try #require(
+                try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
             let dir = ((object["info_file"] as? String ?? "") as NSString).deletingLastPathComponent
             await cli.cancelAll()
             var ended: String?
@@ -130,7 +137,8 @@ extension LocalCluster {
             cli.configPath = try temporaryDirectory() + "/sub/config.yaml"
             let result = try await cli.run(["config", "init"])
             #expect(result.status == 0, "stderr: \(result.stderr)")
-            let mode = try FileManager.default.attributesOfItem(atPath: cli.configPath)[.posixPermissions] as? Int
+            let mode =
+                try FileManager.default.attributesOfItem(atPath: cli.configPath)[.posixPermissions] as? Int
             #expect(mode == 0o600)
             #expect(try await cli.run(["config", "check"]).status == 0)
             let again = try await cli.run(["config", "init"])
@@ -141,7 +149,8 @@ extension LocalCluster {
         @Test func aBadConfigNamesFileLineAndKey() async throws {
             var cli = try CLI()
             cli.configPath = try temporaryDirectory() + "/config.yaml"
-            try "clusters:\n  local:\n    partition: debug\n    gpu: 2\n".write(toFile: cli.configPath, atomically: true, encoding: .utf8)
+            try "clusters:\n  local:\n    partition: debug\n    gpu: 2\n".write(
+                toFile: cli.configPath, atomically: true, encoding: .utf8)
             let result = try await cli.run(["deploy", "sim", "--dry-run"])
             #expect(result.status != 0)
             #expect(result.stderr.contains("\(cli.configPath):4"))
@@ -151,9 +160,12 @@ extension LocalCluster {
         @Test func userTemplatesOverrideAndAreListed() async throws {
             var cli = try CLI()
             let configDir = try temporaryDirectory()
-            try FileManager.default.createDirectory(atPath: configDir + "/vllmctl/templates", withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                atPath: configDir + "/vllmctl/templates", withIntermediateDirectories: true)
             try "#!/bin/bash\n#SBATCH --job-name={{{job_name}}}\n# custom {{model}}\n{{> vllmctl-runtime}}\n"
-                .write(toFile: configDir + "/vllmctl/templates/mine.sbatch.mustache", atomically: true, encoding: .utf8)
+                .write(
+                    toFile: configDir + "/vllmctl/templates/mine.sbatch.mustache", atomically: true,
+                    encoding: .utf8)
             cli.extraEnvironment["XDG_CONFIG_HOME"] = configDir
             let list = try await cli.run(["templates"])
             #expect(list.stdout.contains("single-node"))

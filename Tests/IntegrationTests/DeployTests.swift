@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import VLLMCtlKit
 
 extension LocalCluster {
@@ -19,7 +20,9 @@ extension LocalCluster {
                 records: DeploymentStore(directory: try temporaryDirectory()), environment: [:])
         }
 
-        var deployer: Deployer { Deployer(context: context, config: config, profile: profile, templates: templates) }
+        var deployer: Deployer {
+            Deployer(context: context, config: config, profile: profile, templates: templates)
+        }
 
         /// Runs `body`, then cancels every job this suite's records know, pass or fail, so that
         /// no test leaves a job behind.
@@ -49,25 +52,35 @@ extension LocalCluster {
                 // The job wrote the seed's file, byte for byte what ConnectionInfo renders, 0600.
                 let text = try String(contentsOfFile: record.infoFile, encoding: .utf8)
                 #expect(text == connection.text)
-                for file in [record.infoFile, record.deployDir + "/" + DeploymentFiles.infoJSON, record.deployDir + "/" + DeploymentFiles.apiKey] {
-                    let mode = try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int
+                for file in [
+                    record.infoFile, record.deployDir + "/" + DeploymentFiles.infoJSON,
+                    record.deployDir + "/" + DeploymentFiles.apiKey,
+                ] {
+                    let mode =
+                        try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int
                     #expect(mode == 0o600, "\(file) has mode \(String(mode ?? 0, radix: 8))")
                 }
-                let sidecar = try JSONDecoder().decode(ConnectionRecord.self, from: Data(contentsOf: URL(fileURLWithPath: record.deployDir + "/" + DeploymentFiles.infoJSON)))
+                let sidecar = try JSONDecoder().decode(
+                    ConnectionRecord.self,
+                    from: Data(
+                        contentsOf: URL(fileURLWithPath: record.deployDir + "/" + DeploymentFiles.infoJSON)))
                 #expect(sidecar.jobID == record.jobID)
                 #expect(sidecar.model == "Qwen/Qwen2.5-0.5B-Instruct")
                 #expect(sidecar.readyAt != nil)
 
                 // The curl command from the file, run verbatim through a shell, gets an answer.
                 let curl = text.components(separatedBy: "Example curl command:\n")[1]
-                let answer = try await sh(["bash", "-c", curl.replacingOccurrences(of: "curl ", with: "curl -sS ")])
+                let answer = try await sh([
+                    "bash", "-c", curl.replacingOccurrences(of: "curl ", with: "curl -sS "),
+                ])
                 #expect(answer.status == 0, "curl failed: \(answer.stderr)")
                 let json = try JSONSerialization.jsonObject(with: Data(answer.stdout.utf8)) as? [String: Any]
                 let choices = json?["choices"] as? [[String: Any]]
                 #expect((choices?.first?["text"] as? String)?.isEmpty == false)
 
                 // A wrong key gets 401.
-                let wrong = try await CurlHTTPClient().send(HTTPRequest(url: connection.baseURL + "/models").authorized(APIKey.generate()))
+                let wrong = try await CurlHTTPClient().send(
+                    HTTPRequest(url: connection.baseURL + "/models").authorized(APIKey.generate()))
                 #expect(wrong.status == 401)
 
                 // The local record is 0600 and findable by name and id.
@@ -77,7 +90,8 @@ extension LocalCluster {
 
         @Test func theKeyIsNowhereItShouldNotBe() async throws {
             try await cleaningUp {
-                let outcome = try await deployer.deploy(DeployRequest(modelOrPreset: "sim", name: "secret-check"))
+                let outcome = try await deployer.deploy(
+                    DeployRequest(modelOrPreset: "sim", name: "secret-check"))
                 let record = try #require(outcome.record)
                 let key = record.apiKey
                 // Slurm's job record (command, script path, environment), as Slurm shows it.
@@ -89,15 +103,24 @@ extension LocalCluster {
                 #expect(script.stdout.contains("VLLMCTL_SERVER=("))
                 #expect(!script.stdout.contains(key))
                 // The script file and the job's logs.
-                for file in [DeploymentFiles.script, DeploymentFiles.stdout(jobID: record.jobID), DeploymentFiles.stderr(jobID: record.jobID)] {
-                    let text = (try? String(contentsOfFile: record.deployDir + "/" + file, encoding: .utf8)) ?? ""
+                for file in [
+                    DeploymentFiles.script, DeploymentFiles.stdout(jobID: record.jobID),
+                    DeploymentFiles.stderr(jobID: record.jobID),
+                ] {
+                    let text =
+                        (try? String(contentsOfFile: record.deployDir + "/" + file, encoding: .utf8)) ?? ""
                     #expect(!text.isEmpty, "\(file) is empty")
                     #expect(!text.contains(key), "\(file) holds the key")
                 }
                 // No process on this machine has the key in its argv.
-                for pid in try FileManager.default.contentsOfDirectory(atPath: "/proc") where pid.allSatisfy(\.isNumber) {
-                    guard let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { continue }
-                    #expect(!String(decoding: cmdline, as: UTF8.self).contains(key), "pid \(pid) has the key in argv")
+                for pid in try FileManager.default.contentsOfDirectory(atPath: "/proc")
+                where pid.allSatisfy(\.isNumber) {
+                    guard let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else {
+                        continue
+                    }
+                    #expect(
+                        !String(decoding: cmdline, as: UTF8.self).contains(key),
+                        "pid \(pid) has the key in argv")
                 }
                 #expect(!terminal.text.contains(key))
             }
@@ -108,10 +131,13 @@ extension LocalCluster {
                 let first = try await deployer.deploy(DeployRequest(modelOrPreset: "sim", name: "port-a"))
                 var flags = DeploySettings()
                 flags.port = try #require(first.connection?.port)
-                let second = try await deployer.deploy(DeployRequest(modelOrPreset: "sim", name: "port-b", flags: flags))
+                let second = try await deployer.deploy(
+                    DeployRequest(modelOrPreset: "sim", name: "port-b", flags: flags))
                 let a = try #require(first.connection), b = try #require(second.connection)
                 #expect(a.port != b.port)
-                let log = try String(contentsOfFile: second.plan.deployDir + "/" + DeploymentFiles.stderr(jobID: second.record!.jobID), encoding: .utf8)
+                let log = try String(
+                    contentsOfFile: second.plan.deployDir + "/"
+                        + DeploymentFiles.stderr(jobID: second.record!.jobID), encoding: .utf8)
                 #expect(log.contains("port \(a.port) is taken"))
             }
         }
@@ -121,7 +147,8 @@ extension LocalCluster {
                 var flags = DeploySettings()
                 flags.vllmArgs = ["--sim-fail-startup", "CUDA out of memory. Tried to allocate 20.00 GiB"]
                 let error = await #expect(throws: VLLMCtlError.self) {
-                    _ = try await deployer.deploy(DeployRequest(modelOrPreset: "sim", name: "fails", flags: flags))
+                    _ = try await deployer.deploy(
+                        DeployRequest(modelOrPreset: "sim", name: "fails", flags: flags))
                 }
                 guard case .jobEnded(_, let state, _, let logTail) = error else {
                     Issue.record("expected jobEnded, got \(String(describing: error))")
@@ -137,20 +164,23 @@ extension LocalCluster {
             var flags = DeploySettings()
             flags.partition = "nosuchpartition"
             let error = await #expect(throws: VLLMCtlError.self) {
-                _ = try await deployer.deploy(DeployRequest(modelOrPreset: "sim", name: "badpart", flags: flags))
+                _ = try await deployer.deploy(
+                    DeployRequest(modelOrPreset: "sim", name: "badpart", flags: flags))
             }
             let text = "\(error!)"
             #expect(text.contains("Invalid partition"))
             #expect(text.contains("sinfo -s"))
             // Nothing half-made is left: no key file, no script, no directory.
-            let dirs = try FileManager.default.contentsOfDirectory(atPath: repoRoot + "/.cluster/deployments").filter { $0.hasPrefix("badpart-") }
+            let dirs = try FileManager.default.contentsOfDirectory(atPath: repoRoot + "/.cluster/deployments")
+                .filter { $0.hasPrefix("badpart-") }
             #expect(dirs.isEmpty)
             #expect(context.records.all(cluster: "local").allSatisfy { $0.name != "badpart" })
         }
 
         @Test func dryRunSubmitsNothing() async throws {
             let before = try await sh(["squeue", "--noheader", "--format=%i"]).stdout
-            let outcome = try await deployer.deploy(DeployRequest(modelOrPreset: "sim", name: "dry", dryRun: true))
+            let outcome = try await deployer.deploy(
+                DeployRequest(modelOrPreset: "sim", name: "dry", dryRun: true))
             #expect(outcome.record == nil)
             #expect(outcome.script.contains("#SBATCH --job-name=vllmctl-dry"))
             #expect(!FileManager.default.fileExists(atPath: outcome.plan.deployDir))
@@ -159,7 +189,8 @@ extension LocalCluster {
 
         @Test func noWaitReturnsAfterSubmission() async throws {
             try await cleaningUp {
-                let outcome = try await deployer.deploy(DeployRequest(modelOrPreset: "sim", name: "nowait", wait: false))
+                let outcome = try await deployer.deploy(
+                    DeployRequest(modelOrPreset: "sim", name: "nowait", wait: false))
                 let record = try #require(outcome.record)
                 #expect(record.phase == .submitted)
                 #expect(outcome.connection == nil)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import VLLMCtlKit
 
 /// The simulator's HTTP behaviour, through vllmctl's libcurl client.
@@ -26,9 +27,11 @@ import Testing
         let anonymous = try await http.send(HTTPRequest(url: sim.url + "/v1/models"))
         #expect(anonymous.status == 401)
         #expect(anonymous.text.contains("Unauthorized"))
-        let wrong = try await http.send(HTTPRequest(url: sim.url + "/v1/models").authorized(APIKey.generate()))
+        let wrong = try await http.send(
+            HTTPRequest(url: sim.url + "/v1/models").authorized(APIKey.generate()))
         #expect(wrong.status == 401)
-        let right = try await http.send(HTTPRequest(url: sim.url + "/v1/models").authorized(try APIKey(sim.key)))
+        let right = try await http.send(
+            HTTPRequest(url: sim.url + "/v1/models").authorized(try APIKey(sim.key)))
         #expect(right.status == 200)
         #expect(ModelList.names(right.body) == ["sim-model"])
         // Like vLLM, /health and /metrics need no key.
@@ -39,10 +42,12 @@ import Testing
         let sim = try SimulatorProcess()
         defer { sim.stop() }
         try await sim.waitHealthy(http: http)
-        let body = #"{"model":"sim-model","messages":[{"role":"user","content":"hi"}],"max_tokens":8,"stream":true}"#
+        let body =
+            #"{"model":"sim-model","messages":[{"role":"user","content":"hi"}],"max_tokens":8,"stream":true}"#
         let arrivals = Arrivals()
         let response = try await http.stream(
-            HTTPRequest.postJSON(url: sim.url + "/v1/chat/completions", json: Data(body.utf8)).authorized(try APIKey(sim.key))
+            HTTPRequest.postJSON(url: sim.url + "/v1/chat/completions", json: Data(body.utf8)).authorized(
+                try APIKey(sim.key))
         ) { arrivals.add($0) }
         #expect(response.status == 200)
         let chunks = arrivals.all
@@ -61,7 +66,8 @@ import Testing
         try await sim.waitHealthy(http: http)
         let key = try APIKey(sim.key)
         let body = #"{"model":"sim-model","prompt":"one two three","max_tokens":5}"#
-        let completion = try await http.send(HTTPRequest.postJSON(url: sim.url + "/v1/completions", json: Data(body.utf8)).authorized(key))
+        let completion = try await http.send(
+            HTTPRequest.postJSON(url: sim.url + "/v1/completions", json: Data(body.utf8)).authorized(key))
         #expect(completion.status == 200)
         let samples = PrometheusText.parse(try await http.send(HTTPRequest(url: sim.url + "/metrics")).text)
         #expect(PrometheusText.total(samples, "vllm:num_requests_running") == 0)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import VLLMCtlKit
 
 extension LocalCluster {
@@ -53,7 +54,9 @@ extension LocalCluster {
 
         @Test func plainJobsOfTheUserAreNotShown() async throws {
             let cli = try CLI()
-            let plain = try await sh(["sbatch", "--parsable", "--job-name=not-vllmctl", "--output=/dev/null", "--wrap", "sleep 60"])
+            let plain = try await sh([
+                "sbatch", "--parsable", "--job-name=not-vllmctl", "--output=/dev/null", "--wrap", "sleep 60",
+            ])
             let id = plain.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             defer { Task { _ = try? await sh(["scancel", id]) } }
             let report = try await statusReport(cli)
@@ -98,11 +101,12 @@ extension LocalCluster {
             let deployed = try await deployJSON(cli, ["--name", "envcheck"])
             let env = try await cli.run(["info", "envcheck", "--env"])
             #expect(env.status == 0, "\(env.stderr)")
-            let script = env.stdout + """
-                curl -sS -H "Authorization: Bearer $OPENAI_API_KEY" -H 'Content-Type: application/json' \
-                  -d '{"model":"sim","messages":[{"role":"user","content":"hi"}],"max_tokens":5}' \
-                  "$OPENAI_BASE_URL/chat/completions"
-                """
+            let script =
+                env.stdout + """
+                    curl -sS -H "Authorization: Bearer $OPENAI_API_KEY" -H 'Content-Type: application/json' \
+                      -d '{"model":"sim","messages":[{"role":"user","content":"hi"}],"max_tokens":5}' \
+                      "$OPENAI_BASE_URL/chat/completions"
+                    """
             let answer = try await sh(["bash", "-c", script])
             await cli.cancelAll()
             #expect(answer.status == 0)
@@ -121,7 +125,10 @@ extension LocalCluster {
             let id = try #require(deployed["job_id"] as? String)
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = cli.environment.map { "\($0)=\($1)" } + [vllmctlBinary, "logs", "follow", "--follow", "--stderr"]
+            process.arguments =
+                cli.environment.map { "\($0)=\($1)" } + [
+                    vllmctlBinary, "logs", "follow", "--follow", "--stderr",
+                ]
             let outPath = try temporaryDirectory() + "/out"
             _ = FileManager.default.createFile(atPath: outPath, contents: nil)
             process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
@@ -135,7 +142,8 @@ extension LocalCluster {
             if process.isRunning { process.terminate() }
             let out = try String(contentsOfFile: outPath, encoding: .utf8)
             #expect(out.contains("vllmctl: ready"))
-            #expect(out.contains("vllmctl: stopped"), "the lines written as the job ended are missing:\n\(out)")
+            #expect(
+                out.contains("vllmctl: stopped"), "the lines written as the job ended are missing:\n\(out)")
         }
 
         @Test func metricsShowTheSimulatorsNumbers() async throws {
@@ -149,7 +157,8 @@ extension LocalCluster {
                 let http = CurlHTTPClient()
                 for _ in 0..<30 {
                     let body = Data(#"{"model":"sim","prompt":"count","max_tokens":20}"#.utf8)
-                    _ = try? await http.send(HTTPRequest.postJSON(url: url + "/completions", json: body).authorized(key))
+                    _ = try? await http.send(
+                        HTTPRequest.postJSON(url: url + "/completions", json: body).authorized(key))
                 }
             }
             let metrics = try await cli.run(["metrics", "load", "--interval", "2"])
@@ -159,7 +168,8 @@ extension LocalCluster {
             let line = metrics.stdout
             #expect(line.contains("running"))
             #expect(line.contains("kv-cache"))
-            let generation = line.components(separatedBy: "generation ").last?.split(separator: " ").first.flatMap { Double($0) }
+            let generation = line.components(separatedBy: "generation ").last?.split(separator: " ").first
+                .flatMap { Double($0) }
             #expect((generation ?? 0) > 0, "no generation throughput in: \(line)")
         }
 
@@ -167,7 +177,8 @@ extension LocalCluster {
             var cli = try CLI()
             let shareDir = try temporaryDirectory()
             let config = try String(contentsOfFile: repoRoot + "/.cluster/vllmctl.yaml", encoding: .utf8)
-                .replacingOccurrences(of: "    partition: debug\n", with: "    partition: debug\n    share_dir: \(shareDir)\n")
+                .replacingOccurrences(
+                    of: "    partition: debug\n", with: "    partition: debug\n    share_dir: \(shareDir)\n")
             cli.configPath = try temporaryDirectory() + "/config.yaml"
             try config.write(toFile: cli.configPath, atomically: true, encoding: .utf8)
             defer { Task { [cli] in await cli.cancelAll() } }
@@ -179,10 +190,13 @@ extension LocalCluster {
             let path = shareDir + "/shared-server_connection_info.txt"
             let mode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int
             #expect(mode == 0o640)
-            let original = try String(contentsOfFile: try #require(deployed["info_file"] as? String), encoding: .utf8)
+            let original = try String(
+                contentsOfFile: try #require(deployed["info_file"] as? String), encoding: .utf8)
             #expect(try String(contentsOfFile: path, encoding: .utf8) == original)
             // The deployment's own file stays private.
-            let own = try FileManager.default.attributesOfItem(atPath: try #require(deployed["info_file"] as? String))[.posixPermissions] as? Int
+            let own =
+                try FileManager.default.attributesOfItem(
+                    atPath: try #require(deployed["info_file"] as? String))[.posixPermissions] as? Int
             #expect(own == 0o600)
         }
     }

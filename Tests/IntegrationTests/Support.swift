@@ -1,12 +1,15 @@
 import Foundation
 import Testing
+
 @testable import VLLMCtlKit
 
 let repoRoot: String = {
     var url = URL(fileURLWithPath: #filePath)
     while url.path != "/" {
         url.deleteLastPathComponent()
-        if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url.path }
+        if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) {
+            return url.path
+        }
     }
     fatalError("no Package.swift above \(#filePath)")
 }()
@@ -16,7 +19,8 @@ let repoRoot: String = {
 func localClusterConfig() throws -> Config {
     let path = repoRoot + "/.cluster/vllmctl.yaml"
     guard FileManager.default.fileExists(atPath: path) else {
-        throw VLLMCtlError.file(path: path, message: "missing: run `make cluster-up` before the integration tests")
+        throw VLLMCtlError.file(
+            path: path, message: "missing: run `make cluster-up` before the integration tests")
     }
     return try ConfigLocation.load(explicit: path, environment: [:])
 }
@@ -27,7 +31,9 @@ func temporaryDirectory() throws -> String {
     return path
 }
 
-func sh(_ argv: [String], input: String? = nil, timeout: Duration = .seconds(120)) async throws -> CommandResult {
+func sh(_ argv: [String], input: String? = nil, timeout: Duration = .seconds(120)) async throws
+    -> CommandResult
+{
     try await LocalHost().run(argv, input: input, timeout: timeout)
 }
 
@@ -73,8 +79,12 @@ final class SimulatorProcess: @unchecked Sendable {
         port = try freePort()
         self.key = key
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", repoRoot + "/slurm/sim/vllm_sim.py", "serve", "sim-model", "--host", "127.0.0.1",
-                             "--port", String(port), "--sim-load-seconds", String(loadSeconds), "--sim-token-delay", "0.05"] + extraArgs
+        process.arguments =
+            [
+                "python3", repoRoot + "/slurm/sim/vllm_sim.py", "serve", "sim-model", "--host", "127.0.0.1",
+                "--port", String(port), "--sim-load-seconds", String(loadSeconds), "--sim-token-delay",
+                "0.05",
+            ] + extraArgs
         var env = ProcessInfo.processInfo.environment
         env["VLLM_API_KEY"] = key
         process.environment = env
@@ -91,7 +101,11 @@ final class SimulatorProcess: @unchecked Sendable {
     func waitHealthy(http: any HTTPClient, seconds: Double = 20) async throws {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
-            if let r = try? await http.send(HTTPRequest(url: url + "/health", connectTimeout: 1, timeout: 2)), r.status == 200 { return }
+            if let r = try? await http.send(HTTPRequest(url: url + "/health", connectTimeout: 1, timeout: 2)),
+                r.status == 200
+            {
+                return
+            }
             try await Task.sleep(for: .milliseconds(100))
         }
         throw VLLMCtlError.http(url: url, message: "the simulator did not become healthy", hint: "")
@@ -104,8 +118,11 @@ final class SimulatorProcess: @unchecked Sendable {
     func stop() {
         let pid = process.processIdentifier
         func alive() -> Bool {
-            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
-            return !(stat.split(separator: ")").last?.trimmingCharacters(in: .whitespaces).hasPrefix("Z") ?? true)
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else {
+                return false
+            }
+            return
+                !(stat.split(separator: ")").last?.trimmingCharacters(in: .whitespaces).hasPrefix("Z") ?? true)
         }
         guard pid > 0, alive() else { return }
         kill(pid, SIGTERM)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import VLLMCtlKit
 
 /// Runs Slurm's programs through LocalHost, optionally replacing some with other executables
@@ -18,8 +19,12 @@ struct ShimmedHost: ClusterHost {
         return try await base.run(argv, input: input, timeout: timeout)
     }
     func readFile(_ path: String) async throws -> Data? { try await base.readFile(path) }
-    func writeFileAtomically(_ data: Data, to path: String, mode: Int) async throws { try await base.writeFileAtomically(data, to: path, mode: mode) }
-    func makeDirectory(_ path: String, mode: Int) async throws { try await base.makeDirectory(path, mode: mode) }
+    func writeFileAtomically(_ data: Data, to path: String, mode: Int) async throws {
+        try await base.writeFileAtomically(data, to: path, mode: mode)
+    }
+    func makeDirectory(_ path: String, mode: Int) async throws {
+        try await base.makeDirectory(path, mode: mode)
+    }
     func removeFile(_ path: String) async throws { try await base.removeFile(path) }
     func homeDirectory() async throws -> String { try await base.homeDirectory() }
 }
@@ -51,10 +56,14 @@ extension LocalCluster {
         }
 
         func context(_ host: any ClusterHost = LocalHost()) -> Context {
-            Context(host: host, http: CurlHTTPClient(), clock: SystemClock(), terminal: terminal, records: store, environment: [:])
+            Context(
+                host: host, http: CurlHTTPClient(), clock: SystemClock(), terminal: terminal, records: store,
+                environment: [:])
         }
 
-        var deployer: Deployer { Deployer(context: context(), config: config, profile: profile, templates: templates) }
+        var deployer: Deployer {
+            Deployer(context: context(), config: config, profile: profile, templates: templates)
+        }
 
         func teardown(_ host: any ClusterHost = LocalHost()) -> Teardown {
             Teardown(context: context(host), profile: profile, user: Ownership.currentUser())
@@ -80,7 +89,9 @@ extension LocalCluster {
 
         /// A plain job of this user (no vllmctl tag).
         func plainJob(_ extra: JobList) async throws -> String {
-            let out = try await sh(["sbatch", "--parsable", "--job-name=plain-sleep", "--output=/dev/null", "--wrap", "sleep 300"])
+            let out = try await sh([
+                "sbatch", "--parsable", "--job-name=plain-sleep", "--output=/dev/null", "--wrap", "sleep 300",
+            ])
             let id = try Sbatch.parseJobID(out, argv: [])
             extra.add(id)
             return id
@@ -105,7 +116,8 @@ extension LocalCluster {
             Squeue.parse(try await sh(Squeue(jobIDs: [id]).argv).stdout).first { $0.jobID == id }
         }
 
-        func waitForState(_ id: String, _ wanted: JobState, seconds: Double = 30) async throws -> JobSnapshot? {
+        func waitForState(_ id: String, _ wanted: JobState, seconds: Double = 30) async throws -> JobSnapshot?
+        {
             let deadline = Date().addingTimeInterval(seconds)
             var last: JobSnapshot?
             while Date() < deadline {
@@ -126,11 +138,15 @@ extension LocalCluster {
             try await cleaningUp { extra in
                 let plain = try await plainJob(extra)
                 #expect(try await waitForState(plain, .running)?.state == .running)
-                let running = try #require(try await deployer.deploy(DeployRequest(modelOrPreset: "sim", name: "td-running")).record)
+                let running = try #require(
+                    try await deployer.deploy(DeployRequest(modelOrPreset: "sim", name: "td-running")).record)
                 // Exclusive use of the node cannot start while the others run: it stays pending.
                 var exclusive = DeploySettings()
                 exclusive.exclusive = true
-                let pending = try #require(try await deployer.deploy(DeployRequest(modelOrPreset: "sim", name: "td-pending", flags: exclusive, wait: false)).record)
+                let pending = try #require(
+                    try await deployer.deploy(
+                        DeployRequest(modelOrPreset: "sim", name: "td-pending", flags: exclusive, wait: false)
+                    ).record)
                 try await Task.sleep(for: .seconds(1))
                 #expect(try await snapshot(pending.jobID)?.state == .pending)
                 #expect(FileManager.default.fileExists(atPath: running.infoFile))
@@ -151,9 +167,12 @@ extension LocalCluster {
                     #expect(store.find(id, cluster: "local")?.phase == .ended)
                 }
                 #expect(!FileManager.default.fileExists(atPath: running.infoFile))
-                #expect(!FileManager.default.fileExists(atPath: running.deployDir + "/" + DeploymentFiles.infoJSON))
+                #expect(
+                    !FileManager.default.fileExists(
+                        atPath: running.deployDir + "/" + DeploymentFiles.infoJSON))
                 // The job's own files stay (logs, script).
-                #expect(FileManager.default.fileExists(atPath: running.deployDir + "/" + DeploymentFiles.script))
+                #expect(
+                    FileManager.default.fileExists(atPath: running.deployDir + "/" + DeploymentFiles.script))
                 // The plain job of the same user runs on.
                 #expect(try await snapshot(plain)?.state == .running)
 
@@ -176,14 +195,20 @@ extension LocalCluster {
                 let t = teardown(host)
 
                 // Asked for by id: a clear refusal, and nothing cancelled.
-                for (id, words) in [(plain, "not started by vllmctl"), (theirs, "belongs to \(Self.otherUser)")] {
-                    let error = await #expect(throws: VLLMCtlError.self) { _ = try await t.plan(.named([id])) }
+                for (id, words) in [
+                    (plain, "not started by vllmctl"), (theirs, "belongs to \(Self.otherUser)"),
+                ] {
+                    let error = await #expect(throws: VLLMCtlError.self) {
+                        _ = try await t.plan(.named([id]))
+                    }
                     #expect("\(error.map { "\($0)" } ?? "")".contains(words))
                     #expect("\(error.map { "\($0)" } ?? "")".contains("Nothing was cancelled"))
                 }
                 // Not in any plan, whatever the criteria (these plans are not carried out: other
                 // suites' jobs may be on the cluster).
-                for scope in [TeardownScope.all, .stale(StaleCriteria(grace: 0, olderThan: 0, pendingLongerThan: 0))] {
+                for scope in [
+                    TeardownScope.all, .stale(StaleCriteria(grace: 0, olderThan: 0, pendingLongerThan: 0)),
+                ] {
                     let plan = try await t.plan(scope)
                     #expect(!plan.actions.contains { $0.jobID == plain || $0.jobID == theirs }, "\(scope)")
                 }
@@ -197,13 +222,18 @@ extension LocalCluster {
             try await cleaningUp { _ in
                 var flags = DeploySettings()
                 flags.vllmArgs = ["--sim-unhealthy-after", "3"]
-                let record = try #require(try await deployer.deploy(DeployRequest(modelOrPreset: "sim", name: "td-sick", flags: flags)).record)
+                let record = try #require(
+                    try await deployer.deploy(
+                        DeployRequest(modelOrPreset: "sim", name: "td-sick", flags: flags)
+                    ).record)
                 let url = try #require(record.url)
                 // Wait for the simulator's engine to "die": the process lives, /health says 503.
                 var status = 200
                 for _ in 0..<100 where status != 503 {
                     try await Task.sleep(for: .milliseconds(100))
-                    status = (try? await CurlHTTPClient().send(HTTPRequest(url: url + "/health", connectTimeout: 1, timeout: 2)))?.status ?? 0
+                    status =
+                        (try? await CurlHTTPClient().send(
+                            HTTPRequest(url: url + "/health", connectTimeout: 1, timeout: 2)))?.status ?? 0
                 }
                 #expect(status == 503)
 
@@ -215,7 +245,9 @@ extension LocalCluster {
                 #expect(mine.kind == .keep)
                 #expect(mine.reason.contains("503"))
                 #expect(HealthMarks(records: store, cluster: "local").all()[record.jobID] != nil)
-                _ = await t.execute(TeardownPlan(scope: first.scope, actions: first.actions.filter { $0.jobID == record.jobID }))
+                _ = await t.execute(
+                    TeardownPlan(
+                        scope: first.scope, actions: first.actions.filter { $0.jobID == record.jobID }))
                 #expect(host.log.scancels.isEmpty)
                 #expect(try await snapshot(record.jobID)?.state == .running)
 
@@ -241,8 +273,10 @@ extension LocalCluster {
             }
             // A job id this cluster has never used.
             let orphan = DeploymentRecord(
-                name: "td-orphan", cluster: "local", jobID: "987654321", model: "m", servedModelName: "m", deployDir: dir,
-                phase: .ready, createdAt: Date().addingTimeInterval(-3600), url: "http://127.0.0.1:9", apiKey: "sk-x")
+                name: "td-orphan", cluster: "local", jobID: "987654321", model: "m", servedModelName: "m",
+                deployDir: dir,
+                phase: .ready, createdAt: Date().addingTimeInterval(-3600), url: "http://127.0.0.1:9",
+                apiKey: "sk-x")
             try store.save(orphan)
             let host = ShimmedHost()
             let t = teardown(host)
@@ -257,22 +291,30 @@ extension LocalCluster {
             #expect(!FileManager.default.fileExists(atPath: orphan.infoFile))
             #expect(!FileManager.default.fileExists(atPath: dir + "/" + DeploymentFiles.infoJSON))
             // Once ended it is no longer an orphan to report.
-            #expect(try await t.plan(.stale(StaleCriteria())).actions.contains { $0.jobID == orphan.jobID } == false)
+            #expect(
+                try await t.plan(.stale(StaleCriteria())).actions.contains { $0.jobID == orphan.jobID }
+                    == false)
         }
 
         @Test func aFailingSqueueCancelsNothing() async throws {
             try await cleaningUp { _ in
-                let record = try #require(try await deployer.deploy(DeployRequest(modelOrPreset: "sim", name: "td-shim", wait: false)).record)
+                let record = try #require(
+                    try await deployer.deploy(
+                        DeployRequest(modelOrPreset: "sim", name: "td-shim", wait: false)
+                    ).record)
                 let shimDir = try temporaryDirectory()
                 let shim = shimDir + "/squeue"
-                try "#!/bin/sh\necho 'squeue: error: Unable to contact slurm controller (connect failure)' >&2\nexit 1\n"
+                try
+                    "#!/bin/sh\necho 'squeue: error: Unable to contact slurm controller (connect failure)' >&2\nexit 1\n"
                     .write(toFile: shim, atomically: true, encoding: .utf8)
                 chmod(shim, 0o755)
 
                 var host = ShimmedHost()
                 host.replacements["squeue"] = shim
                 let t = teardown(host)
-                for scope in [TeardownScope.named([record.jobID]), .all, .stale(StaleCriteria(grace: 0, olderThan: 0))] {
+                for scope in [
+                    TeardownScope.named([record.jobID]), .all, .stale(StaleCriteria(grace: 0, olderThan: 0)),
+                ] {
                     let error = await #expect(throws: VLLMCtlError.self) { _ = try await t.plan(scope) }
                     #expect("\(error.map { "\($0)" } ?? "")".contains("Unable to contact slurm controller"))
                     #expect("\(error.map { "\($0)" } ?? "")".contains("Nothing was cancelled"))
@@ -281,7 +323,8 @@ extension LocalCluster {
 
                 // The CLI the same way, with the shim first on PATH: non-zero, nothing cancelled.
                 var cli = try CLI()
-                cli.extraEnvironment["PATH"] = shimDir + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
+                cli.extraEnvironment["PATH"] =
+                    shimDir + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
                 let result = try await cli.run(["teardown", "--all", "--yes"])
                 #expect(result.status != 0)
                 #expect(result.stderr.contains("Nothing was cancelled"), "\(result.stderr)")

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import VLLMCtlKit
 
 @Suite struct APIKeyTests {
@@ -9,7 +10,8 @@ import Testing
             #expect(key.value.hasPrefix("sk-"))
             #expect(key.value.count == 35)
             #expect(APIKey.isGeneratedShape(key.value))
-            #expect(key.value.dropFirst(3).allSatisfy { ("a"..."z").contains($0) || ("0"..."9").contains($0) })
+            #expect(
+                key.value.dropFirst(3).allSatisfy { ("a"..."z").contains($0) || ("0"..."9").contains($0) })
         }
     }
 
@@ -49,6 +51,7 @@ import Testing
     @Test func givenKeysAreChecked() throws {
         #expect(throws: VLLMCtlError.self) { try APIKey("hunter2") }
         #expect(throws: VLLMCtlError.self) { try APIKey("sk-has space in it 1234567890") }
-        #expect(try APIKey("sk-abcdefghijklmnopqrstuvwxyz123456").value == "sk-abcdefghijklmnopqrstuvwxyz123456")
+        #expect(
+            try APIKey("sk-abcdefghijklmnopqrstuvwxyz123456").value == "sk-abcdefghijklmnopqrstuvwxyz123456")
     }
 }

@@ -1,11 +1,15 @@
 import Testing
+
 @testable import VLLMCtlKit
 
 @Suite struct ConfigTests {
-    func parse(_ text: String) throws -> Config { try ConfigParser(file: "/home/u/.config/vllmctl/config.yaml").parse(text) }
+    func parse(_ text: String) throws -> Config {
+        try ConfigParser(file: "/home/u/.config/vllmctl/config.yaml").parse(text)
+    }
 
     @Test func readsProfilesAndPresets() throws {
-        let config = try parse("""
+        let config = try parse(
+            """
             default_cluster: hpc
             clusters:
               hpc:
@@ -34,14 +38,17 @@ import Testing
 
     @Test func unknownKeyNamesFileLineAndKey() throws {
         let error = #expect(throws: VLLMCtlError.self) {
-            try parse("""
+            try parse(
+                """
                 clusters:
                   hpc:
                     partition: gpu
                     partiton: typo
                 """)
         }
-        guard case .config(let file, let line, let key, let problem) = error else { Issue.record("wrong error"); return }
+        guard case .config(let file, let line, let key, let problem) = error else {
+            Issue.record("wrong error"); return
+        }
         #expect(file == "/home/u/.config/vllmctl/config.yaml")
         #expect(line == 4)
         #expect(key == "clusters.hpc.partiton")
@@ -60,7 +67,9 @@ import Testing
         ]
         for (text, line, key) in cases {
             let error = #expect(throws: VLLMCtlError.self) { try parse(text) }
-            guard case .config(_, let l, let k, _) = error else { Issue.record("no config error for \(key)"); continue }
+            guard case .config(_, let l, let k, _) = error else {
+                Issue.record("no config error for \(key)"); continue
+            }
             #expect(l == line)
             #expect(k == key)
         }
@@ -75,7 +84,9 @@ import Testing
 
     @Test func presetWithoutModelAndBadDefault() {
         #expect(throws: VLLMCtlError.self) { try parse("models:\n  m:\n    gpus: 1\n") }
-        let error = #expect(throws: VLLMCtlError.self) { try parse("default_cluster: nope\nclusters:\n  c: {partition: x}\n") }
+        let error = #expect(throws: VLLMCtlError.self) {
+            try parse("default_cluster: nope\nclusters:\n  c: {partition: x}\n")
+        }
         guard case .config(_, let line, let key, _) = error else { Issue.record("wrong error"); return }
         #expect(line == 1)
         #expect(key == "default_cluster")
@@ -107,9 +118,17 @@ import Testing
     }
 
     @Test func configLocation() {
-        #expect(ConfigLocation.resolve(explicit: nil, environment: ["HOME": "/h"]).path == "/h/.config/vllmctl/config.yaml")
-        #expect(ConfigLocation.resolve(explicit: nil, environment: ["HOME": "/h", "XDG_CONFIG_HOME": "/x"]).path == "/x/vllmctl/config.yaml")
-        #expect(ConfigLocation.resolve(explicit: nil, environment: ["VLLMCTL_CONFIG": "/c.yaml"]).path == "/c.yaml")
-        #expect(ConfigLocation.resolve(explicit: "/f.yaml", environment: ["VLLMCTL_CONFIG": "/c.yaml"]).path == "/f.yaml")
+        #expect(
+            ConfigLocation.resolve(explicit: nil, environment: ["HOME": "/h"]).path
+                == "/h/.config/vllmctl/config.yaml")
+        #expect(
+            ConfigLocation.resolve(explicit: nil, environment: ["HOME": "/h", "XDG_CONFIG_HOME": "/x"]).path
+                == "/x/vllmctl/config.yaml")
+        #expect(
+            ConfigLocation.resolve(explicit: nil, environment: ["VLLMCTL_CONFIG": "/c.yaml"]).path
+                == "/c.yaml")
+        #expect(
+            ConfigLocation.resolve(explicit: "/f.yaml", environment: ["VLLMCTL_CONFIG": "/c.yaml"]).path
+                == "/f.yaml")
     }
 }

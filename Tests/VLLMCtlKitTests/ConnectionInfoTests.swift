@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import VLLMCtlKit
 
 @Suite struct ConnectionInfoTests {
@@ -16,7 +17,9 @@ import Testing
         """
 
     @Test func textMatchesTheSeedByteForByte() {
-        let info = ConnectionInfo(host: "10.123.45.67", port: 8000, apiKey: "sk-abcdefghijklmnopqrstuvwxyz123456", servedModelName: "UI-TARS-7B-DPO")
+        let info = ConnectionInfo(
+            host: "10.123.45.67", port: 8000, apiKey: "sk-abcdefghijklmnopqrstuvwxyz123456",
+            servedModelName: "UI-TARS-7B-DPO")
         #expect(info.text == Self.seedExample)
         #expect(Array(info.text.utf8) == Array(Self.seedExample.utf8))
     }
@@ -41,7 +44,9 @@ import Testing
 
     @Test func environmentExportsEvaluate() async throws {
         let info = ConnectionInfo(host: "127.0.0.1", port: 8123, apiKey: "sk-abc", servedModelName: "m")
-        let result = try await sh(["bash", "-c", info.environmentExports + "printf '%s %s' \"$OPENAI_BASE_URL\" \"$OPENAI_API_KEY\""])
+        let result = try await sh([
+            "bash", "-c", info.environmentExports + "printf '%s %s' \"$OPENAI_BASE_URL\" \"$OPENAI_API_KEY\"",
+        ])
         #expect(result.stdout == "http://127.0.0.1:8123/v1 sk-abc")
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import VLLMCtlKit
 
 @Suite struct DeployPlanTests {
@@ -30,40 +31,58 @@ import Testing
     }
 
     static func plan(_ s: DeploySettings, name: String = "qwen2.5-14b") throws -> DeployPlan {
-        try DeployPlan(name: name, cluster: "hpc", settings: s, workdir: "/scratch/alice/vllmctl", stamp: "20260101-000000-abcd")
+        try DeployPlan(
+            name: name, cluster: "hpc", settings: s, workdir: "/scratch/alice/vllmctl",
+            stamp: "20260101-000000-abcd")
     }
 
     static func checkGolden(_ rendered: String, _ file: String) throws {
         let path = fixtures + "/golden/" + file
         if ProcessInfo.processInfo.environment["UPDATE_GOLDEN"] == "1" {
-            try FileManager.default.createDirectory(atPath: fixtures + "/golden", withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                atPath: fixtures + "/golden", withIntermediateDirectories: true)
             try rendered.write(toFile: path, atomically: true, encoding: .utf8)
         }
         let golden = try String(contentsOfFile: path, encoding: .utf8)
-        #expect(rendered == golden, "rendered script differs from \(path); rerun with UPDATE_GOLDEN=1 if the change is intended")
+        #expect(
+            rendered == golden,
+            "rendered script differs from \(path); rerun with UPDATE_GOLDEN=1 if the change is intended")
     }
 
     @Test func goldenGresScript() throws {
-        let plan = try Self.plan(Self.settings { $0.exclusive = true; $0.constraint = "a100&ib"; $0.exclude = "gpu[01-03]" })
-        try Self.checkGolden(try Self.templates.render("single-node", context: plan.renderContext), "single-node-gres.sbatch")
+        let plan = try Self.plan(
+            Self.settings {
+                $0.exclusive = true; $0.constraint = "a100&ib"; $0.exclude = "gpu[01-03]"
+            })
+        try Self.checkGolden(
+            try Self.templates.render("single-node", context: plan.renderContext), "single-node-gres.sbatch")
     }
 
     @Test func goldenGpusScriptWithApiServerForm() throws {
-        let plan = try Self.plan(Self.settings {
-            $0.gpuRequest = .gpus
-            $0.nodelist = "gpu07"
-            $0.serverCommand = ["python", "-m", "vllm.entrypoints.openai.api_server"]
-            $0.port = 8001
-            $0.host = "hostname"
-        })
-        try Self.checkGolden(try Self.templates.render("single-node", context: plan.renderContext), "single-node-gpus.sbatch")
+        let plan = try Self.plan(
+            Self.settings {
+                $0.gpuRequest = .gpus
+                $0.nodelist = "gpu07"
+                $0.serverCommand = ["python", "-m", "vllm.entrypoints.openai.api_server"]
+                $0.port = 8001
+                $0.host = "hostname"
+            })
+        try Self.checkGolden(
+            try Self.templates.render("single-node", context: plan.renderContext), "single-node-gpus.sbatch")
     }
 
     @Test func serverArgvCarriesEveryOption() throws {
         let argv = try Self.plan(Self.settings { $0.pipelineParallelSize = 1 }).serverArgv
-        #expect(argv.starts(with: ["vllm", "serve", "Qwen/Qwen2.5-14B-Instruct", "--host", "0.0.0.0", "--served-model-name", "qwen2.5-14b"]))
-        for flag in ["--dtype", "--tensor-parallel-size", "--pipeline-parallel-size", "--gpu-memory-utilization", "--max-model-len",
-                     "--guided-decoding-backend", "--uvicorn-log-level", "--max-log-len", "--enable-prefix-caching"] {
+        #expect(
+            argv.starts(with: [
+                "vllm", "serve", "Qwen/Qwen2.5-14B-Instruct", "--host", "0.0.0.0", "--served-model-name",
+                "qwen2.5-14b",
+            ]))
+        for flag in [
+            "--dtype", "--tensor-parallel-size", "--pipeline-parallel-size", "--gpu-memory-utilization",
+            "--max-model-len",
+            "--guided-decoding-backend", "--uvicorn-log-level", "--max-log-len", "--enable-prefix-caching",
+        ] {
             #expect(argv.contains(flag), "missing \(flag)")
         }
         #expect(!argv.contains("--api-key"))
@@ -72,8 +91,18 @@ import Testing
 
     @Test func nonsenseIsRejectedBeforeSubmission() {
         let bad: [(String, (inout DeploySettings) -> Void)] = [
-            ("tp2 with 0 GPUs", { $0.gpus = 0; $0.tensorParallelSize = 2 }),
-            ("tp4 with 2 GPUs", { $0.gpus = 2; $0.tensorParallelSize = 4 }),
+            (
+                "tp2 with 0 GPUs",
+                {
+                    $0.gpus = 0; $0.tensorParallelSize = 2
+                }
+            ),
+            (
+                "tp4 with 2 GPUs",
+                {
+                    $0.gpus = 2; $0.tensorParallelSize = 4
+                }
+            ),
             ("malformed time", { $0.time = "4 hours" }),
             ("time with letters", { $0.time = "01:00:xx" }),
             ("bad memory", { $0.memory = "lots" }),
@@ -92,12 +121,19 @@ import Testing
         }
         #expect(throws: VLLMCtlError.self) { try Self.plan(Self.settings(), name: "x; rm -rf ~") }
         #expect(throws: VLLMCtlError.self) {
-            try DeployPlan(name: "ok", cluster: "c", settings: Self.settings(), workdir: "/scratch/with space", stamp: "s")
+            try DeployPlan(
+                name: "ok", cluster: "c", settings: Self.settings(), workdir: "/scratch/with space",
+                stamp: "s")
         }
     }
 
     @Test func errorsSayWhatToDo() {
-        let error = #expect(throws: VLLMCtlError.self) { try Self.plan(Self.settings { $0.gpus = 0; $0.tensorParallelSize = 2 }) }
+        let error = #expect(throws: VLLMCtlError.self) {
+            try Self.plan(
+                Self.settings {
+                    $0.gpus = 0; $0.tensorParallelSize = 2
+                })
+        }
         #expect("\(error!)".contains("--gpus 2"))
     }
 
@@ -126,7 +162,8 @@ import Testing
 
     @Test func renderedScriptParsesWithBashN() async throws {
         let dir = try temporaryDirectory()
-        let script = try DeployPlanTests.templates.render("single-node", context: try hostilePlan(dir: dir).renderContext)
+        let script = try DeployPlanTests.templates.render(
+            "single-node", context: try hostilePlan(dir: dir).renderContext)
         let path = dir + "/job.sbatch"
         try script.write(toFile: path, atomically: true, encoding: .utf8)
         let result = try await sh(["bash", "-n", path])
@@ -145,11 +182,15 @@ import Testing
         let result = try await sh(["bash", "-c", "cd \(Shell.quote(plan.deployDir)) && bash ./job.sbatch"])
         #expect(result.status == 1)
         #expect(result.stderr.contains("api_key is missing"))
-        let left = try FileManager.default.contentsOfDirectory(atPath: plan.deployDir).filter { $0.contains("CANARY") }
+        let left = try FileManager.default.contentsOfDirectory(atPath: plan.deployDir).filter {
+            $0.contains("CANARY")
+        }
         #expect(left.isEmpty, "executed: \(left)")
         // And the values arrive intact: print the server array the script built.
-        let probe = script.replacingOccurrences(of: "{{> vllmctl-runtime}}", with: "")
-            .components(separatedBy: "# ---- vllmctl runtime")[0] + "\nprintf '%s\\n' \"${VLLMCTL_SERVER[@]}\"\n"
+        let probe =
+            script.replacingOccurrences(of: "{{> vllmctl-runtime}}", with: "")
+            .components(separatedBy: "# ---- vllmctl runtime")[0]
+            + "\nprintf '%s\\n' \"${VLLMCTL_SERVER[@]}\"\n"
         let printed = try await sh(["bash", "-c", probe])
         let words = printed.stdout.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         #expect(words.contains(Self.hostileModel))

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import VLLMCtlKit
 
 @Suite struct SlurmParsingTests {
@@ -56,7 +57,12 @@ import Testing
 
     @Test func sacctNameWithSeparator() {
         let jobs = Sacct.parse("42|a|b|alice|TIMEOUT|TimeLimit|n1|01:00:00|0:15|/scratch/d\n")
-        #expect(jobs == [JobSnapshot(jobID: "42", name: "a|b", user: "alice", state: .timeout, reason: "TimeLimit", nodes: "n1", elapsed: "01:00:00", exitCode: "0:15", workDir: "/scratch/d")])
+        #expect(
+            jobs == [
+                JobSnapshot(
+                    jobID: "42", name: "a|b", user: "alice", state: .timeout, reason: "TimeLimit",
+                    nodes: "n1", elapsed: "01:00:00", exitCode: "0:15", workDir: "/scratch/d")
+            ])
     }
 
     @Test(arguments: JobState.allCases.filter { $0 != .unknown })
@@ -66,7 +72,8 @@ import Testing
 
     @Test func shortCodesAndDecorations() {
         let codes: [String: JobState] = [
-            "PD": .pending, "R": .running, "CG": .completing, "CD": .completed, "CA": .cancelled, "F": .failed,
+            "PD": .pending, "R": .running, "CG": .completing, "CD": .completed, "CA": .cancelled,
+            "F": .failed,
             "TO": .timeout, "OOM": .outOfMemory, "NF": .nodeFail, "BF": .bootFail, "PR": .preempted,
             "S": .suspended, "CF": .configuring, "DL": .deadline, "RQ": .requeued, "SE": .specialExit,
         ]
@@ -88,15 +95,27 @@ import Testing
     @Test func sbatchOutput() throws {
         let argv = Sbatch(scriptPath: "/x").argv
         #expect(argv == ["sbatch", "--parsable", "/x"])
-        #expect(try Sbatch.parseJobID(CommandResult(status: 0, stdout: "1234\n", stderr: ""), argv: argv) == "1234")
-        #expect(try Sbatch.parseJobID(CommandResult(status: 0, stdout: "1234;cluster\n", stderr: ""), argv: argv) == "1234")
+        #expect(
+            try Sbatch.parseJobID(CommandResult(status: 0, stdout: "1234\n", stderr: ""), argv: argv)
+                == "1234")
+        #expect(
+            try Sbatch.parseJobID(CommandResult(status: 0, stdout: "1234;cluster\n", stderr: ""), argv: argv)
+                == "1234")
         // A warning on stderr with exit 0 is success.
-        #expect(try Sbatch.parseJobID(CommandResult(status: 0, stdout: "77\n", stderr: "sbatch: warning: can't honor --ntasks-per-node\n"), argv: argv) == "77")
+        #expect(
+            try Sbatch.parseJobID(
+                CommandResult(
+                    status: 0, stdout: "77\n", stderr: "sbatch: warning: can't honor --ntasks-per-node\n"),
+                argv: argv) == "77")
     }
 
     @Test func sbatchErrorsInPlainWords() {
         let error = #expect(throws: VLLMCtlError.self) {
-            try Sbatch.parseJobID(CommandResult(status: 1, stdout: "", stderr: "sbatch: error: Batch job submission failed: Invalid partition name specified\n"), argv: [])
+            try Sbatch.parseJobID(
+                CommandResult(
+                    status: 1, stdout: "",
+                    stderr: "sbatch: error: Batch job submission failed: Invalid partition name specified\n"),
+                argv: [])
         }
         let text = error.map { "\($0)" } ?? ""
         #expect(text.contains("Invalid partition name specified"))
@@ -126,7 +145,8 @@ import Testing
 
     @Test func ratesBetweenTwoSamples() {
         let before = ServerMetrics(samples: PrometheusText.parse(Self.text))
-        let after = ServerMetrics(samples: PrometheusText.parse(Self.text.replacingOccurrences(of: "400.0", with: "500.0")))
+        let after = ServerMetrics(
+            samples: PrometheusText.parse(Self.text.replacingOccurrences(of: "400.0", with: "500.0")))
         #expect(before.running == 3)
         #expect(before.kvCacheUsage == 0.25)
         #expect(after.rates(since: before, seconds: 2).generation == 50)

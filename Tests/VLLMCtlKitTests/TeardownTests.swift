@@ -1,12 +1,15 @@
 import Foundation
 import Testing
+
 @testable import VLLMCtlKit
 
 @Suite struct TeardownDurationTests {
     @Test func unitsAndSlurmForms() throws {
         let cases: [(String, TimeInterval)] = [
-            ("90s", 90), ("10m", 600), ("2h", 7200), ("1d", 86400), ("1h30m", 5400), ("1.5h", 5400), ("0s", 0),
-            ("02:00:00", 7200), ("5:30", 330), ("1-00:00:00", 86400), ("1-02", 93600), ("1-02:30", 95400), (" 10M ", 600),
+            ("90s", 90), ("10m", 600), ("2h", 7200), ("1d", 86400), ("1h30m", 5400), ("1.5h", 5400),
+            ("0s", 0),
+            ("02:00:00", 7200), ("5:30", 330), ("1-00:00:00", 86400), ("1-02", 93600), ("1-02:30", 95400),
+            (" 10M ", 600),
         ]
         for (text, seconds) in cases {
             #expect(try DurationText.parse(text) == seconds, "\(text)")
@@ -44,13 +47,21 @@ import Testing
 let me = "alice"
 let t0 = Date(timeIntervalSince1970: 1_800_000_000)
 
-func job(_ id: String, _ name: String, user: String = me, _ state: JobState = .running, elapsed: String = "0:10", reason: String = "None") -> JobSnapshot {
-    JobSnapshot(jobID: id, name: name, user: user, state: state, reason: reason, nodes: "n1", elapsed: elapsed)
+func job(
+    _ id: String, _ name: String, user: String = me, _ state: JobState = .running, elapsed: String = "0:10",
+    reason: String = "None"
+) -> JobSnapshot {
+    JobSnapshot(
+        jobID: id, name: name, user: user, state: state, reason: reason, nodes: "n1", elapsed: elapsed)
 }
 
-func record(_ id: String, _ name: String, phase: DeploymentRecord.Phase = .ready, created: Date = t0, dir: String = "/nowhere") -> DeploymentRecord {
+func record(
+    _ id: String, _ name: String, phase: DeploymentRecord.Phase = .ready, created: Date = t0,
+    dir: String = "/nowhere"
+) -> DeploymentRecord {
     DeploymentRecord(
-        name: name, cluster: "local", jobID: id, model: "m", servedModelName: "m", deployDir: dir + "/" + name,
+        name: name, cluster: "local", jobID: id, model: "m", servedModelName: "m",
+        deployDir: dir + "/" + name,
         phase: phase, createdAt: created, url: phase == .ready ? "http://127.0.0.1:1" : nil, apiKey: "sk-x")
 }
 
@@ -66,7 +77,8 @@ func record(_ id: String, _ name: String, phase: DeploymentRecord.Phase = .ready
     }
 
     @Test func reasonsNameTheOwnerOrTheMissingTag() {
-        #expect(ownership.whyNotOurs(job("3", "vllmctl-sim", user: "bob"))?.contains("belongs to bob") == true)
+        #expect(
+            ownership.whyNotOurs(job("3", "vllmctl-sim", user: "bob"))?.contains("belongs to bob") == true)
         #expect(ownership.whyNotOurs(job("2", "sleep"))?.contains("not started by vllmctl") == true)
         #expect(ownership.whyNotOurs(job("1", "vllmctl-sim")) == nil)
     }
@@ -82,7 +94,9 @@ func record(_ id: String, _ name: String, phase: DeploymentRecord.Phase = .ready
 
     @Test func aHealthyJobInsideItsGraceIsNeverStale() {
         for elapsed in ["0:01", "9:59", "10:00", "5-00:00:00"] {
-            let (action, mark) = finder.judge(job("1", "vllmctl-a", elapsed: elapsed), record: record("1", "a"), health: .healthy, unhealthySince: t0 - 3600)
+            let (action, mark) = finder.judge(
+                job("1", "vllmctl-a", elapsed: elapsed), record: record("1", "a"), health: .healthy,
+                unhealthySince: t0 - 3600)
             #expect(action.kind == .keep, "\(elapsed)")
             #expect(action.reason.hasPrefix("healthy"))
             #expect(mark == nil, "a healthy answer clears the unhealthy mark")
@@ -90,48 +104,70 @@ func record(_ id: String, _ name: String, phase: DeploymentRecord.Phase = .ready
     }
 
     @Test func unhealthyStartsItsGraceWhenFirstSeen() {
-        let (first, mark) = finder.judge(job("1", "vllmctl-a", elapsed: "3:00:00"), record: record("1", "a"), health: .unhealthy("/health answered 503"), unhealthySince: nil)
+        let (first, mark) = finder.judge(
+            job("1", "vllmctl-a", elapsed: "3:00:00"), record: record("1", "a"),
+            health: .unhealthy("/health answered 503"), unhealthySince: nil)
         #expect(first.kind == .keep)
         #expect(mark == t0)
         #expect(first.reason.contains("503"))
 
         let later = StaleFinder(criteria: criteria, now: t0 + 599)
-        let (inside, kept) = later.judge(job("1", "vllmctl-a"), record: record("1", "a"), health: .unhealthy("/health answered 503"), unhealthySince: t0)
+        let (inside, kept) = later.judge(
+            job("1", "vllmctl-a"), record: record("1", "a"), health: .unhealthy("/health answered 503"),
+            unhealthySince: t0)
         #expect(inside.kind == .keep)
         #expect(kept == t0, "the first sighting is kept, not moved")
 
         let after = StaleFinder(criteria: criteria, now: t0 + 600)
-        let (stale, _) = after.judge(job("1", "vllmctl-a"), record: record("1", "a"), health: .unhealthy("/health answered 503"), unhealthySince: t0)
+        let (stale, _) = after.judge(
+            job("1", "vllmctl-a"), record: record("1", "a"), health: .unhealthy("/health answered 503"),
+            unhealthySince: t0)
         #expect(stale.kind == .cancel)
         #expect(stale.reason.contains("unhealthy for 10m"))
         #expect(stale.reason.contains("10m grace"))
     }
 
     @Test func aServerThatNeverAnsweredCountsFromTheJobStart() {
-        let young = finder.judge(job("1", "vllmctl-a", elapsed: "9:59"), record: record("1", "a", phase: .submitted), health: .notServing, unhealthySince: nil)
+        let young = finder.judge(
+            job("1", "vllmctl-a", elapsed: "9:59"), record: record("1", "a", phase: .submitted),
+            health: .notServing, unhealthySince: nil)
         #expect(young.action.kind == .keep)
         #expect(young.action.reason.contains("not ready yet"))
-        let old = finder.judge(job("1", "vllmctl-a", elapsed: "10:00"), record: record("1", "a", phase: .submitted), health: .notServing, unhealthySince: nil)
+        let old = finder.judge(
+            job("1", "vllmctl-a", elapsed: "10:00"), record: record("1", "a", phase: .submitted),
+            health: .notServing, unhealthySince: nil)
         #expect(old.action.kind == .cancel)
         #expect(old.action.reason.contains("never became ready"))
     }
 
     @Test func olderThanTakesAnyRunningJob() {
         let f = StaleFinder(criteria: StaleCriteria(grace: 600, olderThan: 7200), now: t0)
-        #expect(f.judge(job("1", "vllmctl-a", elapsed: "1:59:59"), record: nil, health: .healthy, unhealthySince: nil).action.kind == .keep)
-        let (old, _) = f.judge(job("1", "vllmctl-a", elapsed: "2:00:00"), record: nil, health: .healthy, unhealthySince: nil)
+        #expect(
+            f.judge(
+                job("1", "vllmctl-a", elapsed: "1:59:59"), record: nil, health: .healthy, unhealthySince: nil
+            ).action.kind == .keep)
+        let (old, _) = f.judge(
+            job("1", "vllmctl-a", elapsed: "2:00:00"), record: nil, health: .healthy, unhealthySince: nil)
         #expect(old.kind == .cancel)
         #expect(old.reason.contains("--older-than 2h"))
         // Without the flag, run time alone never makes a healthy job stale.
-        #expect(finder.judge(job("1", "vllmctl-a", elapsed: "9-00:00:00"), record: nil, health: .healthy, unhealthySince: nil).action.kind == .keep)
+        #expect(
+            finder.judge(
+                job("1", "vllmctl-a", elapsed: "9-00:00:00"), record: nil, health: .healthy,
+                unhealthySince: nil
+            ).action.kind == .keep)
     }
 
     @Test func pendingLongerThanCountsFromSubmission() {
         let f = StaleFinder(criteria: StaleCriteria(pendingLongerThan: 3600), now: t0)
         let pending = job("1", "vllmctl-a", .pending, elapsed: "0:00", reason: "Resources")
-        let fresh = f.judge(pending, record: record("1", "a", phase: .submitted, created: t0 - 3599), health: nil, unhealthySince: nil)
+        let fresh = f.judge(
+            pending, record: record("1", "a", phase: .submitted, created: t0 - 3599), health: nil,
+            unhealthySince: nil)
         #expect(fresh.action.kind == .keep)
-        let stuck = f.judge(pending, record: record("1", "a", phase: .submitted, created: t0 - 3600), health: nil, unhealthySince: nil)
+        let stuck = f.judge(
+            pending, record: record("1", "a", phase: .submitted, created: t0 - 3600), health: nil,
+            unhealthySince: nil)
         #expect(stuck.action.kind == .cancel)
         #expect(stuck.action.reason.contains("PENDING (Resources) for 1h00m"))
         // Without a record the submission time is unknown: never cancelled on a guess.
@@ -139,12 +175,23 @@ func record(_ id: String, _ name: String, phase: DeploymentRecord.Phase = .ready
         #expect(unknown.action.kind == .keep)
         #expect(unknown.action.reason.contains("unknown"))
         // Without the flag, pending is never stale.
-        #expect(finder.judge(pending, record: record("1", "a", created: t0 - 86400 * 9), health: nil, unhealthySince: nil).action.kind == .keep)
+        #expect(
+            finder.judge(
+                pending, record: record("1", "a", created: t0 - 86400 * 9), health: nil, unhealthySince: nil
+            ).action.kind == .keep)
     }
 
     @Test func uncheckedAndEndingJobsAreKept() {
-        #expect(finder.judge(job("1", "vllmctl-a", elapsed: "5:00:00"), record: nil, health: .unchecked("no record"), unhealthySince: nil).action.kind == .keep)
-        #expect(finder.judge(job("1", "vllmctl-a", .completing), record: record("1", "a"), health: .unhealthy("x"), unhealthySince: t0 - 9999).action.kind == .keep)
+        #expect(
+            finder.judge(
+                job("1", "vllmctl-a", elapsed: "5:00:00"), record: nil, health: .unchecked("no record"),
+                unhealthySince: nil
+            ).action.kind == .keep)
+        #expect(
+            finder.judge(
+                job("1", "vllmctl-a", .completing), record: record("1", "a"), health: .unhealthy("x"),
+                unhealthySince: t0 - 9999
+            ).action.kind == .keep)
     }
 }
 
@@ -154,19 +201,24 @@ func record(_ id: String, _ name: String, phase: DeploymentRecord.Phase = .ready
     /// Ours (running, healthy), ours (unhealthy for an hour), a plain job of ours, another
     /// user's job with our tag.
     var queue: [JobSnapshot] {
-        [job("10", "vllmctl-good"), job("11", "vllmctl-sick"), job("12", "sleep"), job("13", "vllmctl-theirs", user: "bob")]
+        [
+            job("10", "vllmctl-good"), job("11", "vllmctl-sick"), job("12", "sleep"),
+            job("13", "vllmctl-theirs", user: "bob"),
+        ]
     }
 
     @Test func staleTouchesOnlyOurJobs() throws {
         let survey = TeardownSurvey(
             now: t0, queue: queue, records: [record("10", "good"), record("11", "sick")],
-            health: ["10": .healthy, "11": .unhealthy("/health answered 503")], unhealthySince: ["11": t0 - 3600, "99": t0])
+            health: ["10": .healthy, "11": .unhealthy("/health answered 503")],
+            unhealthySince: ["11": t0 - 3600, "99": t0])
         let plan = try selector.plan(.stale(StaleCriteria(grace: 600, olderThan: 1)), survey: survey)
         #expect(Set(plan.actions.map(\.jobID)) == ["10", "11"])
         #expect(plan.toCancel.map(\.jobID).sorted() == ["10", "11"])  // --older-than 1s: both ours are older
         let relaxed = try selector.plan(.stale(StaleCriteria(grace: 600)), survey: survey)
         #expect(relaxed.toCancel.map(\.jobID) == ["11"])
-        #expect(relaxed.unhealthySince == ["11": t0 - 3600], "marks of jobs that are gone or healthy are dropped")
+        #expect(
+            relaxed.unhealthySince == ["11": t0 - 3600], "marks of jobs that are gone or healthy are dropped")
     }
 
     @Test func allCancelsEveryOneOfOursAndNothingElse() throws {
@@ -177,18 +229,24 @@ func record(_ id: String, _ name: String, phase: DeploymentRecord.Phase = .ready
 
     @Test func orphansAreCleanedUpAndEndedRecordsLeftOut() throws {
         let records = [
-            record("20", "gone"), record("21", "failed", phase: .submitted), record("22", "old", phase: .ended),
+            record("20", "gone"), record("21", "failed", phase: .submitted),
+            record("22", "old", phase: .ended),
             record("12", "reused"), record("23", "lagging"),
         ]
-        let accounting = [job("21", "vllmctl-failed", .failed), job("12", "sleep"), job("23", "vllmctl-lagging", .running)]
-        let plan = try selector.plan(.stale(StaleCriteria()), survey: TeardownSurvey(now: t0, queue: [], accounting: accounting, records: records))
+        let accounting = [
+            job("21", "vllmctl-failed", .failed), job("12", "sleep"), job("23", "vllmctl-lagging", .running),
+        ]
+        let plan = try selector.plan(
+            .stale(StaleCriteria()),
+            survey: TeardownSurvey(now: t0, queue: [], accounting: accounting, records: records))
         let byID = Dictionary(uniqueKeysWithValues: plan.actions.map { ($0.jobID, $0) })
         #expect(byID["20"]?.kind == .cleanUp)
         #expect(byID["20"]?.reason.contains("neither squeue nor sacct") == true)
         #expect(byID["21"]?.kind == .cleanUp)
         #expect(byID["21"]?.reason.contains("FAILED") == true)
         #expect(byID["22"] == nil)
-        #expect(byID["12"]?.kind == .cleanUp, "a record whose job id Slurm reused for another job is an orphan")
+        #expect(
+            byID["12"]?.kind == .cleanUp, "a record whose job id Slurm reused for another job is an orphan")
         #expect(byID["12"]?.reason.contains("another job") == true)
         #expect(byID["23"]?.kind == .undecided, "squeue and sacct disagree: do nothing")
         #expect(plan.toCancel.isEmpty)
@@ -204,24 +262,33 @@ func record(_ id: String, _ name: String, phase: DeploymentRecord.Phase = .ready
     }
 
     @Test func namingAJobThatIsNotOursRefusesEverything() throws {
-        let survey = TeardownSurvey(now: t0, queue: queue, others: [job("40", "vllmctl-x", user: "carol")], records: [])
-        for (target, words) in [("12", "not started by vllmctl"), ("13", "belongs to bob"), ("40", "belongs to carol")] {
-            let error = #expect(throws: VLLMCtlError.self) { try selector.plan(.named(["10", target]), survey: survey) }
+        let survey = TeardownSurvey(
+            now: t0, queue: queue, others: [job("40", "vllmctl-x", user: "carol")], records: [])
+        for (target, words) in [
+            ("12", "not started by vllmctl"), ("13", "belongs to bob"), ("40", "belongs to carol"),
+        ] {
+            let error = #expect(throws: VLLMCtlError.self) {
+                try selector.plan(.named(["10", target]), survey: survey)
+            }
             #expect("\(error.map { "\($0)" } ?? "")".contains(words))
             #expect("\(error.map { "\($0)" } ?? "")".contains("Nothing was cancelled"))
         }
-        let both = #expect(throws: VLLMCtlError.self) { try selector.plan(.named(["12", "nosuch"]), survey: survey) }
+        let both = #expect(throws: VLLMCtlError.self) {
+            try selector.plan(.named(["12", "nosuch"]), survey: survey)
+        }
         #expect("\(both.map { "\($0)" } ?? "")".contains("not started by vllmctl"))
         #expect("\(both.map { "\($0)" } ?? "")".contains("nosuch"))
     }
 
     @Test func unknownAndAmbiguousNamesAreErrors() throws {
-        let survey = TeardownSurvey(now: t0, queue: [job("1", "vllmctl-twin"), job("2", "vllmctl-twin")], records: [])
+        let survey = TeardownSurvey(
+            now: t0, queue: [job("1", "vllmctl-twin"), job("2", "vllmctl-twin")], records: [])
         let twin = #expect(throws: VLLMCtlError.self) { try selector.plan(.named(["twin"]), survey: survey) }
         #expect("\(twin.map { "\($0)" } ?? "")".contains("jobs 1, 2"))
         #expect(throws: VLLMCtlError.self) { try selector.plan(.named(["99"]), survey: survey) }
         // A job id that ended, of ours but unrecorded here: harmless, and said so.
-        let ended = TeardownSurvey(now: t0, queue: [], accounting: [job("50", "vllmctl-x", .cancelled)], records: [])
+        let ended = TeardownSurvey(
+            now: t0, queue: [], accounting: [job("50", "vllmctl-x", .cancelled)], records: [])
         let plan = try selector.plan(.named(["50"]), survey: ended)
         #expect(plan.actions.map(\.kind) == [.alreadyDone])
         #expect(plan.actions[0].reason.contains("CANCELLED"))
@@ -247,16 +314,24 @@ final class ScriptedHost: ClusterHost, @unchecked Sendable {
         return try answer(argv)
     }
     func readFile(_ path: String) async throws -> Data? { try await LocalHost().readFile(path) }
-    func writeFileAtomically(_ data: Data, to path: String, mode: Int) async throws { try await LocalHost().writeFileAtomically(data, to: path, mode: mode) }
-    func makeDirectory(_ path: String, mode: Int) async throws { try await LocalHost().makeDirectory(path, mode: mode) }
+    func writeFileAtomically(_ data: Data, to path: String, mode: Int) async throws {
+        try await LocalHost().writeFileAtomically(data, to: path, mode: mode)
+    }
+    func makeDirectory(_ path: String, mode: Int) async throws {
+        try await LocalHost().makeDirectory(path, mode: mode)
+    }
     func removeFile(_ path: String) async throws { try await LocalHost().removeFile(path) }
     func homeDirectory() async throws -> String { NSHomeDirectory() }
 }
 
 struct FixedHTTP: HTTPClient {
     var status: Int
-    func send(_ request: HTTPRequest) async throws -> HTTPResponse { HTTPResponse(status: status, headers: [:], body: Data()) }
-    func stream(_ request: HTTPRequest, onChunk: @escaping @Sendable (Data) -> Void) async throws -> HTTPResponse { try await send(request) }
+    func send(_ request: HTTPRequest) async throws -> HTTPResponse {
+        HTTPResponse(status: status, headers: [:], body: Data())
+    }
+    func stream(_ request: HTTPRequest, onChunk: @escaping @Sendable (Data) -> Void) async throws
+        -> HTTPResponse
+    { try await send(request) }
 }
 
 final class SteppingClock: Clock, @unchecked Sendable {
@@ -283,7 +358,9 @@ func squeueLine(_ j: JobSnapshot) -> String {
 
 @Suite struct TeardownSchedulerFailureTests {
     func teardown(_ host: ScriptedHost, store: DeploymentStore, http: Int = 200) -> Teardown {
-        let context = Context(host: host, http: FixedHTTP(status: http), clock: SteppingClock(t0), terminal: QuietTerminal(), records: store, environment: [:])
+        let context = Context(
+            host: host, http: FixedHTTP(status: http), clock: SteppingClock(t0), terminal: QuietTerminal(),
+            records: store, environment: [:])
         return Teardown(context: context, profile: ClusterProfile(name: "local"), user: me)
     }
 
@@ -292,10 +369,15 @@ func squeueLine(_ j: JobSnapshot) -> String {
         try store.save(record("10", "good"))
         for scope in [TeardownScope.all, .stale(StaleCriteria()), .named(["10"])] {
             let host = ScriptedHost { argv in
-                if argv[0] == "squeue" { return CommandResult(status: 1, stdout: "", stderr: "squeue: error: Unable to contact slurm controller") }
+                if argv[0] == "squeue" {
+                    return CommandResult(
+                        status: 1, stdout: "", stderr: "squeue: error: Unable to contact slurm controller")
+                }
                 return CommandResult(status: 0, stdout: "", stderr: "")
             }
-            let error = await #expect(throws: VLLMCtlError.self) { _ = try await teardown(host, store: store).plan(scope) }
+            let error = await #expect(throws: VLLMCtlError.self) {
+                _ = try await teardown(host, store: store).plan(scope)
+            }
             #expect("\(error.map { "\($0)" } ?? "")".contains("Nothing was cancelled"))
             #expect("\(error.map { "\($0)" } ?? "")".contains("Unable to contact"))
             #expect(!host.programs.contains("scancel"))
@@ -309,18 +391,24 @@ func squeueLine(_ j: JobSnapshot) -> String {
         let sacctFails = ScriptedHost { argv in
             switch argv[0] {
             case "squeue": return CommandResult(status: 0, stdout: live + "\n", stderr: "")
-            case "sacct": return CommandResult(status: 1, stdout: "", stderr: "sacct: error: slurmdbd: connection refused")
+            case "sacct":
+                return CommandResult(
+                    status: 1, stdout: "", stderr: "sacct: error: slurmdbd: connection refused")
             default: return CommandResult(status: 0, stdout: "", stderr: "")
             }
         }
-        await #expect(throws: VLLMCtlError.self) { _ = try await teardown(sacctFails, store: store).plan(.all) }
+        await #expect(throws: VLLMCtlError.self) {
+            _ = try await teardown(sacctFails, store: store).plan(.all)
+        }
         #expect(!sacctFails.programs.contains("scancel"))
 
         let squeueHangs = ScriptedHost { argv in
             if argv[0] == "squeue" { throw VLLMCtlError.commandTimedOut(argv: argv, seconds: 30) }
             return CommandResult(status: 0, stdout: "", stderr: "")
         }
-        let error = await #expect(throws: VLLMCtlError.self) { _ = try await teardown(squeueHangs, store: store).plan(.all) }
+        let error = await #expect(throws: VLLMCtlError.self) {
+            _ = try await teardown(squeueHangs, store: store).plan(.all)
+        }
         #expect("\(error.map { "\($0)" } ?? "")".contains("did not answer"))
         #expect(!squeueHangs.programs.contains("scancel"))
     }
@@ -339,10 +427,15 @@ func squeueLine(_ j: JobSnapshot) -> String {
         let host = ScriptedHost { argv in
             switch argv[0] {
             case "squeue":
-                let lines = cancelled.isSet
+                let lines =
+                    cancelled.isSet
                     ? [job("12", "sleep"), job("13", "vllmctl-theirs", user: "bob")]
-                    : [job("10", "vllmctl-good"), job("12", "sleep"), job("13", "vllmctl-theirs", user: "bob")]
-                return CommandResult(status: 0, stdout: lines.map(squeueLine).joined(separator: "\n") + "\n", stderr: "")
+                    : [
+                        job("10", "vllmctl-good"), job("12", "sleep"),
+                        job("13", "vllmctl-theirs", user: "bob"),
+                    ]
+                return CommandResult(
+                    status: 0, stdout: lines.map(squeueLine).joined(separator: "\n") + "\n", stderr: "")
             case "scancel":
                 cancelled.set()
                 return CommandResult(status: 0, stdout: "", stderr: "")
@@ -352,7 +445,9 @@ func squeueLine(_ j: JobSnapshot) -> String {
         }
         let t = teardown(host, store: store)
         let plan = try await t.plan(.all)
-        #expect(host.argvs == [Squeue(user: me).argv], "one squeue for all of the user's jobs, nothing else before deciding")
+        #expect(
+            host.argvs == [Squeue(user: me).argv],
+            "one squeue for all of the user's jobs, nothing else before deciding")
         let outcomes = await t.execute(plan)
         #expect(host.argvs.filter { $0[0] == "scancel" } == [["scancel", "10"]])
         #expect(outcomes.allSatisfy { $0.succeeded })
@@ -372,8 +467,13 @@ func squeueLine(_ j: JobSnapshot) -> String {
         let store = DeploymentStore(directory: try temporaryDirectory())
         try store.save(record("10", "stuck"))
         let host = ScriptedHost { argv in
-            if argv[0] == "squeue" { return CommandResult(status: 0, stdout: squeueLine(job("10", "vllmctl-stuck")) + "\n", stderr: "") }
-            return CommandResult(status: 1, stdout: "", stderr: "scancel: error: Kill job error on job id 10: Access/permission denied")
+            if argv[0] == "squeue" {
+                return CommandResult(
+                    status: 0, stdout: squeueLine(job("10", "vllmctl-stuck")) + "\n", stderr: "")
+            }
+            return CommandResult(
+                status: 1, stdout: "",
+                stderr: "scancel: error: Kill job error on job id 10: Access/permission denied")
         }
         var t = teardown(host, store: store)
         t.endWait = 3
@@ -388,11 +488,17 @@ func squeueLine(_ j: JobSnapshot) -> String {
         let store = DeploymentStore(directory: try temporaryDirectory())
         try store.save(record("10", "sick"))
         let host = ScriptedHost { argv in
-            if argv[0] == "squeue" { return CommandResult(status: 0, stdout: squeueLine(job("10", "vllmctl-sick", elapsed: "5:00:00")) + "\n", stderr: "") }
+            if argv[0] == "squeue" {
+                return CommandResult(
+                    status: 0, stdout: squeueLine(job("10", "vllmctl-sick", elapsed: "5:00:00")) + "\n",
+                    stderr: "")
+            }
             return CommandResult(status: 0, stdout: "", stderr: "")
         }
         let clock = SteppingClock(t0)
-        let context = Context(host: host, http: FixedHTTP(status: 503), clock: clock, terminal: QuietTerminal(), records: store, environment: [:])
+        let context = Context(
+            host: host, http: FixedHTTP(status: 503), clock: clock, terminal: QuietTerminal(), records: store,
+            environment: [:])
         let t = Teardown(context: context, profile: ClusterProfile(name: "local"), user: me)
         let criteria = StaleCriteria(grace: 60)
 
@@ -416,8 +522,11 @@ func squeueLine(_ j: JobSnapshot) -> String {
         let shared = dir + "/share/shared-" + DeploymentFiles.infoText
         try "Server URL: http://dead:1\n".write(toFile: shared, atomically: true, encoding: .utf8)
         let host = ScriptedHost { _ in CommandResult(status: 0, stdout: "", stderr: "") }
-        let context = Context(host: host, http: FixedHTTP(status: 200), clock: SteppingClock(t0), terminal: QuietTerminal(), records: store, environment: [:])
-        let t = Teardown(context: context, profile: ClusterProfile(name: "local", shareDir: dir + "/share"), user: me)
+        let context = Context(
+            host: host, http: FixedHTTP(status: 200), clock: SteppingClock(t0), terminal: QuietTerminal(),
+            records: store, environment: [:])
+        let t = Teardown(
+            context: context, profile: ClusterProfile(name: "local", shareDir: dir + "/share"), user: me)
         let outcomes = await t.execute(try await t.plan(.named(["shared"])))
         #expect(outcomes.map(\.action.kind) == [.cleanUp])
         let text = try String(contentsOfFile: shared, encoding: .utf8)

@@ -1,4 +1,5 @@
 import Foundation
+
 @testable import VLLMCtlKit
 
 /// The repository root, found from this file's path.
@@ -6,7 +7,9 @@ let repoRoot: String = {
     var url = URL(fileURLWithPath: #filePath)
     while url.path != "/" {
         url.deleteLastPathComponent()
-        if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url.path }
+        if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) {
+            return url.path
+        }
     }
     fatalError("no Package.swift above \(#filePath)")
 }()

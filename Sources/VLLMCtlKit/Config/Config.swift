@@ -8,7 +8,10 @@ public struct Config: Sendable, Equatable {
     public var clusters: [String: ClusterProfile]
     public var models: [String: ModelPreset]
 
-    public init(path: String? = nil, defaultCluster: String? = nil, clusters: [String: ClusterProfile] = [:], models: [String: ModelPreset] = [:]) {
+    public init(
+        path: String? = nil, defaultCluster: String? = nil, clusters: [String: ClusterProfile] = [:],
+        models: [String: ModelPreset] = [:]
+    ) {
         self.path = path
         self.defaultCluster = defaultCluster
         self.clusters = clusters
@@ -45,7 +48,9 @@ public struct Config: Sendable, Equatable {
 public enum ConfigLocation {
     /// `--config`, else `$VLLMCTL_CONFIG`, else `$XDG_CONFIG_HOME/vllmctl/config.yaml`
     /// (`~/.config/vllmctl/config.yaml`).
-    public static func resolve(explicit: String?, environment: [String: String]) -> (path: String, explicit: Bool) {
+    public static func resolve(explicit: String?, environment: [String: String]) -> (
+        path: String, explicit: Bool
+    ) {
         if let explicit { return (explicit, true) }
         if let env = environment["VLLMCTL_CONFIG"], !env.isEmpty { return (env, true) }
         return (configDirectory(environment: environment) + "/config.yaml", false)
@@ -62,7 +67,10 @@ public enum ConfigLocation {
         let (path, isExplicit) = resolve(explicit: explicit, environment: environment)
         guard FileManager.default.fileExists(atPath: path) else {
             if isExplicit {
-                throw VLLMCtlError.file(path: path, message: "no such configuration file. Create one with `vllmctl config init --config \(path)`")
+                throw VLLMCtlError.file(
+                    path: path,
+                    message:
+                        "no such configuration file. Create one with `vllmctl config init --config \(path)`")
             }
             return Config()
         }
@@ -116,12 +124,15 @@ public struct ConfigParser {
                     let name = nameNode.string ?? ""
                     let settings = try settings(body, context: "models.\(name)", extra: [])
                     guard settings.0.model != nil else {
-                        throw fail(body, key: "models.\(name).model", "the preset has no `model` (a Hugging Face id or a path)")
+                        throw fail(
+                            body, key: "models.\(name).model",
+                            "the preset has no `model` (a Hugging Face id or a path)")
                     }
                     config.models[name] = ModelPreset(name: name, settings: settings.0)
                 }
             default:
-                throw fail(keyNode, key: key, "unknown top-level key; expected default_cluster, clusters or models")
+                throw fail(
+                    keyNode, key: key, "unknown top-level key; expected default_cluster, clusters or models")
             }
         }
         if let d = config.defaultCluster, config.clusters[d] == nil {
@@ -170,7 +181,8 @@ public struct ConfigParser {
             case "gpu_request":
                 let text = try string(v, key: path)
                 guard let style = GPURequestStyle(rawValue: text) else {
-                    throw fail(v, key: path, "must be `gres` (--gres=gpu:N) or `gpus` (--gpus=N), not `\(text)`")
+                    throw fail(
+                        v, key: path, "must be `gres` (--gres=gpu:N) or `gpus` (--gpus=N), not `\(text)`")
                 }
                 s.gpuRequest = style
             case "setup": s.setup = try stringList(v, key: path, splitWords: false)
@@ -219,7 +231,9 @@ public struct ConfigParser {
     }
 
     private func int(_ node: Node, key: String) throws -> Int {
-        guard case .scalar = node, let v = node.int else { throw fail(node, key: key, "expected a whole number") }
+        guard case .scalar = node, let v = node.int else {
+            throw fail(node, key: key, "expected a whole number")
+        }
         return v
     }
 
@@ -229,7 +243,9 @@ public struct ConfigParser {
     }
 
     private func bool(_ node: Node, key: String) throws -> Bool {
-        guard case .scalar = node, let v = node.bool else { throw fail(node, key: key, "expected true or false") }
+        guard case .scalar = node, let v = node.bool else {
+            throw fail(node, key: key, "expected true or false")
+        }
         return v
     }
 

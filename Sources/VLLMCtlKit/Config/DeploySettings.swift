@@ -105,7 +105,10 @@ public struct ClusterProfile: Sendable, Equatable {
     public var shareDir: String?
     public var defaults: DeploySettings
 
-    public init(name: String, sshHost: String? = nil, workdir: String? = nil, shareDir: String? = nil, defaults: DeploySettings = .init()) {
+    public init(
+        name: String, sshHost: String? = nil, workdir: String? = nil, shareDir: String? = nil,
+        defaults: DeploySettings = .init()
+    ) {
         self.name = name
         self.sshHost = sshHost
         self.workdir = workdir

@@ -21,9 +21,15 @@ public struct DeployPlan: Sendable {
     public var keyPath: String { deployDir + "/" + DeploymentFiles.apiKey }
 
     /// Decides and validates. `workdir` is absolute; `stamp` makes the directory unique.
-    public init(name: String, cluster: String, settings: DeploySettings, workdir: String, stamp: String) throws {
+    public init(name: String, cluster: String, settings: DeploySettings, workdir: String, stamp: String)
+        throws
+    {
         guard let model = settings.model, !model.isEmpty else {
-            throw VLLMCtlError.invalidInput("No model was given", hint: "Pass a Hugging Face id, a path, or a preset name: `vllmctl deploy Qwen/Qwen2.5-14B-Instruct`.")
+            throw VLLMCtlError.invalidInput(
+                "No model was given",
+                hint:
+                    "Pass a Hugging Face id, a path, or a preset name: `vllmctl deploy Qwen/Qwen2.5-14B-Instruct`."
+            )
         }
         try Validate.name(name)
         self.name = name
@@ -41,8 +47,10 @@ public struct DeployPlan: Sendable {
 
     private func validate() throws {
         let s = settings
-        for (key, value) in [("partition", s.partition), ("account", s.account), ("qos", s.qos),
-                             ("constraint", s.constraint), ("nodelist", s.nodelist), ("exclude", s.exclude)] {
+        for (key, value) in [
+            ("partition", s.partition), ("account", s.account), ("qos", s.qos),
+            ("constraint", s.constraint), ("nodelist", s.nodelist), ("exclude", s.exclude),
+        ] {
             if let value { try Validate.sbatchValue(value, key: key) }
         }
         try Validate.path(deployDir, key: "workdir")
@@ -52,13 +60,16 @@ public struct DeployPlan: Sendable {
         if let nodes = s.nodes, nodes != 1 {
             throw VLLMCtlError.invalidInput(
                 "\(nodes) nodes were asked for, but the `\(template)` template runs the server on one node",
-                hint: "Use tensor parallelism within one node (up to its GPU count), or a multi-node template of your own.")
+                hint:
+                    "Use tensor parallelism within one node (up to its GPU count), or a multi-node template of your own."
+            )
         }
         if let tp = s.tensorParallelSize, tp < 1 {
             throw VLLMCtlError.invalidInput("--tensor-parallel-size is \(tp)", hint: "It must be 1 or more.")
         }
         if let pp = s.pipelineParallelSize, pp < 1 {
-            throw VLLMCtlError.invalidInput("--pipeline-parallel-size is \(pp)", hint: "It must be 1 or more.")
+            throw VLLMCtlError.invalidInput(
+                "--pipeline-parallel-size is \(pp)", hint: "It must be 1 or more.")
         }
         if parallelism > 1 && gpus == 0 {
             throw VLLMCtlError.invalidInput(
@@ -70,27 +81,41 @@ public struct DeployPlan: Sendable {
                 "Tensor parallel \(s.tensorParallelSize ?? 1) × pipeline parallel \(s.pipelineParallelSize ?? 1) needs \(parallelism) GPUs, but the job asks for \(gpus)",
                 hint: "Pass --gpus \(parallelism), or lower the parallel sizes.")
         }
-        if let cpus = s.cpus, cpus < 1 { throw VLLMCtlError.invalidInput("--cpus is \(cpus)", hint: "Ask for 1 or more CPUs.") }
+        if let cpus = s.cpus, cpus < 1 {
+            throw VLLMCtlError.invalidInput("--cpus is \(cpus)", hint: "Ask for 1 or more CPUs.")
+        }
         if let u = s.gpuMemoryUtilization, !(u > 0 && u <= 1) {
-            throw VLLMCtlError.invalidInput("--gpu-memory-utilization is \(u)", hint: "It is a fraction between 0 and 1, e.g. 0.9.")
+            throw VLLMCtlError.invalidInput(
+                "--gpu-memory-utilization is \(u)", hint: "It is a fraction between 0 and 1, e.g. 0.9.")
         }
         let port = s.port ?? Self.defaultPort
-        if !(1...65535).contains(port) { throw VLLMCtlError.invalidInput("--port is \(port)", hint: "Use a port between 1 and 65535, e.g. 8000.") }
-        if let len = s.maxModelLen, len < 1 { throw VLLMCtlError.invalidInput("--max-model-len is \(len)", hint: "It must be a positive number of tokens.") }
+        if !(1...65535).contains(port) {
+            throw VLLMCtlError.invalidInput(
+                "--port is \(port)", hint: "Use a port between 1 and 65535, e.g. 8000.")
+        }
+        if let len = s.maxModelLen, len < 1 {
+            throw VLLMCtlError.invalidInput(
+                "--max-model-len is \(len)", hint: "It must be a positive number of tokens.")
+        }
         if let host = s.host { try Validate.hostSetting(host) }
         if let bind = s.bindHost { try Validate.hostSetting(bind) }
         if (s.serverCommand ?? ["vllm", "serve"]).isEmpty {
-            throw VLLMCtlError.invalidInput("The server command is empty", hint: "Set `server_command`, e.g. [\"vllm\", \"serve\"].")
+            throw VLLMCtlError.invalidInput(
+                "The server command is empty", hint: "Set `server_command`, e.g. [\"vllm\", \"serve\"].")
         }
         for arg in s.vllmArgs ?? [] {
             let flag = arg.split(separator: "=").first.map(String.init) ?? arg
             if flag == "--api-key" {
                 throw VLLMCtlError.invalidInput(
                     "`--api-key` was given among the server's arguments, where every user of the cluster could read it",
-                    hint: "Drop it: vllmctl generates a key and hands it to the server through a 0600 file (or pass --api-key-file).")
+                    hint:
+                        "Drop it: vllmctl generates a key and hands it to the server through a 0600 file (or pass --api-key-file)."
+                )
             }
             if flag == "--port" || flag == "--host" {
-                throw VLLMCtlError.invalidInput("`\(flag)` was given among the server's arguments", hint: "Use vllmctl's --port / --bind-host (the job picks a free port itself).")
+                throw VLLMCtlError.invalidInput(
+                    "`\(flag)` was given among the server's arguments",
+                    hint: "Use vllmctl's --port / --bind-host (the job picks a free port itself).")
             }
         }
     }
@@ -147,7 +172,8 @@ public struct DeployPlan: Sendable {
         if s.exclusive == true { c["exclusive"] = true }
         let optional: [(String, String?)] = [
             ("partition", s.partition), ("account", s.account), ("qos", s.qos), ("constraint", s.constraint),
-            ("nodelist", s.nodelist), ("exclude", s.exclude), ("memory", s.memory), ("cpus", s.cpus.map(String.init)),
+            ("nodelist", s.nodelist), ("exclude", s.exclude), ("memory", s.memory),
+            ("cpus", s.cpus.map(String.init)),
         ]
         for (key, value) in optional { if let value, !value.isEmpty { c[key] = value } }
         return c
@@ -163,9 +189,14 @@ public enum Validate {
     /// Deployment names become job names and directory names.
     public static func name(_ name: String) throws {
         let ok = !name.isEmpty && name.count <= 64 && (name.first!.isLetter || name.first!.isNumber)
-        guard ok, name.unicodeScalars.allSatisfy({ CharacterSet.alphanumerics.contains($0) && $0.isASCII || "-_.".unicodeScalars.contains($0) }) else {
+        guard ok,
+            name.unicodeScalars.allSatisfy({
+                CharacterSet.alphanumerics.contains($0) && $0.isASCII || "-_.".unicodeScalars.contains($0)
+            })
+        else {
             throw VLLMCtlError.invalidInput(
-                "`\(name)` cannot be a deployment name", hint: "Use letters, digits, `-`, `_` and `.`, starting with a letter or digit (--name).")
+                "`\(name)` cannot be a deployment name",
+                hint: "Use letters, digits, `-`, `_` and `.`, starting with a letter or digit (--name).")
         }
     }
 
@@ -187,7 +218,8 @@ public enum Validate {
     /// Values on `#SBATCH` lines are read by Slurm, not by a shell: allow only what Slurm's
     /// names, node lists and constraint expressions use.
     public static func sbatchValue(_ value: String, key: String) throws {
-        let allowed = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.,:=@+-[]*&|()!")
+        let allowed = CharacterSet(
+            charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.,:=@+-[]*&|()!")
         guard !value.isEmpty, value.unicodeScalars.allSatisfy({ allowed.contains($0) }) else {
             throw VLLMCtlError.invalidInput(
                 "The \(key) `\(value)` has characters Slurm does not use in a \(key)",
@@ -196,7 +228,9 @@ public enum Validate {
     }
 
     public static func path(_ path: String, key: String) throws {
-        guard path.hasPrefix("/"), !path.contains(where: { $0.isWhitespace || $0 == "%" || $0 == "\"" || $0 == "'" || $0 == "\\" }) else {
+        guard path.hasPrefix("/"),
+            !path.contains(where: { $0.isWhitespace || $0 == "%" || $0 == "\"" || $0 == "'" || $0 == "\\" })
+        else {
             throw VLLMCtlError.invalidInput(
                 "The \(key) path `\(path)` cannot be used in an sbatch script",
                 hint: "Use an absolute path without spaces, quotes, backslashes or `%`.")
@@ -205,8 +239,10 @@ public enum Validate {
 
     /// Slurm's time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S, or UNLIMITED.
     public static func time(_ value: String) throws {
-        let patterns = [#"^\d+$"#, #"^\d+:\d{1,2}$"#, #"^\d+:\d{1,2}:\d{1,2}$"#, #"^\d+-\d{1,2}$"#,
-                        #"^\d+-\d{1,2}:\d{1,2}$"#, #"^\d+-\d{1,2}:\d{1,2}:\d{1,2}$"#, #"^(UNLIMITED|INFINITE)$"#]
+        let patterns = [
+            #"^\d+$"#, #"^\d+:\d{1,2}$"#, #"^\d+:\d{1,2}:\d{1,2}$"#, #"^\d+-\d{1,2}$"#,
+            #"^\d+-\d{1,2}:\d{1,2}$"#, #"^\d+-\d{1,2}:\d{1,2}:\d{1,2}$"#, #"^(UNLIMITED|INFINITE)$"#,
+        ]
         guard patterns.contains(where: { value.range(of: $0, options: .regularExpression) != nil }) else {
             throw VLLMCtlError.invalidInput(
                 "The time limit `\(value)` is not in a format Slurm reads",
@@ -216,15 +252,20 @@ public enum Validate {
 
     public static func memory(_ value: String) throws {
         guard value.range(of: #"^\d+[KMGTkmgt]?$"#, options: .regularExpression) != nil else {
-            throw VLLMCtlError.invalidInput("The memory request `\(value)` is not in Slurm's format", hint: "Use a number with an optional unit, e.g. 64G or 32000M.")
+            throw VLLMCtlError.invalidInput(
+                "The memory request `\(value)` is not in Slurm's format",
+                hint: "Use a number with an optional unit, e.g. 64G or 32000M.")
         }
     }
 
     /// `ip`, `hostname`, or an address/hostname literal.
     public static func hostSetting(_ value: String) throws {
-        let allowed = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:")
+        let allowed = CharacterSet(
+            charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:")
         guard !value.isEmpty, value.unicodeScalars.allSatisfy({ allowed.contains($0) }) else {
-            throw VLLMCtlError.invalidInput("The host `\(value)` is not a host name or address", hint: "Use `ip`, `hostname`, or an address such as 10.1.2.3.")
+            throw VLLMCtlError.invalidInput(
+                "The host `\(value)` is not a host name or address",
+                hint: "Use `ip`, `hostname`, or an address such as 10.1.2.3.")
         }
     }
 }

@@ -9,7 +9,10 @@ public struct DeployRequest: Sendable {
     public var dryRun: Bool
     public var wait: Bool
 
-    public init(modelOrPreset: String, name: String? = nil, flags: DeploySettings = .init(), apiKey: APIKey? = nil, dryRun: Bool = false, wait: Bool = true) {
+    public init(
+        modelOrPreset: String, name: String? = nil, flags: DeploySettings = .init(), apiKey: APIKey? = nil,
+        dryRun: Bool = false, wait: Bool = true
+    ) {
         self.modelOrPreset = modelOrPreset
         self.name = name
         self.flags = flags
@@ -58,7 +61,8 @@ public struct Deployer: Sendable {
         let workdir = try await resolveWorkdir()
         let name = request.name ?? context.records.uniqueName(baseName, cluster: profile.name)
         let stamp = Self.stamp(context.clock.now())
-        return try DeployPlan(name: name, cluster: profile.name, settings: settings, workdir: workdir, stamp: stamp)
+        return try DeployPlan(
+            name: name, cluster: profile.name, settings: settings, workdir: workdir, stamp: stamp)
     }
 
     func resolveWorkdir() async throws -> String {
@@ -94,19 +98,22 @@ public struct Deployer: Sendable {
         var (plan, script, record) = try await context.records.withLock(cluster: profile.name) {
             try await submit(request)
         }
-        context.terminal.note("Submitted job \(record.jobID) (\(plan.jobName)) on \(profile.name); files in \(plan.deployDir)")
+        context.terminal.note(
+            "Submitted job \(record.jobID) (\(plan.jobName)) on \(profile.name); files in \(plan.deployDir)")
         guard request.wait else {
             return DeployOutcome(plan: plan, script: script, record: record, connection: nil)
         }
         let timeout = plan.settings.readyTimeout ?? DeployPlan.defaultReadyTimeout
         let key = try APIKey(record.apiKey)
-        let connection = try await waitUntilReady(plan: plan, jobID: record.jobID, key: key, readyTimeout: timeout)
+        let connection = try await waitUntilReady(
+            plan: plan, jobID: record.jobID, key: key, readyTimeout: timeout)
         record.phase = .ready
         record.url = connection.record.serverURL
         record.node = connection.record.node
         record.port = connection.record.port
         try context.records.save(record)
-        return DeployOutcome(plan: plan, script: script, record: record, connection: connection.record.connection)
+        return DeployOutcome(
+            plan: plan, script: script, record: record, connection: connection.record.connection)
     }
 
     /// Writes the key and the script, submits, and saves the record.
@@ -125,7 +132,8 @@ public struct Deployer: Sendable {
             let result = try await host.run(sbatch.argv, input: nil, timeout: .seconds(60))
             jobID = try Sbatch.parseJobID(result, argv: sbatch.argv)
             if !result.stderr.isEmpty {
-                context.terminal.note("sbatch: " + result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))
+                context.terminal.note(
+                    "sbatch: " + result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))
             }
         } catch {
             // Nothing half-made is left behind: no key file, no script, no empty directory.
@@ -154,7 +162,9 @@ public struct Deployer: Sendable {
     /// while the job is pending, and every 5 s while it runs. The connection file, which the
     /// job writes only once its server answers, is read every 0.1 s from the start: that costs
     /// the scheduler nothing and makes readiness show within a fraction of a second.
-    func waitUntilReady(plan: DeployPlan, jobID: String, key: APIKey, readyTimeout: Double) async throws -> Ready {
+    func waitUntilReady(plan: DeployPlan, jobID: String, key: APIKey, readyTimeout: Double) async throws
+        -> Ready
+    {
         let clock = context.clock
         let started = clock.now()
         var pendingInterval = 2.0
@@ -170,7 +180,9 @@ public struct Deployer: Sendable {
             let now = clock.now()
             if now >= nextPoll {
                 guard let job = try await watcher.snapshot(jobID: jobID) else {
-                    throw VLLMCtlError.jobEnded(jobID: jobID, state: "gone (neither squeue nor sacct knows it)", reason: nil, logTail: await logTail(plan: plan, jobID: jobID))
+                    throw VLLMCtlError.jobEnded(
+                        jobID: jobID, state: "gone (neither squeue nor sacct knows it)", reason: nil,
+                        logTail: await logTail(plan: plan, jobID: jobID))
                 }
                 last = job
                 if job.state.isFinal || job.state == .completing {
@@ -180,7 +192,9 @@ public struct Deployer: Sendable {
                         try await clock.sleep(seconds: 1)
                         state = try await watcher.snapshot(jobID: jobID)?.state ?? .completing
                     }
-                    throw VLLMCtlError.jobEnded(jobID: jobID, state: state.rawValue, reason: job.reason, logTail: await logTail(plan: plan, jobID: jobID))
+                    throw VLLMCtlError.jobEnded(
+                        jobID: jobID, state: state.rawValue, reason: job.reason,
+                        logTail: await logTail(plan: plan, jobID: jobID))
                 }
                 if job.state == .running {
                     if runningSince == nil { runningSince = now }
@@ -193,14 +207,17 @@ public struct Deployer: Sendable {
             let elapsed = Int(now.timeIntervalSince(started))
             if let job = last {
                 var line = "job \(jobID) \(job.state.rawValue)"
-                if job.state == .pending, !job.reason.isEmpty, job.reason != "None" { line += " (\(job.reason))" }
+                if job.state == .pending, !job.reason.isEmpty, job.reason != "None" {
+                    line += " (\(job.reason))"
+                }
                 if job.state == .running { line += " on \(job.nodes), waiting for the server" }
                 context.terminal.progress(line + ", \(elapsed)s")
             } else {
                 context.terminal.progress("job \(jobID) submitted, \(elapsed)s")
             }
             if let data = try await context.host.readFile(jsonPath),
-                let info = try? JSONDecoder().decode(ConnectionRecord.self, from: data), info.jobID == jobID, info.endedAt == nil
+                let info = try? JSONDecoder().decode(ConnectionRecord.self, from: data), info.jobID == jobID,
+                info.endedAt == nil
             {
                 do {
                     try await checkServer(info, key: key, servedName: plan.servedName)
@@ -214,7 +231,9 @@ public struct Deployer: Sendable {
                 context.terminal.progress(nil)
                 throw VLLMCtlError.notReady(
                     jobID: jobID, waited: readyTimeout,
-                    detail: lastHTTPError ?? "the job has not published its connection file yet (the model may still be loading)")
+                    detail: lastHTTPError
+                        ?? "the job has not published its connection file yet (the model may still be loading)"
+                )
             }
             try await clock.sleep(seconds: 0.1)
         }
@@ -223,17 +242,22 @@ public struct Deployer: Sendable {
     /// /health is 200 and /v1/models, with the key, lists the served name.
     func checkServer(_ info: ConnectionRecord, key: APIKey, servedName: String) async throws {
         let base = info.serverURL
-        let health = try await context.http.send(HTTPRequest(url: base + "/health", connectTimeout: 2, timeout: 5))
+        let health = try await context.http.send(
+            HTTPRequest(url: base + "/health", connectTimeout: 2, timeout: 5))
         guard health.status == 200 else {
             throw VLLMCtlError.http(url: base + "/health", message: "answered \(health.status)", hint: "")
         }
-        let models = try await context.http.send(HTTPRequest(url: base + "/v1/models", connectTimeout: 2, timeout: 5).authorized(key))
+        let models = try await context.http.send(
+            HTTPRequest(url: base + "/v1/models", connectTimeout: 2, timeout: 5).authorized(key))
         guard models.status == 200 else {
-            throw VLLMCtlError.http(url: base + "/v1/models", message: "answered \(models.status) to the deployment's key", hint: "")
+            throw VLLMCtlError.http(
+                url: base + "/v1/models", message: "answered \(models.status) to the deployment's key",
+                hint: "")
         }
         let names = ModelList.names(models.body)
         guard names.contains(servedName) else {
-            throw VLLMCtlError.http(url: base + "/v1/models", message: "lists \(names) but not `\(servedName)`", hint: "")
+            throw VLLMCtlError.http(
+                url: base + "/v1/models", message: "lists \(names) but not `\(servedName)`", hint: "")
         }
     }
 
@@ -244,8 +268,10 @@ public struct Deployer: Sendable {
             let path = plan.deployDir + "/" + file
             guard let data = try? await context.host.readFile(path) else { continue }
             let text = String(decoding: data, as: UTF8.self)
-            let tail = text.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines + 1).joined(separator: "\n")
-                .trimmingCharacters(in: .whitespacesAndNewlines)
+            let tail = text.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines + 1).joined(
+                separator: "\n"
+            )
+            .trimmingCharacters(in: .whitespacesAndNewlines)
             if !tail.isEmpty { parts.append("==> \(path) <==\n" + tail) }
         }
         return parts.joined(separator: "\n")

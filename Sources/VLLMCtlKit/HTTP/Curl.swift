@@ -12,7 +12,9 @@ final class CurlEasy {
     init() throws {
         _ = Self.globalInit
         guard let handle = curl_easy_init() else {
-            throw VLLMCtlError.http(url: "", message: "libcurl could not create a handle", hint: "The machine may be out of memory.")
+            throw VLLMCtlError.http(
+                url: "", message: "libcurl could not create a handle",
+                hint: "The machine may be out of memory.")
         }
         self.handle = handle
     }
@@ -37,7 +39,9 @@ final class CurlEasy {
         if let total = request.timeout { set(CURLOPT_TIMEOUT_MS, Int(total * 1000)) }
         set(CURLOPT_FOLLOWLOCATION, 0)
         if let caCert = request.caCertificate { set(CURLOPT_CAINFO, caCert) }
-        errorBuffer.withUnsafeMutableBufferPointer { _ = vc_setopt_ptr(handle, CURLOPT_ERRORBUFFER, $0.baseAddress) }
+        errorBuffer.withUnsafeMutableBufferPointer {
+            _ = vc_setopt_ptr(handle, CURLOPT_ERRORBUFFER, $0.baseAddress)
+        }
         errorBuffer[0] = 0
 
         switch request.method {
@@ -84,7 +88,9 @@ final class CurlEasy {
         let code: CURLcode = body.withUnsafeBytes { raw in
             if request.method != "GET" {
                 // COPYPOSTFIELDS copies the bytes, so they need not outlive this call.
-                _ = vc_setopt_ptr(handle, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!))
+                _ = vc_setopt_ptr(
+                    handle, CURLOPT_COPYPOSTFIELDS,
+                    UnsafeMutableRawPointer(mutating: raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!))
             }
             return curl_easy_perform(handle)
         }
@@ -104,19 +110,29 @@ final class CurlEasy {
         case CURLE_COULDNT_CONNECT:
             return .http(
                 url: url, message: "connection refused (\(message))",
-                hint: "Is the job running and its server up (`vllmctl status`)? If you go through a tunnel, is it open (`vllmctl tunnel`)?")
+                hint:
+                    "Is the job running and its server up (`vllmctl status`)? If you go through a tunnel, is it open (`vllmctl tunnel`)?"
+            )
         case CURLE_OPERATION_TIMEDOUT:
             return .http(
                 url: url, message: "timed out (\(message))",
-                hint: "The server may be busy or unreachable from here; raise the timeout, ask for fewer tokens, or use `vllmctl tunnel`.")
+                hint:
+                    "The server may be busy or unreachable from here; raise the timeout, ask for fewer tokens, or use `vllmctl tunnel`."
+            )
         case CURLE_COULDNT_RESOLVE_HOST:
-            return .http(url: url, message: "the host name does not resolve (\(message))", hint: "Check the URL, or reach the node through `vllmctl tunnel`.")
+            return .http(
+                url: url, message: "the host name does not resolve (\(message))",
+                hint: "Check the URL, or reach the node through `vllmctl tunnel`.")
         case CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CONNECT_ERROR, CURLE_SSL_CACERT_BADFILE:
-            return .http(url: url, message: "TLS failed (\(message))", hint: "Check --cacert, or use http:// for a server without TLS.")
+            return .http(
+                url: url, message: "TLS failed (\(message))",
+                hint: "Check --cacert, or use http:// for a server without TLS.")
         case CURLE_WRITE_ERROR:
             return .http(url: url, message: "the transfer was stopped (\(message))", hint: "")
         case CURLE_RECV_ERROR, CURLE_PARTIAL_FILE, CURLE_GOT_NOTHING:
-            return .http(url: url, message: "the connection broke (\(message))", hint: "The server may have crashed; check `vllmctl logs`.")
+            return .http(
+                url: url, message: "the connection broke (\(message))",
+                hint: "The server may have crashed; check `vllmctl logs`.")
         default:
             return .http(url: url, message: message, hint: "")
         }

@@ -56,7 +56,8 @@ public protocol HTTPClient: Sendable {
     func send(_ request: HTTPRequest) async throws -> HTTPResponse
     /// Calls `onChunk` with each piece of the body as it arrives. The response's `body` is
     /// empty.
-    func stream(_ request: HTTPRequest, onChunk: @escaping @Sendable (Data) -> Void) async throws -> HTTPResponse
+    func stream(_ request: HTTPRequest, onChunk: @escaping @Sendable (Data) -> Void) async throws
+        -> HTTPResponse
 }
 
 public struct CurlHTTPClient: HTTPClient {
@@ -80,7 +81,8 @@ public struct CurlHTTPClient: HTTPClient {
                         onChunk(Data(bytes))
                         return true
                     }
-                    continuation.resume(returning: HTTPResponse(status: status, headers: headers, body: Data()))
+                    continuation.resume(
+                        returning: HTTPResponse(status: status, headers: headers, body: Data()))
                 } catch {
                     continuation.resume(throwing: error)
                 }

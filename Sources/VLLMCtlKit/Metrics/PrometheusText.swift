@@ -26,7 +26,9 @@ public enum PrometheusText {
                 rest = parts[1]
             }
             let fields = rest.split(separator: " ")
-            guard let first = fields.first, let value = Double(first == "+Inf" ? "inf" : first == "-Inf" ? "-inf" : String(first)) else { continue }
+            guard let first = fields.first,
+                let value = Double(first == "+Inf" ? "inf" : first == "-Inf" ? "-inf" : String(first))
+            else { continue }
             samples.append(MetricSample(name: name, labels: labels, value: value))
         }
         return samples

@@ -40,7 +40,9 @@ public struct LocalHost: ClusterHost {
                     if "\(error)".contains("xecutable") || "\(error)".contains("No such file") {
                         throw VLLMCtlError.commandNotFound(
                             program,
-                            hint: "Is it installed and on PATH? Slurm's commands must run where vllmctl runs, or set `ssh_host` in the cluster profile.")
+                            hint:
+                                "Is it installed and on PATH? Slurm's commands must run where vllmctl runs, or set `ssh_host` in the cluster profile."
+                        )
                     }
                     throw error
                 }
@@ -84,7 +86,8 @@ public struct LocalHost: ClusterHost {
 
     public func removeFile(_ path: String) async throws {
         if unlink(path) != 0 && errno != ENOENT {
-            throw VLLMCtlError.file(path: path, message: "cannot be removed: \(String(cString: strerror(errno)))")
+            throw VLLMCtlError.file(
+                path: path, message: "cannot be removed: \(String(cString: strerror(errno)))")
         }
     }
 
@@ -154,6 +157,7 @@ public enum LocalFiles {
             unlink(temp)
             break
         }
-        throw VLLMCtlError.file(path: path, message: "cannot be written: \(String(cString: strerror(lastError)))")
+        throw VLLMCtlError.file(
+            path: path, message: "cannot be written: \(String(cString: strerror(lastError)))")
     }
 }

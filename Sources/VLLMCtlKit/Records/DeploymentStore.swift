@@ -91,12 +91,14 @@ public struct DeploymentStore: Sendable {
         try ensure(dir)
         let fd = open(dir + "/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
-            throw VLLMCtlError.file(path: dir + "/.lock", message: "cannot be opened: \(String(cString: strerror(errno)))")
+            throw VLLMCtlError.file(
+                path: dir + "/.lock", message: "cannot be opened: \(String(cString: strerror(errno)))")
         }
         defer { close(fd) }
         while flock(fd, LOCK_EX) != 0 {
             if errno != EINTR {
-                throw VLLMCtlError.file(path: dir + "/.lock", message: "cannot be locked: \(String(cString: strerror(errno)))")
+                throw VLLMCtlError.file(
+                    path: dir + "/.lock", message: "cannot be locked: \(String(cString: strerror(errno)))")
             }
         }
         defer { flock(fd, LOCK_UN) }
@@ -115,9 +117,11 @@ public struct DeploymentStore: Sendable {
 
     private func ensure(_ dir: String) throws {
         do {
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try FileManager.default.createDirectory(
+                atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         } catch {
-            throw VLLMCtlError.file(path: dir, message: "cannot create the directory: \(error.localizedDescription)")
+            throw VLLMCtlError.file(
+                path: dir, message: "cannot create the directory: \(error.localizedDescription)")
         }
     }
 }

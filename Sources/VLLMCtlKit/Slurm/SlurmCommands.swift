@@ -19,7 +19,8 @@ public struct JobSnapshot: Sendable, Equatable {
 
     public init(
         jobID: String, name: String = "", user: String = "", state: JobState, reason: String = "",
-        nodes: String = "", elapsed: String = "", timeLeft: String = "", exitCode: String = "", workDir: String = ""
+        nodes: String = "", elapsed: String = "", timeLeft: String = "", exitCode: String = "",
+        workDir: String = ""
     ) {
         self.jobID = jobID
         self.name = name
@@ -88,10 +89,15 @@ public struct Sacct: Sendable, Equatable {
         self.since = since
     }
 
-    static let fields = ["JobID", "JobName", "User", "State", "Reason", "NodeList", "Elapsed", "ExitCode", "WorkDir"]
+    static let fields = [
+        "JobID", "JobName", "User", "State", "Reason", "NodeList", "Elapsed", "ExitCode", "WorkDir",
+    ]
 
     public var argv: [String] {
-        var argv = ["sacct", "--noheader", "--parsable2", "--allocations", "--format=" + Self.fields.joined(separator: ",")]
+        var argv = [
+            "sacct", "--noheader", "--parsable2", "--allocations",
+            "--format=" + Self.fields.joined(separator: ","),
+        ]
         if !jobIDs.isEmpty { argv.append("--jobs=" + jobIDs.joined(separator: ",")) }
         if let user { argv += ["--user=" + user, "--starttime=" + (since ?? "now-7days")] }
         return argv
@@ -126,7 +132,8 @@ public struct Sbatch: Sendable, Equatable {
         if result.status == 0, !id.isEmpty, id.allSatisfy(\.isNumber) {
             return id
         }
-        throw SlurmErrors.explain(sbatchStderr: result.stderr.isEmpty ? result.stdout : result.stderr, status: result.status)
+        throw SlurmErrors.explain(
+            sbatchStderr: result.stderr.isEmpty ? result.stdout : result.stderr, status: result.status)
     }
 }
 
@@ -154,23 +161,35 @@ public enum SlurmErrors {
         let lower = message.lowercased()
         let explanation: String
         if lower.contains("invalid partition") {
-            explanation = "The partition does not exist on this cluster. List the partitions with `sinfo -s` and set `partition` in the cluster profile or pass --partition."
-        } else if lower.contains("invalid account") || lower.contains("invalid account or account/partition") {
-            explanation = "Your user cannot charge that account (or not on that partition). See yours with `sacctmgr show assoc user=$USER` and set `account`."
+            explanation =
+                "The partition does not exist on this cluster. List the partitions with `sinfo -s` and set `partition` in the cluster profile or pass --partition."
+        } else if lower.contains("invalid account") || lower.contains("invalid account or account/partition")
+        {
+            explanation =
+                "Your user cannot charge that account (or not on that partition). See yours with `sacctmgr show assoc user=$USER` and set `account`."
         } else if lower.contains("invalid qos") {
-            explanation = "That QOS does not exist or is not allowed for you. See `sacctmgr show assoc user=$USER format=qos` and set `qos`."
+            explanation =
+                "That QOS does not exist or is not allowed for you. See `sacctmgr show assoc user=$USER format=qos` and set `qos`."
         } else if lower.contains("requested node configuration is not available") {
-            explanation = "No node in the partition has what the job asks for (GPUs, CPUs, memory or constraint). Ask for less, or pick another partition; `sinfo -o '%P %G %c %m %f'` shows what nodes have."
+            explanation =
+                "No node in the partition has what the job asks for (GPUs, CPUs, memory or constraint). Ask for less, or pick another partition; `sinfo -o '%P %G %c %m %f'` shows what nodes have."
         } else if lower.contains("time limit") {
-            explanation = "The requested time is above the partition's limit. Lower --time; `sinfo -o '%P %l'` shows the limits."
+            explanation =
+                "The requested time is above the partition's limit. Lower --time; `sinfo -o '%P %l'` shows the limits."
         } else if lower.contains("invalid generic resource") || lower.contains("invalid gres") {
-            explanation = "The cluster does not know that GPU request. Try `gpu_request: gpus` (or `gres`) in the cluster profile, or check `sinfo -o '%P %G'`."
-        } else if lower.contains("unable to contact slurm controller") || lower.contains("connection refused") {
-            explanation = "The Slurm controller is not answering. Try again in a minute; if it persists, ask your cluster admins."
+            explanation =
+                "The cluster does not know that GPU request. Try `gpu_request: gpus` (or `gres`) in the cluster profile, or check `sinfo -o '%P %G'`."
+        } else if lower.contains("unable to contact slurm controller") || lower.contains("connection refused")
+        {
+            explanation =
+                "The Slurm controller is not answering. Try again in a minute; if it persists, ask your cluster admins."
         } else {
-            explanation = "sbatch exited with status \(status). Check the options in the rendered script with `vllmctl deploy … --dry-run`."
+            explanation =
+                "sbatch exited with status \(status). Check the options in the rendered script with `vllmctl deploy … --dry-run`."
         }
-        return .slurm(message: message.isEmpty ? "sbatch exited with status \(status) and printed nothing" : message, explanation: explanation)
+        return .slurm(
+            message: message.isEmpty ? "sbatch exited with status \(status) and printed nothing" : message,
+            explanation: explanation)
     }
 }
 

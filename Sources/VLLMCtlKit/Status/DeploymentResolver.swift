@@ -38,24 +38,33 @@ public struct DeploymentResolver: Sendable {
                 connection: try await connection(deployDir: record.deployDir, jobID: record.jobID))
         }
         let user = try await context.host.userName()
-        let jobs = try await StatusBuilder(context: context, cluster: cluster).scheduledJobs(user: user, includeEnded: true)
+        let jobs = try await StatusBuilder(context: context, cluster: cluster).scheduledJobs(
+            user: user, includeEnded: true)
         let tag = DeployPlan.jobNamePrefix + idOrName
-        guard let job = jobs.first(where: { $0.jobID == idOrName }) ?? jobs.last(where: { $0.name == tag }) else {
+        guard let job = jobs.first(where: { $0.jobID == idOrName }) ?? jobs.last(where: { $0.name == tag })
+        else {
             throw VLLMCtlError.notFound(
                 what: "deployment", name: idOrName,
                 hint: "`vllmctl status --all` lists your deployments on \(cluster).")
         }
         guard !job.workDir.isEmpty else {
-            throw VLLMCtlError.invalidInput("Slurm does not report the directory of job \(job.jobID)", hint: "Look for its files under the profile's workdir.")
+            throw VLLMCtlError.invalidInput(
+                "Slurm does not report the directory of job \(job.jobID)",
+                hint: "Look for its files under the profile's workdir.")
         }
         return ResolvedDeployment(
-            name: String(job.name.dropFirst(DeployPlan.jobNamePrefix.count)), jobID: job.jobID, record: nil, job: job,
-            deployDir: job.workDir, connection: try await connection(deployDir: job.workDir, jobID: job.jobID))
+            name: String(job.name.dropFirst(DeployPlan.jobNamePrefix.count)), jobID: job.jobID, record: nil,
+            job: job,
+            deployDir: job.workDir, connection: try await connection(deployDir: job.workDir, jobID: job.jobID)
+        )
     }
 
     func connection(deployDir: String, jobID: String) async throws -> ConnectionRecord? {
-        guard let data = try await context.host.readFile(deployDir + "/" + DeploymentFiles.infoJSON) else { return nil }
-        guard let info = try? JSONDecoder().decode(ConnectionRecord.self, from: data), info.jobID == jobID else { return nil }
+        guard let data = try await context.host.readFile(deployDir + "/" + DeploymentFiles.infoJSON) else {
+            return nil
+        }
+        guard let info = try? JSONDecoder().decode(ConnectionRecord.self, from: data), info.jobID == jobID
+        else { return nil }
         return info
     }
 }

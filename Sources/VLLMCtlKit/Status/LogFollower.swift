@@ -9,7 +9,9 @@ public struct LogFollower: Sendable {
 
     public init(context: Context) { self.context = context }
 
-    public func run(path: String, jobID: String, lines: Int, follow: Bool, emit: @Sendable (String) -> Void) async throws {
+    public func run(path: String, jobID: String, lines: Int, follow: Bool, emit: @Sendable (String) -> Void)
+        async throws
+    {
         var offset = 0
         if let data = try await context.host.readFile(path) {
             let text = String(decoding: data, as: UTF8.self)
@@ -19,7 +21,9 @@ public struct LogFollower: Sendable {
             if !shown.isEmpty { emit(shown + "\n") }
             offset = data.count
         } else if !follow {
-            throw VLLMCtlError.file(path: path, message: "does not exist yet; the job may not have started (see `vllmctl status`)")
+            throw VLLMCtlError.file(
+                path: path, message: "does not exist yet; the job may not have started (see `vllmctl status`)"
+            )
         }
         guard follow else { return }
         let watcher = JobWatcher(host: context.host)

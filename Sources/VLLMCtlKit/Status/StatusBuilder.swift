@@ -27,10 +27,13 @@ public struct StatusBuilder: Sendable {
             if ended.status == 0 {
                 let known = Set(jobs.map(\.jobID))
                 jobs += Sacct.parse(ended.stdout).filter {
-                    $0.name.hasPrefix(DeployPlan.jobNamePrefix) && !known.contains($0.jobID) && $0.state.isFinal
+                    $0.name.hasPrefix(DeployPlan.jobNamePrefix) && !known.contains($0.jobID)
+                        && $0.state.isFinal
                 }
             } else {
-                context.terminal.note("sacct failed, so ended jobs are missing: \(ended.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+                context.terminal.note(
+                    "sacct failed, so ended jobs are missing: \(ended.stderr.trimmingCharacters(in: .whitespacesAndNewlines))"
+                )
             }
         }
         return jobs
@@ -65,7 +68,8 @@ public struct StatusBuilder: Sendable {
             jobID: job.jobID, cluster: cluster, user: job.user.isEmpty ? user : job.user,
             model: record?.model, servedModelName: record?.servedModelName, state: job.state.rawValue,
             reason: (job.reason.isEmpty || job.reason == "None") ? nil : job.reason,
-            node: (job.nodes.isEmpty || job.nodes == "None assigned") ? nil : job.nodes, url: record?.url, health: .unknown,
+            node: (job.nodes.isEmpty || job.nodes == "None assigned") ? nil : job.nodes, url: record?.url,
+            health: .unknown,
             elapsedSeconds: SlurmTime.seconds(job.elapsed), timeLeftSeconds: SlurmTime.seconds(job.timeLeft),
             walltimeLow: false, deployDir: deployDir,
             infoFile: deployDir.map { $0 + "/" + DeploymentFiles.infoText }, recorded: record != nil)
@@ -100,8 +104,12 @@ public struct StatusBuilder: Sendable {
                 guard let url = row.url else { continue }
                 group.addTask {
                     do {
-                        let r = try await http.send(HTTPRequest(url: url + "/health", connectTimeout: timeout, timeout: timeout))
-                        return (i, r.status == 200 ? .healthy : .unhealthy, r.status == 200 ? nil : "HTTP \(r.status)")
+                        let r = try await http.send(
+                            HTTPRequest(url: url + "/health", connectTimeout: timeout, timeout: timeout))
+                        return (
+                            i, r.status == 200 ? .healthy : .unhealthy,
+                            r.status == 200 ? nil : "HTTP \(r.status)"
+                        )
                     } catch {
                         return (i, .unreachable, "\(error)")
                     }
@@ -128,17 +136,20 @@ public enum StatusTable {
             var left = r.timeLeftSeconds.map(SlurmTime.short) ?? (r.state == "RUNNING" ? "unlimited" : "-")
             if r.walltimeLow { left += " !" }
             lines.append([
-                r.name, r.jobID, r.servedModelName ?? r.model ?? "-", state, r.node ?? "-", r.url.map { $0 + "/v1" } ?? "-",
+                r.name, r.jobID, r.servedModelName ?? r.model ?? "-", state, r.node ?? "-",
+                r.url.map { $0 + "/v1" } ?? "-",
                 r.health == .unknown ? "-" : r.health.rawValue,
-                r.state == JobState.running.rawValue ? (r.elapsedSeconds.map(SlurmTime.short) ?? "-") : "-", left,
+                r.state == JobState.running.rawValue ? (r.elapsedSeconds.map(SlurmTime.short) ?? "-") : "-",
+                left,
             ])
         }
         let widths = header.indices.map { c in lines.map { $0[c].count }.max() ?? 0 }
         var text = lines.map { row in
             row.enumerated().map { c, cell in
-                c == row.count - 1 ? cell : cell + String(repeating: " ", count: max(0, widths[c] - cell.count))
+                c == row.count - 1
+                    ? cell : cell + String(repeating: " ", count: max(0, widths[c] - cell.count))
             }
-                .joined(separator: "  ")
+            .joined(separator: "  ")
         }.joined(separator: "\n")
         if rows.contains(where: \.walltimeLow) {
             text += "\n! less than 10 minutes of walltime left: deploy a replacement now."

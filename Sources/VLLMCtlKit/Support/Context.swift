@@ -22,7 +22,9 @@ public protocol Clock: Sendable {
 public struct SystemClock: Clock {
     public init() {}
     public func now() -> Date { Date() }
-    public func sleep(seconds: Double) async throws { try await Task.sleep(for: .milliseconds(Int(seconds * 1000))) }
+    public func sleep(seconds: Double) async throws {
+        try await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
+    }
 }
 
 /// The side effects one command may have, carried together: the cluster it talks to, HTTP,

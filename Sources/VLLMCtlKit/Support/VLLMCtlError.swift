@@ -38,7 +38,8 @@ extension VLLMCtlError: CustomStringConvertible, LocalizedError {
             var place = file
             if let line { place += ":\(line)" }
             let keyPart = key.map { " (key `\($0)`)" } ?? ""
-            return "\(place): \(problem)\(keyPart). Fix the file, or run `vllmctl config init --force` to start from a commented example."
+            return
+                "\(place): \(problem)\(keyPart). Fix the file, or run `vllmctl config init --force` to start from a commented example."
         case .invalidInput(let message, let hint):
             return "\(message). \(hint)"
         case .commandNotFound(let program, let hint):
@@ -48,7 +49,8 @@ extension VLLMCtlError: CustomStringConvertible, LocalizedError {
             return "`\(argv.joined(separator: " "))` failed with exit status \(status)"
                 + (err.isEmpty ? "." : ": \(err)")
         case .commandTimedOut(let argv, let seconds):
-            return "`\(argv.first ?? "")` did not answer within \(Int(seconds)) s. The Slurm controller may be overloaded or down; try again, or ask your cluster admins."
+            return
+                "`\(argv.first ?? "")` did not answer within \(Int(seconds)) s. The Slurm controller may be overloaded or down; try again, or ask your cluster admins."
         case .slurm(let message, let explanation):
             return "Slurm said: \(message.trimmingCharacters(in: .whitespacesAndNewlines))\n\(explanation)"
         case .jobEnded(let jobID, let state, let reason, let logTail):
@@ -61,7 +63,8 @@ extension VLLMCtlError: CustomStringConvertible, LocalizedError {
             text += "\nFix the cause above and deploy again; `vllmctl logs \(jobID)` shows the whole log."
             return text
         case .notReady(let jobID, let waited, let detail):
-            return "The server of job \(jobID) was not ready after \(Int(waited)) s: \(detail). The job is still running: watch it with `vllmctl logs \(jobID) --follow`, or cancel it with `vllmctl teardown \(jobID)`. Raise the wait with `--timeout`."
+            return
+                "The server of job \(jobID) was not ready after \(Int(waited)) s: \(detail). The job is still running: watch it with `vllmctl logs \(jobID) --follow`, or cancel it with `vllmctl teardown \(jobID)`. Raise the wait with `--timeout`."
         case .http(let url, let message, let hint):
             return "\(url): \(message). \(hint)"
         case .file(let path, let message):

@@ -39,7 +39,9 @@ public enum DurationText {
             total += value * unit
             number = ""
         }
-        guard number.isEmpty else { throw VLLMCtlError.invalidInput("`\(text)` ends without a unit", hint: hint) }
+        guard number.isEmpty else {
+            throw VLLMCtlError.invalidInput("`\(text)` ends without a unit", hint: hint)
+        }
         return total
     }
 

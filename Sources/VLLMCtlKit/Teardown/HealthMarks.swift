@@ -21,7 +21,9 @@ public struct HealthMarks: Sendable {
         for file in files where file.hasSuffix(Self.suffix) {
             let jobID = String(file.dropLast(Self.suffix.count))
             guard let data = FileManager.default.contents(atPath: directory + "/" + file),
-                let date = ISO8601DateFormatter().date(from: String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+                let date = ISO8601DateFormatter().date(
+                    from: String(decoding: data, as: UTF8.self).trimmingCharacters(
+                        in: .whitespacesAndNewlines))
             else { continue }
             marks[jobID] = date
         }
@@ -33,8 +35,10 @@ public struct HealthMarks: Sendable {
     public func replace(with marks: [String: Date]) throws {
         let old = all()
         for (jobID, date) in marks where old[jobID] != date {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            try LocalFiles.writeAtomically(Data((ISO8601DateFormatter().string(from: date) + "\n").utf8), to: path(jobID), mode: 0o600)
+            try FileManager.default.createDirectory(
+                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try LocalFiles.writeAtomically(
+                Data((ISO8601DateFormatter().string(from: date) + "\n").utf8), to: path(jobID), mode: 0o600)
         }
         for jobID in old.keys where marks[jobID] == nil { try remove(jobID) }
     }
@@ -42,7 +46,8 @@ public struct HealthMarks: Sendable {
     /// Forgets one job's mark (a missing mark is not an error).
     public func remove(_ jobID: String) throws {
         if unlink(path(jobID)) != 0 && errno != ENOENT {
-            throw VLLMCtlError.file(path: path(jobID), message: "cannot be removed: \(String(cString: strerror(errno)))")
+            throw VLLMCtlError.file(
+                path: path(jobID), message: "cannot be removed: \(String(cString: strerror(errno)))")
         }
     }
 }

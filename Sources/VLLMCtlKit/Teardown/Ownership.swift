@@ -25,16 +25,19 @@ public struct Ownership: Sendable, Equatable {
 
     /// The deployment name a job of ours carries (`vllmctl-sim` → `sim`).
     public static func deploymentName(_ job: JobSnapshot) -> String {
-        job.name.hasPrefix(DeployPlan.jobNamePrefix) ? String(job.name.dropFirst(DeployPlan.jobNamePrefix.count)) : job.name
+        job.name.hasPrefix(DeployPlan.jobNamePrefix)
+            ? String(job.name.dropFirst(DeployPlan.jobNamePrefix.count)) : job.name
     }
 
     /// Why `job` is not ours, in words, or nil when it is.
     public func whyNotOurs(_ job: JobSnapshot) -> String? {
         if job.user != user {
-            return "job \(job.jobID) (\(job.name)) belongs to \(job.user.isEmpty ? "another user" : job.user), not to \(user)"
+            return
+                "job \(job.jobID) (\(job.name)) belongs to \(job.user.isEmpty ? "another user" : job.user), not to \(user)"
         }
         if !job.name.hasPrefix(DeployPlan.jobNamePrefix) {
-            return "job \(job.jobID) (\(job.name)) is yours but was not started by vllmctl (its name does not start with `\(DeployPlan.jobNamePrefix)`)"
+            return
+                "job \(job.jobID) (\(job.name)) is yours but was not started by vllmctl (its name does not start with `\(DeployPlan.jobNamePrefix)`)"
         }
         return nil
     }

@@ -30,12 +30,19 @@ public struct StaleFinder: Sendable {
             var state = job.state.rawValue
             if !job.reason.isEmpty && job.reason != "None" { state += " (\(job.reason))" }
             guard let record else {
-                let note = criteria.pendingLongerThan == nil ? "" : "; deployed from elsewhere, so how long it has waited is unknown here"
+                let note =
+                    criteria.pendingLongerThan == nil
+                    ? "" : "; deployed from elsewhere, so how long it has waited is unknown here"
                 return (action(.keep, state + note), nil)
             }
             let waited = now.timeIntervalSince(record.createdAt)
             if let limit = criteria.pendingLongerThan, waited >= limit {
-                return (action(.cancel, "\(state) for \(DurationText.format(waited)), longer than --pending-longer-than \(DurationText.format(limit))"), nil)
+                return (
+                    action(
+                        .cancel,
+                        "\(state) for \(DurationText.format(waited)), longer than --pending-longer-than \(DurationText.format(limit))"
+                    ), nil
+                )
             }
             return (action(.keep, "\(state) for \(DurationText.format(waited))"), nil)
         }
@@ -46,7 +53,12 @@ public struct StaleFinder: Sendable {
         // squeue's elapsed time; an unreadable one counts as just started (never stale).
         let running = DurationText.slurm(job.elapsed) ?? 0
         if let limit = criteria.olderThan, running >= limit {
-            return (action(.cancel, "running for \(DurationText.format(running)), longer than --older-than \(DurationText.format(limit))"), nil)
+            return (
+                action(
+                    .cancel,
+                    "running for \(DurationText.format(running)), longer than --older-than \(DurationText.format(limit))"
+                ), nil
+            )
         }
         switch health {
         case .healthy:
@@ -55,16 +67,34 @@ public struct StaleFinder: Sendable {
             let since = unhealthySince ?? now
             let bad = now.timeIntervalSince(since)
             if bad >= criteria.grace {
-                return (action(.cancel, "unhealthy for \(DurationText.format(bad)) (\(detail)), longer than the \(grace) grace period"), since)
+                return (
+                    action(
+                        .cancel,
+                        "unhealthy for \(DurationText.format(bad)) (\(detail)), longer than the \(grace) grace period"
+                    ), since
+                )
             }
-            let first = unhealthySince == nil ? "first seen now" : "first seen \(DurationText.format(bad)) ago"
-            return (action(.keep, "unhealthy (\(detail)), \(first); stale after the \(grace) grace period"), since)
+            let first =
+                unhealthySince == nil ? "first seen now" : "first seen \(DurationText.format(bad)) ago"
+            return (
+                action(.keep, "unhealthy (\(detail)), \(first); stale after the \(grace) grace period"), since
+            )
         case .notServing:
             // Counted from the job's start, since its server never answered at all.
             if running >= criteria.grace {
-                return (action(.cancel, "running for \(DurationText.format(running)) and its server never became ready (no connection file), longer than the \(grace) grace period"), nil)
+                return (
+                    action(
+                        .cancel,
+                        "running for \(DurationText.format(running)) and its server never became ready (no connection file), longer than the \(grace) grace period"
+                    ), nil
+                )
             }
-            return (action(.keep, "starting: running for \(DurationText.format(running)), server not ready yet; stale after the \(grace) grace period"), nil)
+            return (
+                action(
+                    .keep,
+                    "starting: running for \(DurationText.format(running)), server not ready yet; stale after the \(grace) grace period"
+                ), nil
+            )
         case .unchecked(let why):
             return (action(.keep, "running for \(DurationText.format(running)); \(why)"), nil)
         case nil:

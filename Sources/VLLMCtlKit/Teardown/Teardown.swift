@@ -42,11 +42,13 @@ public struct Teardown: Sendable {
         var lookups: [String] = []
         if case .named(let targets) = scope {
             let known = Set(queue.map(\.jobID)).union(records.map(\.jobID))
-            for target in targets where !target.isEmpty && target.allSatisfy(\.isNumber) && !known.contains(target) {
+            for target in targets
+            where !target.isEmpty && target.allSatisfy(\.isNumber) && !known.contains(target) {
                 if !lookups.contains(target) { lookups.append(target) }
             }
         }
-        let others = lookups.isEmpty
+        let others =
+            lookups.isEmpty
             ? [] : try await ask(Squeue(jobIDs: lookups).argv, parse: Squeue.parse, invalidJobMeansNone: true)
         // Records whose job left the queue: sacct says how it ended (or that it is unknown).
         // Asked for by name or id, only the records named matter.
@@ -56,11 +58,14 @@ public struct Teardown: Sendable {
         }
         var accountIDs = gone.map(\.jobID)
         accountIDs += lookups.filter { id in !others.contains { $0.jobID == id } }
-        let accounting = accountIDs.isEmpty ? [] : try await ask(Sacct(jobIDs: accountIDs).argv, parse: Sacct.parse)
+        let accounting =
+            accountIDs.isEmpty ? [] : try await ask(Sacct(jobIDs: accountIDs).argv, parse: Sacct.parse)
 
-        var survey = TeardownSurvey(now: now, queue: queue, others: others, accounting: accounting, records: records)
+        var survey = TeardownSurvey(
+            now: now, queue: queue, others: others, accounting: accounting, records: records)
         if case .stale = scope {
-            let recordsByID = Dictionary(records.map { ($0.jobID, $0) }, uniquingKeysWith: { _, newer in newer })
+            let recordsByID = Dictionary(
+                records.map { ($0.jobID, $0) }, uniquingKeysWith: { _, newer in newer })
             let running = queue.filter { ownership.isOurs($0) && $0.state == .running }
             survey.health = await checkHealth(running.map { ($0.jobID, recordsByID[$0.jobID]) })
             survey.unhealthySince = marks.all()
@@ -76,7 +81,9 @@ public struct Teardown: Sendable {
 
     /// Runs a scheduler query. Any failure (exit status, timeout, missing program) becomes an
     /// error that says nothing was cancelled.
-    func ask(_ argv: [String], parse: (String) -> [JobSnapshot], invalidJobMeansNone: Bool = false) async throws -> [JobSnapshot] {
+    func ask(_ argv: [String], parse: (String) -> [JobSnapshot], invalidJobMeansNone: Bool = false)
+        async throws -> [JobSnapshot]
+    {
         let result: CommandResult
         do {
             result = try await context.host.run(argv, input: nil, timeout: schedulerTimeout)
@@ -88,7 +95,8 @@ public struct Teardown: Sendable {
         if result.status != 0 {
             if invalidJobMeansNone && Squeue.isInvalidJobError(result.stderr) { return [] }
             let stderr = result.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
-            throw Self.schedulerFailed(argv, "exit status \(result.status)" + (stderr.isEmpty ? "" : ": \(stderr)"))
+            throw Self.schedulerFailed(
+                argv, "exit status \(result.status)" + (stderr.isEmpty ? "" : ": \(stderr)"))
         }
         return parse(result.stdout)
     }
@@ -96,7 +104,9 @@ public struct Teardown: Sendable {
     static func schedulerFailed(_ argv: [String], _ detail: String) -> VLLMCtlError {
         .slurm(
             message: "`\(argv.joined(separator: " "))` failed: \(detail)",
-            explanation: "Nothing was cancelled: without the scheduler's answer vllmctl cannot tell which jobs are yours and which still run. Check that Slurm answers (`squeue --me`, `sacct`) and run teardown again.")
+            explanation:
+                "Nothing was cancelled: without the scheduler's answer vllmctl cannot tell which jobs are yours and which still run. Check that Slurm answers (`squeue --me`, `sacct`) and run teardown again."
+        )
     }
 
     /// /health of each running deployment, all at once, each bounded by `healthTimeout`.
@@ -149,7 +159,10 @@ public struct Teardown: Sendable {
             do {
                 let result = try await context.host.run(scancel.argv, input: nil, timeout: schedulerTimeout)
                 let stderr = result.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
-                if result.status != 0 { scancelProblem = "scancel exited with status \(result.status)" + (stderr.isEmpty ? "" : ": \(stderr)") }
+                if result.status != 0 {
+                    scancelProblem =
+                        "scancel exited with status \(result.status)" + (stderr.isEmpty ? "" : ": \(stderr)")
+                }
             } catch {
                 scancelProblem = "scancel failed: \(error)"
             }
@@ -163,25 +176,38 @@ public struct Teardown: Sendable {
             case .cancel:
                 if let how = confirmed[action.jobID] {
                     let (ok, summary) = await cleanUp(action)
-                    outcomes.append(.init(action: action, succeeded: ok, message: "Cancelled \(label): \(how). \(summary)"))
+                    outcomes.append(
+                        .init(
+                            action: action, succeeded: ok, message: "Cancelled \(label): \(how). \(summary)"))
                 } else {
-                    var text = "Could not confirm the end of \(label): Slurm still lists it as \(stillListed[action.jobID]?.rawValue ?? "unknown") after \(Int(endWait)) s."
+                    var text =
+                        "Could not confirm the end of \(label): Slurm still lists it as \(stillListed[action.jobID]?.rawValue ?? "unknown") after \(Int(endWait)) s."
                     if let scancelProblem { text += " \(scancelProblem)." }
-                    text += " Its record and files were left as they are; check it with `squeue -j \(action.jobID)` and run teardown again."
+                    text +=
+                        " Its record and files were left as they are; check it with `squeue -j \(action.jobID)` and run teardown again."
                     outcomes.append(.init(action: action, succeeded: false, message: text))
                 }
             case .cleanUp:
                 let (ok, summary) = await cleanUp(action)
-                outcomes.append(.init(action: action, succeeded: ok, message: "Cleaned up \(label): \(action.reason). \(summary)"))
+                outcomes.append(
+                    .init(
+                        action: action, succeeded: ok,
+                        message: "Cleaned up \(label): \(action.reason). \(summary)"))
             case .alreadyDone:
                 // Harmless to repeat; it also catches files a job wrote after the last run.
                 let (ok, summary) = await cleanUp(action)
                 let extra = summary == Self.nothingChanged ? "" : " \(summary)"
-                outcomes.append(.init(action: action, succeeded: ok, message: "Nothing to do for \(label): \(action.reason).\(extra)"))
+                outcomes.append(
+                    .init(
+                        action: action, succeeded: ok,
+                        message: "Nothing to do for \(label): \(action.reason).\(extra)"))
             case .keep:
-                outcomes.append(.init(action: action, succeeded: true, message: "Kept \(label): \(action.reason)."))
+                outcomes.append(
+                    .init(action: action, succeeded: true, message: "Kept \(label): \(action.reason)."))
             case .undecided:
-                outcomes.append(.init(action: action, succeeded: false, message: "Left \(label) alone: \(action.reason)."))
+                outcomes.append(
+                    .init(action: action, succeeded: false, message: "Left \(label) alone: \(action.reason).")
+                )
             }
         }
         return outcomes
@@ -198,7 +224,9 @@ public struct Teardown: Sendable {
         var last: [String: JobState] = [:]
         let squeue = Squeue(user: ownership.user)
         while !remaining.isEmpty {
-            if let result = try? await context.host.run(squeue.argv, input: nil, timeout: schedulerTimeout), result.status == 0 {
+            if let result = try? await context.host.run(squeue.argv, input: nil, timeout: schedulerTimeout),
+                result.status == 0
+            {
                 let queue = Squeue.parse(result.stdout)
                 for id in remaining {
                     if let job = queue.first(where: { $0.jobID == id }) {
@@ -212,7 +240,9 @@ public struct Teardown: Sendable {
             }
             let waited = clock.now().timeIntervalSince(started)
             if remaining.isEmpty || waited >= endWait || Task.isCancelled { break }
-            context.terminal.progress("waiting for Slurm to end job\(remaining.count == 1 ? "" : "s") \(remaining.sorted().joined(separator: ", ")), \(Int(waited))s")
+            context.terminal.progress(
+                "waiting for Slurm to end job\(remaining.count == 1 ? "" : "s") \(remaining.sorted().joined(separator: ", ")), \(Int(waited))s"
+            )
             try? await clock.sleep(seconds: 0.5)
         }
         context.terminal.progress(nil)
@@ -244,12 +274,16 @@ public struct Teardown: Sendable {
             }
             if !removed.isEmpty { done.append("removed \(removed.joined(separator: " and ")) from \(dir)") }
         } else {
-            done.append("it has no local record, so its connection files (if any) stay in its deployment directory")
+            done.append(
+                "it has no local record, so its connection files (if any) stay in its deployment directory")
         }
         do {
             let marked = try await context.records.withLock(cluster: profile.name) { () -> Bool in
                 try marks.remove(action.jobID)
-                guard let record = context.records.all(cluster: profile.name).first(where: { $0.jobID == action.jobID }),
+                guard
+                    let record = context.records.all(cluster: profile.name).first(where: {
+                        $0.jobID == action.jobID
+                    }),
                     record.phase != .ended
                 else { return false }
                 try context.records.markEnded(record, at: context.clock.now())
@@ -260,7 +294,9 @@ public struct Teardown: Sendable {
             problems.append("\(error)")
         }
         do {
-            if let shared = try await replaceSharedCopy(name: action.record?.name ?? action.name, jobID: action.jobID) {
+            if let shared = try await replaceSharedCopy(
+                name: action.record?.name ?? action.name, jobID: action.jobID)
+            {
                 done.append("replaced the shared copy \(shared) with a stopped notice")
             }
         } catch {
@@ -279,7 +315,8 @@ public struct Teardown: Sendable {
         let path = dir + "/" + name + "-" + DeploymentFiles.infoText
         guard let data = try await context.host.readFile(path) else { return nil }
         if String(decoding: data, as: UTF8.self).hasPrefix(Self.stoppedPrefix) { return nil }
-        let notice = "\(Self.stoppedPrefix)\(ISO8601DateFormatter().string(from: context.clock.now())): vllmctl teardown ended job \(jobID) (\(name)); this server is gone.\n"
+        let notice =
+            "\(Self.stoppedPrefix)\(ISO8601DateFormatter().string(from: context.clock.now())): vllmctl teardown ended job \(jobID) (\(name)); this server is gone.\n"
         try await context.host.writeFileAtomically(Data(notice.utf8), to: path, mode: 0o644)
         return path
     }

@@ -21,7 +21,10 @@ public struct StaleCriteria: Sendable, Equatable {
     /// Any job waiting in the queue longer than this is stale.
     public var pendingLongerThan: TimeInterval?
 
-    public init(grace: TimeInterval = Self.defaultGrace, olderThan: TimeInterval? = nil, pendingLongerThan: TimeInterval? = nil) {
+    public init(
+        grace: TimeInterval = Self.defaultGrace, olderThan: TimeInterval? = nil,
+        pendingLongerThan: TimeInterval? = nil
+    ) {
         self.grace = grace
         self.olderThan = olderThan
         self.pendingLongerThan = pendingLongerThan
@@ -63,7 +66,10 @@ public struct TeardownAction: Sendable, Equatable {
     /// The job's deployment directory, where its connection files are.
     public var deployDir: String?
 
-    public init(kind: Kind, jobID: String, name: String, reason: String, record: DeploymentRecord? = nil, deployDir: String? = nil) {
+    public init(
+        kind: Kind, jobID: String, name: String, reason: String, record: DeploymentRecord? = nil,
+        deployDir: String? = nil
+    ) {
         self.kind = kind
         self.jobID = jobID
         self.name = name
@@ -94,7 +100,8 @@ public struct TeardownSurvey: Sendable {
 
     public init(
         now: Date, queue: [JobSnapshot], others: [JobSnapshot] = [], accounting: [JobSnapshot] = [],
-        records: [DeploymentRecord], health: [String: HealthObservation] = [:], unhealthySince: [String: Date] = [:]
+        records: [DeploymentRecord], health: [String: HealthObservation] = [:],
+        unhealthySince: [String: Date] = [:]
     ) {
         self.now = now
         self.queue = queue

@@ -51,7 +51,8 @@ public struct TeardownSelector: Sendable {
             queue = Self.index(survey.queue)
             others = Self.index(survey.others)
             accounting = Self.index(survey.accounting)
-            records = Dictionary(survey.records.map { ($0.jobID, $0) }, uniquingKeysWith: { _, newer in newer })
+            records = Dictionary(
+                survey.records.map { ($0.jobID, $0) }, uniquingKeysWith: { _, newer in newer })
         }
 
         static func index(_ jobs: [JobSnapshot]) -> [String: JobSnapshot] {
@@ -91,13 +92,19 @@ public struct TeardownSelector: Sendable {
             return action(.alreadyDone, "already torn down (record ended\(when))")
         }
         if let other = facts.accounting[record.jobID] ?? facts.queue[record.jobID], !ownership.isOurs(other) {
-            return action(.cleanUp, "orphan: job id \(record.jobID) now belongs to another job (\(other.name) of \(other.user)); the recorded job is gone")
+            return action(
+                .cleanUp,
+                "orphan: job id \(record.jobID) now belongs to another job (\(other.name) of \(other.user)); the recorded job is gone"
+            )
         }
         if let ended = facts.accounting[record.jobID] {
             if ended.state.isFinal {
                 return action(.cleanUp, "orphan: the job ended as \(ended.state.rawValue)")
             }
-            return action(.undecided, "squeue no longer lists the job but sacct still says \(ended.state.rawValue); try again in a minute")
+            return action(
+                .undecided,
+                "squeue no longer lists the job but sacct still says \(ended.state.rawValue); try again in a minute"
+            )
         }
         return action(.cleanUp, "orphan: neither squeue nor sacct knows the job any more")
     }
@@ -105,7 +112,8 @@ public struct TeardownSelector: Sendable {
     private func named(_ targets: [String], _ facts: Facts) throws -> [TeardownAction] {
         var actions: [TeardownAction] = []
         var problems: [VLLMCtlError] = []
-        let refusal = "vllmctl cancels only your own deployments (your jobs named `\(DeployPlan.jobNamePrefix)…`). Nothing was cancelled."
+        let refusal =
+            "vllmctl cancels only your own deployments (your jobs named `\(DeployPlan.jobNamePrefix)…`). Nothing was cancelled."
         for target in targets {
             var action: TeardownAction?
             if !target.isEmpty && target.allSatisfy(\.isNumber) {
@@ -123,27 +131,36 @@ public struct TeardownSelector: Sendable {
                     } else {
                         action = TeardownAction(
                             kind: .alreadyDone, jobID: target, name: Ownership.deploymentName(ended),
-                            reason: "the job already ended as \(ended.state.rawValue) and has no local record here")
+                            reason:
+                                "the job already ended as \(ended.state.rawValue) and has no local record here"
+                        )
                     }
                 } else {
-                    problems.append(.notFound(
-                        what: "deployment or job", name: target,
-                        hint: "Neither squeue, sacct nor the local records know job \(target). Nothing was cancelled."))
+                    problems.append(
+                        .notFound(
+                            what: "deployment or job", name: target,
+                            hint:
+                                "Neither squeue, sacct nor the local records know job \(target). Nothing was cancelled."
+                        ))
                 }
             } else {
                 let live = facts.ours.filter { $0.name == DeployPlan.jobNamePrefix + target }
                 if live.count > 1 {
-                    problems.append(.invalidInput(
-                        "`\(target)` names \(live.count) running deployments (jobs \(live.map(\.jobID).joined(separator: ", ")))",
-                        hint: "Give the job ids instead. Nothing was cancelled."))
+                    problems.append(
+                        .invalidInput(
+                            "`\(target)` names \(live.count) running deployments (jobs \(live.map(\.jobID).joined(separator: ", ")))",
+                            hint: "Give the job ids instead. Nothing was cancelled."))
                 } else if let job = live.first {
                     action = cancel(job, facts, reason: nil)
                 } else if let record = facts.survey.records.last(where: { $0.name == target }) {
                     action = gone(record, facts)
                 } else {
-                    problems.append(.notFound(
-                        what: "deployment", name: target,
-                        hint: "None of your jobs is named `\(DeployPlan.jobNamePrefix)\(target)` and no local record has that name. Give a job id, or check `squeue --me`. Nothing was cancelled."))
+                    problems.append(
+                        .notFound(
+                            what: "deployment", name: target,
+                            hint:
+                                "None of your jobs is named `\(DeployPlan.jobNamePrefix)\(target)` and no local record has that name. Give a job id, or check `squeue --me`. Nothing was cancelled."
+                        ))
                 }
             }
             if let action, !actions.contains(where: { $0.jobID == action.jobID }) {

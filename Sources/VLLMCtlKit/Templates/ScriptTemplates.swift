@@ -34,7 +34,9 @@ public struct ScriptTemplates: Sendable {
         if FileManager.default.fileExists(atPath: share + "/\(defaultName)\(fileSuffix)") { return share }
         for _ in 0..<6 {
             let candidate = dir.appendingPathComponent("templates").path
-            if FileManager.default.fileExists(atPath: candidate + "/\(defaultName)\(fileSuffix)") { return candidate }
+            if FileManager.default.fileExists(atPath: candidate + "/\(defaultName)\(fileSuffix)") {
+                return candidate
+            }
             dir = dir.deletingLastPathComponent()
         }
         return nil
@@ -54,7 +56,9 @@ public struct ScriptTemplates: Sendable {
 
     /// Names of the sbatch templates (partials excluded).
     public func names() -> [String] {
-        files().keys.filter { $0.hasSuffix(Self.fileSuffix) }.map { String($0.dropLast(Self.fileSuffix.count)) }.sorted()
+        files().keys.filter { $0.hasSuffix(Self.fileSuffix) }.map {
+            String($0.dropLast(Self.fileSuffix.count))
+        }.sorted()
     }
 
     /// The path of template `name`.
@@ -65,7 +69,8 @@ public struct ScriptTemplates: Sendable {
                 what: "template", name: name,
                 hint: known.isEmpty
                     ? "No templates were found; set VLLMCTL_TEMPLATES to the `templates` folder of vllmctl."
-                    : "Known templates: \(known.joined(separator: ", ")). Add your own as NAME\(Self.fileSuffix) in \(directories.last ?? "your config directory").")
+                    : "Known templates: \(known.joined(separator: ", ")). Add your own as NAME\(Self.fileSuffix) in \(directories.last ?? "your config directory")."
+            )
         }
         return path
     }
