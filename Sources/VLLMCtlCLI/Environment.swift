@@ -60,13 +60,22 @@ struct CLIEnvironment {
         self.environment = environment
         config = try ConfigLocation.load(explicit: options.config, environment: environment)
         profile = try config.cluster(named: options.cluster)
+        let host: any ClusterHost
         if let sshHost = profile.sshHost {
-            throw VLLMCtlError.invalidInput(
-                "The cluster profile `\(profile.name)` reaches Slurm over SSH (`ssh_host: \(sshHost)`), which this build of vllmctl does not do yet",
-                hint: "Run vllmctl on the login node, or use a profile without `ssh_host`.")
+            let home = environment["HOME"] ?? FileManager.default.homeDirectoryForCurrentUser.path
+            let sshConfig =
+                environment["VLLMCTL_SSH_CONFIG"].flatMap { $0.isEmpty ? nil : $0 } ?? home + "/.ssh/config"
+            let prompts = SSHTerminalPrompts.available
+            host = try RemoteHost(
+                alias: sshHost, configPath: sshConfig, environment: environment,
+                acceptNewHostKey: options.acceptNewHostKey,
+                passphrase: prompts ? SSHTerminalPrompts.passphrase : nil,
+                keyboardInteractive: prompts ? SSHTerminalPrompts.keyboardInteractive : nil)
+        } else {
+            host = LocalHost()
         }
         context = Context(
-            host: LocalHost(), http: CurlHTTPClient(), clock: SystemClock(), terminal: StandardTerminal(),
+            host: host, http: CurlHTTPClient(), clock: SystemClock(), terminal: StandardTerminal(),
             records: DeploymentStore(directory: DeploymentStore.defaultDirectory(environment: environment)),
             environment: environment)
     }

@@ -7,16 +7,26 @@ public struct VLLMCtlCommand: AsyncParsableCommand {
         commandName: "vllmctl",
         abstract: "Run vLLM model servers on Slurm clusters and hand out connections that work.",
         version: VLLMCtl.version,
-        subcommands: [DeployCommand.self, StatusCommand.self, InfoCommand.self, QueryCommand.self, LogsCommand.self, MetricsCommand.self, TeardownCommand.self, TemplatesCommand.self, ConfigCommand.self])
+        subcommands: [
+            DeployCommand.self, StatusCommand.self, InfoCommand.self, QueryCommand.self, LogsCommand.self,
+            MetricsCommand.self, TeardownCommand.self, TemplatesCommand.self, ConfigCommand.self,
+        ])
 
     public init() {}
 }
 
 /// Options every command that talks to a cluster takes.
 struct ClusterOptions: ParsableArguments {
-    @Option(name: .long, help: "The configuration file (default: $VLLMCTL_CONFIG, else $XDG_CONFIG_HOME/vllmctl/config.yaml).")
+    @Option(
+        name: .long,
+        help: "The configuration file (default: $VLLMCTL_CONFIG, else $XDG_CONFIG_HOME/vllmctl/config.yaml).")
     var config: String?
 
     @Option(name: .long, help: "The cluster profile to use (default: the configuration's default_cluster).")
     var cluster: String?
+
+    @Flag(
+        name: .long,
+        help: "With `ssh_host`: record an unknown host's key in known_hosts (a changed key is refused).")
+    var acceptNewHostKey = false
 }

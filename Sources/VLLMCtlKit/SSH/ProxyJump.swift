@@ -1,0 +1,136 @@
+import CLibSSH2
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// One ProxyJump hop: a session to the jump host, a direct-tcpip channel from it to the
+/// target, and a thread that pumps bytes between that channel and one end of a socket pair.
+/// The target's session runs over the other end as if it were a TCP socket.
+///
+/// The pump thread is the only user of the jump session after setup (libssh2 allows one
+/// thread per session). It ends, freeing the channel and the jump session, when the target
+/// side closes its end, the channel ends, or `stop()` is called.
+final class ProxyJumpPump: @unchecked Sendable {
+    private let jump: SSHSession
+    private let channel: OpaquePointer
+    private let fd: Int32
+    private let stopLock = NSLock()
+    private var stopped = false
+
+    /// Connects to the jump host and opens the channel to `host:port`; returns the pump and
+    /// the socket for the target session.
+    static func open(jump options: SSHConnectOptions, to host: String, port: Int, for target: String) throws
+        -> (ProxyJumpPump, Int32)
+    {
+        let jump = try SSHSession(connecting: options, queue: DispatchQueue(label: "vllmctl.ssh.jump"))
+        libssh2_session_set_blocking(jump.raw, 1)
+        libssh2_session_set_timeout(jump.raw, Int(options.connectTimeout * 1000))
+        guard let channel = libssh2_channel_direct_tcpip_ex(jump.raw, host, Int32(port), "127.0.0.1", 0)
+        else {
+            throw jump.error(
+                "the jump host could not open a connection to \(host):\(port) for \(target)",
+                hint:
+                    "Check the target's HostName/Port as seen from the jump host, and that the jump host allows TCP forwarding (AllowTcpForwarding)"
+            )
+        }
+        libssh2_session_set_timeout(jump.raw, 0)
+        var fds: [Int32] = [0, 0]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0
+        else {
+            libssh2_channel_free(channel)
+            throw SSHError(
+                host: target, message: "cannot create a socket pair: \(String(cString: strerror(errno)))",
+                hint: "Try again")
+        }
+        let pump = ProxyJumpPump(jump: jump, channel: channel, fd: fds[1])
+        let thread = Thread { pump.run() }
+        thread.name = "vllmctl.ssh.proxyjump"
+        thread.start()
+        return (pump, fds[0])
+    }
+
+    private init(jump: SSHSession, channel: OpaquePointer, fd: Int32) {
+        self.jump = jump
+        self.channel = channel
+        self.fd = fd
+    }
+
+    func stop() { stopLock.withLock { stopped = true } }
+    private var isStopped: Bool { stopLock.withLock { stopped } }
+
+    private func run() {
+        let s = jump.raw
+        libssh2_session_set_blocking(s, 0)
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        var up = [UInt8](), down = [UInt8]()  // up: target → jump host; down: jump host → target
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        var targetClosed = false
+        loop: while !isStopped {
+            var progressed = false
+            if up.isEmpty && !targetClosed {
+                let n = read(fd, &buffer, buffer.count)
+                if n > 0 {
+                    up.append(contentsOf: buffer[0..<n])
+                    progressed = true
+                } else if n == 0 || (errno != EAGAIN && errno != EINTR) {
+                    targetClosed = true
+                }
+            }
+            if !up.isEmpty {
+                let n = up.withUnsafeBytes {
+                    libssh2_channel_write_ex(
+                        channel, 0, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count)
+                }
+                if n > 0 {
+                    up.removeFirst(n)
+                    progressed = true
+                } else if n != Int(LIBSSH2_ERROR_EAGAIN) {
+                    break loop
+                }
+            }
+            if targetClosed && up.isEmpty { break loop }
+            if down.isEmpty {
+                let n = buffer.withUnsafeMutableBytes {
+                    libssh2_channel_read_ex(
+                        channel, 0, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count)
+                }
+                if n > 0 {
+                    down.append(contentsOf: buffer[0..<n])
+                    progressed = true
+                } else if n < 0 && n != Int(LIBSSH2_ERROR_EAGAIN) {
+                    break loop
+                } else if libssh2_channel_eof(channel) != 0 {
+                    break loop
+                }
+            }
+            if !down.isEmpty {
+                let n = write(fd, down, down.count)
+                if n > 0 {
+                    down.removeFirst(n)
+                    progressed = true
+                } else if n < 0 && errno != EAGAIN && errno != EINTR {
+                    break loop
+                }
+            }
+            if progressed { continue }
+            var events: Int16 = 0
+            if up.isEmpty && !targetClosed { events |= Int16(POLLIN) }
+            if !down.isEmpty { events |= Int16(POLLOUT) }
+            let directions = libssh2_session_block_directions(s)
+            var sessionEvents = Int16(POLLIN)
+            if directions & LIBSSH2_SESSION_BLOCK_OUTBOUND != 0 { sessionEvents |= Int16(POLLOUT) }
+            var pfds = [
+                pollfd(fd: fd, events: events, revents: 0),
+                pollfd(fd: jump.socket, events: sessionEvents, revents: 0),
+            ]
+            _ = poll(&pfds, 2, 200)
+        }
+        close(fd)
+        libssh2_session_set_blocking(s, 1)
+        libssh2_session_set_timeout(s, 2000)
+        libssh2_channel_free(channel)
+        // The jump session is released with the pump.
+    }
+}

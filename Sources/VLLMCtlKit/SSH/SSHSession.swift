@@ -1,0 +1,629 @@
+import CLibSSH2
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// An SSH failure in plain words: what happened (with libssh2's own message where there is
+/// one), then what to do.
+public struct SSHError: Error, Equatable, Sendable, CustomStringConvertible, LocalizedError {
+    /// Where: `alias (host:port)`.
+    public var host: String
+    public var message: String
+    public var hint: String
+
+    public init(host: String, message: String, hint: String) {
+        self.host = host
+        self.message = message
+        self.hint = hint
+    }
+
+    public var description: String { "ssh \(host): \(message). \(hint)" }
+    public var errorDescription: String? { description }
+}
+
+/// libssh2's global state, set up once.
+enum LibSSH2 {
+    static let initResult: Int32 = libssh2_init(0)
+}
+
+/// Everything needed to open one SSH session.
+public struct SSHConnectOptions: Sendable {
+    /// For messages: the alias the user wrote.
+    public var displayName: String
+    public var host: String
+    public var port: Int
+    public var user: String
+    /// Private key files, tried in order after the agent. Empty: `~/.ssh/id_ed25519`,
+    /// `id_ecdsa`, `id_rsa`.
+    public var identityFiles: [String]
+    /// With IdentitiesOnly, only agent keys that match an identity file's `.pub` are offered.
+    public var identitiesOnly: Bool
+    /// known_hosts files: all are read; new keys are appended to the first.
+    public var knownHostsFiles: [String]
+    /// System-wide known_hosts files: read after `knownHostsFiles`, never written.
+    public var globalKnownHostsFiles: [String]
+    public var hostKeyPolicy: HostKeyPolicy
+    /// Seconds for the TCP connect and for each blocking step of the handshake.
+    public var connectTimeout: Double
+    /// ssh-agent's socket; nil for no agent.
+    public var agentSocket: String?
+    /// ServerAliveInterval (seconds; 0 for none) and ServerAliveCountMax. Keepalives are
+    /// configured on the session; sending them and counting missed replies is up to whoever
+    /// keeps a session open for long (the tunnel).
+    public var serverAliveInterval = 0
+    public var serverAliveCountMax = 3
+    /// Asks for a key file's passphrase (path in, passphrase out; nil gives up on that key).
+    public var passphrase: (@Sendable (String) -> String?)? {
+        didSet { for i in jumpHosts.indices { jumpHosts[i].passphrase = passphrase } }
+    }
+    /// Answers keyboard-interactive prompts (instruction, [(prompt, echo)]) → answers, or nil.
+    public var keyboardInteractive: (@Sendable (String, [(String, Bool)]) -> [String]?)? {
+        didSet { for i in jumpHosts.indices { jumpHosts[i].keyboardInteractive = keyboardInteractive } }
+    }
+    /// ProxyJump: the session goes through a direct-tcpip channel of a session to this host.
+    public var jumpHosts: [SSHConnectOptions] = []
+
+    public init(
+        displayName: String, host: String, port: Int = 22, user: String, identityFiles: [String] = [],
+        identitiesOnly: Bool = false, knownHostsFiles: [String], globalKnownHostsFiles: [String] = [],
+        hostKeyPolicy: HostKeyPolicy = .strict,
+        connectTimeout: Double = 15, agentSocket: String? = nil,
+        passphrase: (@Sendable (String) -> String?)? = nil,
+        keyboardInteractive: (@Sendable (String, [(String, Bool)]) -> [String]?)? = nil
+    ) {
+        self.displayName = displayName
+        self.host = host
+        self.port = port
+        self.user = user
+        self.identityFiles = identityFiles
+        self.identitiesOnly = identitiesOnly
+        self.knownHostsFiles = knownHostsFiles
+        self.globalKnownHostsFiles = globalKnownHostsFiles
+        self.hostKeyPolicy = hostKeyPolicy
+        self.connectTimeout = connectTimeout
+        self.agentSocket = agentSocket
+        self.passphrase = passphrase
+        self.keyboardInteractive = keyboardInteractive
+    }
+
+    /// Options from a resolved ssh_config entry without ProxyJump (see `resolve` for that).
+    /// `acceptNewHostKey` overrides StrictHostKeyChecking for unknown hosts (a changed key is
+    /// refused regardless).
+    public init(
+        config: SSHHostConfig, environment: [String: String], home: String, localUser: String,
+        acceptNewHostKey: Bool = false
+    ) throws {
+        if let jump = config.proxyJump {
+            throw SSHError(
+                host: config.alias,
+                message:
+                    "the ssh_config entry uses `ProxyJump \(jump)`, which must be resolved through the ssh_config file",
+                hint: "This is a bug in vllmctl")
+        }
+        self.init(
+            displayName: config.alias, host: config.hostName, port: config.port,
+            user: config.user ?? localUser,
+            identityFiles: config.identityFiles.isEmpty
+                ? ["id_ed25519", "id_ecdsa", "id_rsa"].map { home + "/.ssh/" + $0 } : config.identityFiles,
+            identitiesOnly: config.identitiesOnly, knownHostsFiles: config.userKnownHostsFiles,
+            globalKnownHostsFiles: config.globalKnownHostsFiles,
+            hostKeyPolicy: acceptNewHostKey ? .acceptNew : (config.strictHostKeyChecking ?? .strict),
+            connectTimeout: Double(config.connectTimeout ?? 15),
+            agentSocket: environment["SSH_AUTH_SOCK"].flatMap { $0.isEmpty ? nil : $0 })
+        serverAliveInterval = config.serverAliveInterval ?? 0
+        serverAliveCountMax = config.serverAliveCountMax ?? 3
+    }
+
+    /// Options for `alias` from ssh_config text, with its ProxyJump hop (one hop; the jump
+    /// host's own settings come from the same file, `user@host:port` in ProxyJump win).
+    public static func resolve(
+        alias: String, configText: String, file: String, environment: [String: String], home: String,
+        localUser: String, acceptNewHostKey: Bool = false
+    ) throws -> SSHConnectOptions {
+        var config = try SSHConfig.resolve(
+            alias: alias, text: configText, file: file, home: home, localUser: localUser)
+        guard let proxyJump = config.proxyJump else {
+            return try SSHConnectOptions(
+                config: config, environment: environment, home: home, localUser: localUser,
+                acceptNewHostKey: acceptNewHostKey)
+        }
+        let hops = SSHJumpHost.parse(proxyJump)
+        guard hops.count == 1, let hop = hops.first else {
+            throw SSHError(
+                host: alias,
+                message: "`ProxyJump \(proxyJump)` has \(hops.count) hops; vllmctl supports one hop so far",
+                hint: "Use a single jump host, or run vllmctl on a machine closer to the cluster")
+        }
+        var jumpConfig = try SSHConfig.resolve(
+            alias: hop.host, text: configText, file: file, home: home, localUser: localUser)
+        if let user = hop.user { jumpConfig.user = user }
+        if let port = hop.port { jumpConfig.port = port }
+        if jumpConfig.proxyJump != nil {
+            throw SSHError(
+                host: alias,
+                message:
+                    "the jump host `\(hop.host)` has a ProxyJump of its own; vllmctl supports one hop so far",
+                hint: "Use a single jump host")
+        }
+        config.proxyJump = nil
+        var options = try SSHConnectOptions(
+            config: config, environment: environment, home: home, localUser: localUser,
+            acceptNewHostKey: acceptNewHostKey)
+        options.jumpHosts = [
+            try SSHConnectOptions(
+                config: jumpConfig, environment: environment, home: home, localUser: localUser,
+                acceptNewHostKey: acceptNewHostKey)
+        ]
+        return options
+    }
+
+    var place: String { "\(displayName) (\(user)@\(host):\(port))" }
+}
+
+/// One authenticated SSH session: a TCP socket, libssh2's session handle on it, and the
+/// channels and SFTP opened over it.
+///
+/// libssh2 lets one thread at a time use a session and everything opened on it, so a session
+/// is used only through `perform`, which runs its body on the session's own serial queue.
+public final class SSHSession: @unchecked Sendable {
+    public let options: SSHConnectOptions
+    let raw: OpaquePointer
+    let socket: Int32
+    private let queue: DispatchQueue
+    /// Holds the keyboard-interactive responder for libssh2's callback (the session's abstract).
+    private let box: CallbackBox
+    private var sftpHandle: SFTP?
+    /// The ProxyJump hop this session runs through, if any.
+    private var proxy: ProxyJumpPump?
+
+    /// Connects, checks the host key and authenticates. Blocks: call it off the cooperative
+    /// pool (`SSHSession.connect` does).
+    init(connecting options: SSHConnectOptions, queue: DispatchQueue) throws {
+        self.options = options
+        self.queue = queue
+        if LibSSH2.initResult != 0 {
+            throw SSHError(
+                host: options.place, message: "libssh2 could not initialize (\(LibSSH2.initResult))",
+                hint: "Check that libssh2 and OpenSSL are installed correctly")
+        }
+        if let jump = options.jumpHosts.first {
+            let (pump, fd) = try ProxyJumpPump.open(
+                jump: jump, to: options.host, port: options.port, for: options.place)
+            proxy = pump
+            socket = fd
+        } else {
+            socket = try Self.connectSocket(options)
+        }
+        box = CallbackBox(keyboardInteractive: options.keyboardInteractive)
+        let abstract = Unmanaged.passUnretained(box).toOpaque()
+        guard let session = libssh2_session_init_ex(nil, nil, nil, abstract) else {
+            close(socket)
+            proxy?.stop()
+            throw SSHError(
+                host: options.place, message: "libssh2 could not create a session", hint: "Try again")
+        }
+        raw = session
+        // From here on deinit frees the session and closes the socket.
+        libssh2_session_set_blocking(raw, 1)
+        libssh2_session_set_timeout(raw, Int(options.connectTimeout * 1000))
+        try handshake()
+        try checkHostKey()
+        try authenticate()
+        if options.serverAliveInterval > 0 {
+            libssh2_keepalive_config(raw, 1, UInt32(options.serverAliveInterval))
+        }
+        // Blocking steps after this (channel open, SFTP packets) give up after 2 minutes of
+        // silence; command output is read without blocking, under the command's own timeout.
+        libssh2_session_set_timeout(raw, 120_000)
+    }
+
+    deinit {
+        sftpHandle = nil
+        libssh2_session_set_blocking(raw, 1)
+        libssh2_session_set_timeout(raw, 2000)
+        _ = libssh2_session_disconnect_ex(raw, SSH_DISCONNECT_BY_APPLICATION, "bye", "")
+        libssh2_session_free(raw)
+        close(socket)
+        proxy?.stop()
+    }
+
+    /// Opens a session on its own serial queue.
+    public static func connect(_ options: SSHConnectOptions) async throws -> SSHSession {
+        let queue = DispatchQueue(label: "vllmctl.ssh.\(options.displayName)")
+        return try await withCheckedThrowingContinuation { continuation in
+            queue.async {
+                continuation.resume(with: Result { try SSHSession(connecting: options, queue: queue) })
+            }
+        }
+    }
+
+    /// Runs `body` on the session's queue, the only place the session is used.
+    public func perform<T: Sendable>(_ body: @escaping @Sendable (SSHSession) throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async {
+                continuation.resume(with: Result { try body(self) })
+            }
+        }
+    }
+
+    /// The session's SFTP subsystem, started on first use. Only inside `perform`.
+    public func sftp() throws -> SFTP {
+        if let sftpHandle { return sftpHandle }
+        let s = try SFTP(session: self)
+        sftpHandle = s
+        return s
+    }
+
+    // MARK: errors
+
+    /// libssh2's last error message for this session.
+    var lastError: (code: Int32, message: String) {
+        var message: UnsafeMutablePointer<CChar>?
+        var length: Int32 = 0
+        let code = libssh2_session_last_error(raw, &message, &length, 0)
+        return (code, message.map { String(cString: $0) } ?? "")
+    }
+
+    func error(_ what: String, hint: String) -> SSHError {
+        let last = lastError
+        let said = last.message.isEmpty ? "" : " (libssh2: \(last.message))"
+        return SSHError(host: options.place, message: what + said, hint: hint)
+    }
+
+    // MARK: connect
+
+    private static func connectSocket(_ options: SSHConnectOptions) throws -> Int32 {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(options.host, String(options.port), &hints, &list)
+        guard rc == 0, let first = list else {
+            throw SSHError(
+                host: options.place,
+                message: "cannot resolve `\(options.host)`: \(String(cString: gai_strerror(rc)))",
+                hint: "Check HostName in your ssh_config and your network")
+        }
+        defer { freeaddrinfo(list) }
+        var lastProblem = "no address"
+        var node: UnsafeMutablePointer<addrinfo>? = first
+        while let ai = node {
+            node = ai.pointee.ai_next
+            let fd = Glibc.socket(
+                ai.pointee.ai_family, ai.pointee.ai_socktype | Int32(SOCK_CLOEXEC.rawValue),
+                ai.pointee.ai_protocol)
+            if fd < 0 {
+                lastProblem = String(cString: strerror(errno))
+                continue
+            }
+            let flags = fcntl(fd, F_GETFL)
+            _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+            var ok = Glibc.connect(fd, ai.pointee.ai_addr, ai.pointee.ai_addrlen) == 0
+            if !ok && errno == EINPROGRESS {
+                var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                let n = poll(&pfd, 1, Int32(options.connectTimeout * 1000))
+                if n == 1 {
+                    var soError: Int32 = 0
+                    var len = socklen_t(MemoryLayout<Int32>.size)
+                    getsockopt(fd, SOL_SOCKET, SO_ERROR, &soError, &len)
+                    ok = soError == 0
+                    if !ok { lastProblem = String(cString: strerror(soError)) }
+                } else {
+                    lastProblem = "no answer within \(Int(options.connectTimeout)) s (ConnectTimeout)"
+                }
+            } else if !ok {
+                lastProblem = String(cString: strerror(errno))
+            }
+            if ok {
+                _ = fcntl(fd, F_SETFL, flags)
+                var one: Int32 = 1
+                setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+                return fd
+            }
+            close(fd)
+        }
+        throw SSHError(
+            host: options.place, message: "cannot connect: \(lastProblem)",
+            hint:
+                "Check that the host is up and reachable from here (VPN?), and HostName/Port in your ssh_config"
+        )
+    }
+
+    private func handshake() throws {
+        // Prefer the host key types known_hosts has for this host, so that a known_hosts with
+        // only an ed25519 key matches what the server shows.
+        let known = KnownHosts(session: self, files: options.knownHostsFiles + options.globalKnownHostsFiles)
+        let types = known.keyTypes(host: options.host, port: options.port)
+        if !types.isEmpty {
+            let supported = supportedAlgorithms(LIBSSH2_METHOD_HOSTKEY)
+            var names: [String] = []
+            for type in types {
+                for name in KnownHosts.methodNames(forKeyType: type)
+                where supported.contains(name) && !names.contains(name) {
+                    names.append(name)
+                }
+            }
+            if !names.isEmpty {
+                _ = libssh2_session_method_pref(raw, LIBSSH2_METHOD_HOSTKEY, names.joined(separator: ","))
+            }
+        }
+        if libssh2_session_handshake(raw, socket) != 0 {
+            throw error(
+                "the SSH handshake failed",
+                hint:
+                    "Is an SSH server listening on port \(options.port)? If the server only offers algorithms libssh2 1.10 lacks, ask the admins or use another login node"
+            )
+        }
+    }
+
+    /// `SHA256:…` as OpenSSH prints it.
+    private func hostKeyFingerprint() -> String {
+        guard let hash = libssh2_hostkey_hash(raw, LIBSSH2_HOSTKEY_HASH_SHA256) else { return "unknown" }
+        let bytes = Data(bytes: hash, count: 32).base64EncodedString()
+        return "SHA256:" + bytes.replacingOccurrences(of: "=", with: "")
+    }
+
+    private func supportedAlgorithms(_ method: Int32) -> Set<String> {
+        var algs: UnsafeMutablePointer<UnsafePointer<CChar>?>?
+        let n = libssh2_session_supported_algs(raw, method, &algs)
+        guard n > 0, let algs else { return [] }
+        defer { libssh2_free(raw, algs) }
+        var out: Set<String> = []
+        for i in 0..<Int(n) { if let p = algs[i] { out.insert(String(cString: p)) } }
+        return out
+    }
+
+    private func checkHostKey() throws {
+        var length = 0
+        var type: Int32 = 0
+        guard let keyPtr = libssh2_session_hostkey(raw, &length, &type) else {
+            throw error(
+                "the server sent no host key", hint: "Try again; if it persists, ask the cluster admins")
+        }
+        let key = Data(bytes: keyPtr, count: length)
+        let known = KnownHosts(session: self, files: options.knownHostsFiles + options.globalKnownHostsFiles)
+        let keyType = KnownHosts.keyType(forHostKeyType: type)
+        let typeName = KnownHosts.typeName(keyType)
+        switch known.check(host: options.host, port: options.port, key: key, keyType: keyType) {
+        case .match:
+            return
+        case .changed(let file, let line):
+            throw SSHError(
+                host: options.place,
+                message:
+                    "the host key has CHANGED: the server shows a different \(typeName) key than the one recorded at \(file):\(line). Someone may be intercepting the connection, or the host was reinstalled",
+                hint:
+                    "Ask the cluster admins for the new key's fingerprint; once confirmed, remove the old line with `ssh-keygen -R '\(KnownHosts.hostPattern(options.host, options.port))' -f \(file)` and connect again"
+            )
+        case .unknown:
+            let fingerprint = hostKeyFingerprint()
+            guard options.hostKeyPolicy == .acceptNew else {
+                let files =
+                    options.knownHostsFiles.isEmpty
+                    ? "known_hosts" : options.knownHostsFiles.joined(separator: ", ")
+                throw SSHError(
+                    host: options.place,
+                    message: "the host is not in \(files) (its \(typeName) key is \(fingerprint))",
+                    hint:
+                        "Check the fingerprint with the cluster admins, then run again with `--accept-new-host-key` to record it (or `ssh` to it once)"
+                )
+            }
+            guard let file = options.knownHostsFiles.first else {
+                throw SSHError(
+                    host: options.place,
+                    message: "the host is unknown and there is no known_hosts file to record it in",
+                    hint: "Set UserKnownHostsFile in your ssh_config")
+            }
+            try KnownHosts.append(
+                host: options.host, port: options.port, typeName: typeName, key: key, to: file,
+                place: options.place)
+        }
+    }
+
+    // MARK: authentication
+
+    private func authenticate() throws {
+        let user = options.user
+        var methodsPtr = libssh2_userauth_list(raw, user, UInt32(user.utf8.count))
+        if methodsPtr == nil && libssh2_userauth_authenticated(raw) != 0 { return }
+        guard let listed = methodsPtr else {
+            throw error("the server did not list its authentication methods", hint: "Try again")
+        }
+        let methods = Set(String(cString: listed).split(separator: ",").map(String.init))
+        methodsPtr = nil
+        var tried: [String] = []
+        var rsaFailed = false
+
+        if methods.contains("publickey") {
+            if let socketPath = options.agentSocket, try authenticateWithAgent(socketPath, tried: &tried) {
+                return
+            }
+            for file in options.identityFiles where FileManager.default.fileExists(atPath: file) {
+                let info = PrivateKeyInfo(path: file)
+                var passphrase: String?
+                var rc = libssh2_userauth_publickey_fromfile_ex(
+                    raw, user, UInt32(user.utf8.count), nil, file, nil)
+                if rc == LIBSSH2_ERROR_FILE && info.encrypted {
+                    passphrase = options.passphrase?(file)
+                    guard let passphrase else {
+                        tried.append("\(file) (encrypted, no passphrase given)")
+                        continue
+                    }
+                    rc = libssh2_userauth_publickey_fromfile_ex(
+                        raw, user, UInt32(user.utf8.count), nil, file, passphrase)
+                }
+                if rc == 0 { return }
+                let last = lastError.message
+                if rc == LIBSSH2_ERROR_FILE {
+                    tried.append(
+                        "\(file) (cannot be read\(passphrase != nil ? "; wrong passphrase?" : ""): \(last))")
+                } else {
+                    tried.append("\(file) (refused)")
+                    if info.type == "ssh-rsa" { rsaFailed = true }
+                }
+                if libssh2_session_last_errno(raw) == LIBSSH2_ERROR_SOCKET_RECV
+                    || libssh2_session_last_errno(raw) == LIBSSH2_ERROR_SOCKET_DISCONNECT
+                {
+                    throw error("the connection dropped during authentication", hint: "Try again")
+                }
+            }
+        }
+
+        if methods.contains("keyboard-interactive"), box.keyboardInteractive != nil {
+            let rc = libssh2_userauth_keyboard_interactive_ex(
+                raw, user, UInt32(user.utf8.count), keyboardInteractiveCallback)
+            if rc == 0 { return }
+            tried.append("keyboard-interactive (refused)")
+        }
+
+        if rsaFailed {
+            throw SSHError(
+                host: options.place,
+                message:
+                    "the server refused the RSA key. libssh2 1.10 signs RSA keys only with ssh-rsa (SHA-1), which OpenSSH 8.8+ refuses",
+                hint:
+                    "Use an ed25519 or ECDSA key: `ssh-keygen -t ed25519`, add the .pub to ~/.ssh/authorized_keys on the cluster, and name it with IdentityFile"
+            )
+        }
+        let triedText =
+            tried.isEmpty
+            ? "no key or agent identity was available" : "tried " + tried.joined(separator: ", ")
+        throw SSHError(
+            host: options.place,
+            message:
+                "authentication as `\(user)` failed (\(triedText); the server accepts: \(methods.sorted().joined(separator: ", ")))",
+            hint:
+                "Check User and IdentityFile in your ssh_config and that the public key is in ~/.ssh/authorized_keys on the cluster; an ssh-agent (SSH_AUTH_SOCK) is tried first"
+        )
+    }
+
+    /// Offers the agent's identities; true once one is accepted.
+    private func authenticateWithAgent(_ socketPath: String, tried: inout [String]) throws -> Bool {
+        guard let agent = libssh2_agent_init(raw) else { return false }
+        defer { libssh2_agent_free(agent) }
+        libssh2_agent_set_identity_path(agent, socketPath)
+        guard libssh2_agent_connect(agent) == 0 else {
+            tried.append("ssh-agent at \(socketPath) (cannot connect)")
+            return false
+        }
+        defer { libssh2_agent_disconnect(agent) }
+        guard libssh2_agent_list_identities(agent) == 0 else { return false }
+        let allowed: Set<Data>? =
+            options.identitiesOnly
+            ? Set(options.identityFiles.compactMap { PrivateKeyInfo.publicBlob(path: $0 + ".pub") }) : nil
+        var prev: UnsafeMutablePointer<libssh2_agent_publickey>?
+        var identity: UnsafeMutablePointer<libssh2_agent_publickey>?
+        while libssh2_agent_get_identity(agent, &identity, prev) == 0, let id = identity {
+            prev = id
+            let blob = Data(bytes: id.pointee.blob, count: Int(id.pointee.blob_len))
+            if let allowed, !allowed.contains(blob) { continue }
+            if libssh2_agent_userauth(agent, options.user, id) == 0 { return true }
+            tried.append("ssh-agent key \(id.pointee.comment.map { String(cString: $0) } ?? "") (refused)")
+        }
+        return false
+    }
+}
+
+/// What libssh2's C callbacks need, reached through the session's abstract pointer.
+final class CallbackBox: @unchecked Sendable {
+    let keyboardInteractive: (@Sendable (String, [(String, Bool)]) -> [String]?)?
+    init(keyboardInteractive: (@Sendable (String, [(String, Bool)]) -> [String]?)?) {
+        self.keyboardInteractive = keyboardInteractive
+    }
+}
+
+private let keyboardInteractiveCallback:
+    @convention(c) (
+        UnsafePointer<CChar>?, Int32, UnsafePointer<CChar>?, Int32, Int32,
+        UnsafePointer<LIBSSH2_USERAUTH_KBDINT_PROMPT>?,
+        UnsafeMutablePointer<LIBSSH2_USERAUTH_KBDINT_RESPONSE>?,
+        UnsafeMutablePointer<UnsafeMutableRawPointer?>?
+    ) -> Void = { _, _, instruction, instructionLength, count, prompts, responses, abstract in
+        guard let abstract, let pointer = abstract.pointee, let prompts, let responses else { return }
+        let box = Unmanaged<CallbackBox>.fromOpaque(pointer).takeUnretainedValue()
+        let text =
+            instruction.map {
+                String(
+                    decoding: UnsafeRawBufferPointer(start: $0, count: Int(instructionLength)), as: UTF8.self)
+            } ?? ""
+        var asked: [(String, Bool)] = []
+        for i in 0..<Int(count) {
+            let p = prompts[i]
+            let prompt =
+                p.text.map {
+                    String(decoding: UnsafeRawBufferPointer(start: $0, count: Int(p.length)), as: UTF8.self)
+                } ?? ""
+            asked.append((prompt, p.echo != 0))
+        }
+        guard let answers = box.keyboardInteractive?(text, asked) else { return }
+        for i in 0..<min(Int(count), answers.count) {
+            // libssh2 frees the answers with its free function (the default: free).
+            responses[i].text = strdup(answers[i])
+            responses[i].length = UInt32(answers[i].utf8.count)
+        }
+    }
+
+/// The public parts of an OpenSSH private key file: its type and whether it is encrypted.
+struct PrivateKeyInfo {
+    var type: String?
+    var encrypted = false
+
+    init(path: String) {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return }
+        if text.contains("BEGIN RSA PRIVATE KEY") {
+            type = "ssh-rsa"
+            encrypted = text.contains("ENCRYPTED")
+            return
+        }
+        if text.contains("BEGIN EC PRIVATE KEY") {
+            type = "ecdsa"
+            encrypted = text.contains("ENCRYPTED")
+            return
+        }
+        let body = text.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()
+        guard let data = Data(base64Encoded: body) else { return }
+        // "openssh-key-v1\0", string ciphername, string kdfname, string kdfoptions, uint32 n,
+        // string publickey (whose first field is the key type).
+        var reader = SSHWireReader(data: data.dropFirst(15))
+        guard data.starts(with: Data("openssh-key-v1\0".utf8)), let cipher = reader.string(),
+            reader.string() != nil,
+            reader.string() != nil, reader.uint32() != nil, let publicKey = reader.bytes()
+        else { return }
+        encrypted = String(decoding: cipher, as: UTF8.self) != "none"
+        var inner = SSHWireReader(data: publicKey)
+        type = inner.string().map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// The key blob of a `.pub` file (`type base64 comment`).
+    static func publicBlob(path: String) -> Data? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        let fields = text.split(separator: " ")
+        guard fields.count >= 2 else { return nil }
+        return Data(base64Encoded: String(fields[1]))
+    }
+}
+
+/// Reads SSH wire-format fields (uint32 lengths, big-endian).
+struct SSHWireReader {
+    var data: Data
+
+    init(data: Data) { self.data = Data(data) }
+
+    mutating func uint32() -> UInt32? {
+        guard data.count >= 4 else { return nil }
+        let v = data.prefix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+        data = data.dropFirst(4)
+        return v
+    }
+
+    mutating func bytes() -> Data? {
+        guard let n = uint32(), data.count >= Int(n) else { return nil }
+        let v = Data(data.prefix(Int(n)))
+        data = data.dropFirst(Int(n))
+        return v
+    }
+
+    mutating func string() -> Data? { bytes() }
+}

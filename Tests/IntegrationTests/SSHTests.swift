@@ -1,0 +1,413 @@
+import Foundation
+import Testing
+
+@testable import VLLMCtlKit
+
+/// The loopback sshds of the local cluster: 2222 (OpenSSH defaults) and 2223 (also ssh-rsa).
+enum LocalSSH {
+    static let dir = repoRoot + "/.cluster/ssh"
+    static let knownHosts = dir + "/known_hosts"
+    static let config = dir + "/ssh_config"
+    static var user: String { ProcessInfo.processInfo.userName }
+
+    static func options(
+        port: Int = 2222, keys: [String] = ["id_ed25519"], knownHosts: [String] = [knownHosts],
+        policy: HostKeyPolicy = .strict, agent: String? = nil,
+        passphrase: (@Sendable (String) -> String?)? = nil
+    ) -> SSHConnectOptions {
+        SSHConnectOptions(
+            displayName: "test-\(port)", host: "127.0.0.1", port: port, user: user,
+            identityFiles: keys.map { dir + "/" + $0 }, identitiesOnly: true, knownHostsFiles: knownHosts,
+            hostKeyPolicy: policy, connectTimeout: 10, agentSocket: agent, passphrase: passphrase)
+    }
+
+    /// The host's public key line for `type` (`ssh-ed25519 AAAA…`).
+    static func hostKey(_ type: String) throws -> String {
+        let pub = try String(contentsOfFile: dir + "/ssh_host_\(type)_key.pub", encoding: .utf8)
+        return pub.split(separator: " ").prefix(2).joined(separator: " ")
+    }
+
+    static func connect(_ options: SSHConnectOptions) async throws -> String {
+        let host = RemoteHost(options: options)
+        return try await host.output(["id", "-un"]).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
+
+/// Runs `body` and returns the error's text (nil when it did not throw).
+func thrownText(_ body: () async throws -> some Any) async -> String? {
+    do {
+        _ = try await body()
+        return nil
+    } catch {
+        return "\(error)"
+    }
+}
+
+@Suite struct SSHTests {
+    // MARK: authentication
+
+    @Test(arguments: ["id_ed25519", "id_ecdsa"])
+    func keyFileAuthentication(_ key: String) async throws {
+        #expect(try await LocalSSH.connect(LocalSSH.options(keys: [key])) == LocalSSH.user)
+    }
+
+    @Test func encryptedKeyWithPassphrase() async throws {
+        let passphrase = try String(contentsOfFile: LocalSSH.dir + "/passphrase.txt", encoding: .utf8)
+            .trimmingCharacters(in: .newlines)
+        let asked = PromptCounter()
+        let options = LocalSSH.options(keys: ["id_ed25519_enc"]) { path in
+            asked.increment()
+            return path.hasSuffix("id_ed25519_enc") ? passphrase : nil
+        }
+        #expect(try await LocalSSH.connect(options) == LocalSSH.user)
+        #expect(asked.value == 1)
+    }
+
+    @Test func encryptedKeyWithoutOrWithWrongPassphrase() async throws {
+        let none = await thrownText { try await LocalSSH.connect(LocalSSH.options(keys: ["id_ed25519_enc"])) }
+        #expect(none?.contains("encrypted, no passphrase given") == true, "\(none ?? "no error")")
+        let wrong = await thrownText {
+            try await LocalSSH.connect(LocalSSH.options(keys: ["id_ed25519_enc"]) { _ in "not it" })
+        }
+        #expect(wrong?.contains("wrong passphrase") == true, "\(wrong ?? "no error")")
+    }
+
+    @Test func rsaKeyIsRefusedByModernSSHDWithAnExplanation() async throws {
+        let text = await thrownText {
+            try await LocalSSH.connect(LocalSSH.options(port: 2222, keys: ["id_rsa"]))
+        }
+        #expect(
+            text?.contains(
+                "libssh2 1.10 signs RSA keys only with ssh-rsa (SHA-1), which OpenSSH 8.8+ refuses") == true,
+            "\(text ?? "no error")")
+        #expect(text?.contains("ed25519 or ECDSA") == true)
+    }
+
+    @Test func rsaKeyWorksWhereSSHRSAIsAllowed() async throws {
+        #expect(try await LocalSSH.connect(LocalSSH.options(port: 2223, keys: ["id_rsa"])) == LocalSSH.user)
+    }
+
+    @Test func sshAgent() async throws {
+        let dir = try temporaryDirectory()
+        let socket = dir + "/agent.sock"
+        let started = try await sh(["ssh-agent", "-a", socket, "-s"])
+        #expect(started.status == 0, "\(started.stderr)")
+        let pid = started.stdout.split(separator: "\n").compactMap { line -> Int32? in
+            guard line.hasPrefix("SSH_AGENT_PID=") else { return nil }
+            return Int32(line.dropFirst("SSH_AGENT_PID=".count).prefix { $0.isNumber })
+        }.first
+        defer { if let pid { kill(pid, SIGTERM) } }
+        let added = try await sh(["env", "SSH_AUTH_SOCK=" + socket, "ssh-add", LocalSSH.dir + "/id_ecdsa"])
+        #expect(added.status == 0, "\(added.stderr)")
+        // No key files at all: only the agent can authenticate.
+        var options = LocalSSH.options(keys: [], agent: socket)
+        options.identitiesOnly = false
+        #expect(try await LocalSSH.connect(options) == LocalSSH.user)
+        // With IdentitiesOnly, the agent offers only keys named by IdentityFile (their .pub):
+        // the agent's ECDSA key matches id_ecdsa.
+        var only = LocalSSH.options(keys: ["id_ecdsa"], agent: socket)
+        only.identitiesOnly = true
+        #expect(try await LocalSSH.connect(only) == LocalSSH.user)
+    }
+
+    @Test func noUsableKeySaysWhatWasTried() async throws {
+        let text = await thrownText { try await LocalSSH.connect(LocalSSH.options(keys: ["does-not-exist"])) }
+        #expect(text?.contains("authentication as") == true, "\(text ?? "no error")")
+    }
+
+    // MARK: known_hosts
+
+    @Test func unknownHostIsRefused() async throws {
+        let file = try temporaryDirectory() + "/known_hosts"
+        try "".write(toFile: file, atomically: true, encoding: .utf8)
+        let text = await thrownText { try await LocalSSH.connect(LocalSSH.options(knownHosts: [file])) }
+        #expect(text?.contains("not in \(file)") == true, "\(text ?? "no error")")
+        #expect(text?.contains("--accept-new-host-key") == true)
+        #expect(text?.contains("SHA256:") == true)
+    }
+
+    @Test func acceptNewAppendsTheKeyAndThenItMatches() async throws {
+        let file = try temporaryDirectory() + "/sub/known_hosts"
+        #expect(
+            try await LocalSSH.connect(LocalSSH.options(knownHosts: [file], policy: .acceptNew))
+                == LocalSSH.user)
+        let written = try String(contentsOfFile: file, encoding: .utf8)
+        #expect(written.hasPrefix("[127.0.0.1]:2222 "))
+        #expect(written.split(separator: "\n").count == 1)
+        let mode = try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+        #expect(try await LocalSSH.connect(LocalSSH.options(knownHosts: [file])) == LocalSSH.user)
+        #expect(try String(contentsOfFile: file, encoding: .utf8) == written)
+    }
+
+    @Test func changedKeyIsRefusedWithFileAndLine() async throws {
+        let file = try temporaryDirectory() + "/known_hosts"
+        // Line 3 claims another ed25519 key (a user key) for the host.
+        let other = try String(contentsOfFile: LocalSSH.dir + "/id_ed25519.pub", encoding: .utf8)
+            .split(separator: " ").prefix(2).joined(separator: " ")
+        try "# comment\nother.example.org \(try LocalSSH.hostKey("ed25519"))\n[127.0.0.1]:2222 \(other)\n"
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        for policy in [HostKeyPolicy.strict, .acceptNew] {
+            let text = await thrownText {
+                try await LocalSSH.connect(LocalSSH.options(knownHosts: [file], policy: policy))
+            }
+            #expect(text?.contains("CHANGED") == true, "\(text ?? "no error")")
+            #expect(text?.contains("\(file):3") == true, "\(text ?? "no error")")
+        }
+    }
+
+    @Test func hashedEntriesMatch() async throws {
+        let file = try temporaryDirectory() + "/known_hosts"
+        try FileManager.default.copyItem(atPath: LocalSSH.knownHosts, toPath: file)
+        let hashed = try await sh(["ssh-keygen", "-H", "-f", file])
+        #expect(hashed.status == 0, "\(hashed.stderr)")
+        let text = try String(contentsOfFile: file, encoding: .utf8)
+        #expect(text.hasPrefix("|1|"))
+        #expect(!text.contains("127.0.0.1"))
+        #expect(try await LocalSSH.connect(LocalSSH.options(knownHosts: [file])) == LocalSSH.user)
+    }
+
+    @Test(arguments: ["ed25519", "ecdsa"])
+    func aSingleKeyTypeInKnownHostsMatches(_ type: String) async throws {
+        // The host-key method preference follows known_hosts, whatever the server prefers.
+        let file = try temporaryDirectory() + "/known_hosts"
+        try "[127.0.0.1]:2222 \(try LocalSSH.hostKey(type))\n".write(
+            toFile: file, atomically: true, encoding: .utf8)
+        #expect(try await LocalSSH.connect(LocalSSH.options(knownHosts: [file])) == LocalSSH.user)
+    }
+
+    @Test func aPlainHostEntryDoesNotCoverAnotherPort() async throws {
+        let file = try temporaryDirectory() + "/known_hosts"
+        try "127.0.0.1 \(try LocalSSH.hostKey("ed25519"))\n".write(
+            toFile: file, atomically: true, encoding: .utf8)
+        let text = await thrownText { try await LocalSSH.connect(LocalSSH.options(knownHosts: [file])) }
+        #expect(text?.contains("not in") == true, "\(text ?? "no error")")
+    }
+
+    // MARK: ssh_config
+
+    @Test(arguments: ["vllmctl-local", "vllmctl-local-legacy"])
+    func sshConfigAlias(_ alias: String) async throws {
+        let host = try RemoteHost(
+            alias: alias, configPath: LocalSSH.config,
+            environment: ProcessInfo.processInfo.environment
+                .filter { $0.key != "SSH_AUTH_SOCK" }, acceptNewHostKey: false)
+        #expect(host.options.port == (alias.hasSuffix("legacy") ? 2223 : 2222))
+        let user = try await host.userName()
+        #expect(user == LocalSSH.user)
+    }
+
+    @Test func cliRefusesAnUnknownHostUnlessAcceptNewHostKeyIsGiven() async throws {
+        let dir = try temporaryDirectory()
+        let knownHosts = dir + "/known_hosts"
+        let config = try String(contentsOfFile: LocalSSH.config, encoding: .utf8)
+            .replacingOccurrences(of: LocalSSH.knownHosts, with: knownHosts)
+        try config.write(toFile: dir + "/ssh_config", atomically: true, encoding: .utf8)
+        var cli = try CLI()
+        cli.configPath = try renderedClusterConfig()
+        cli.extraEnvironment["VLLMCTL_SSH_CONFIG"] = dir + "/ssh_config"
+        let refused = try await cli.run(["status", "--cluster", "local-ssh"])
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains("--accept-new-host-key"), "\(refused.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: knownHosts))
+        let accepted = try await cli.run(["status", "--cluster", "local-ssh", "--accept-new-host-key"])
+        #expect(accepted.status == 0, "\(accepted.stderr)")
+        #expect(try String(contentsOfFile: knownHosts, encoding: .utf8).hasPrefix("[127.0.0.1]:2222 "))
+        let again = try await cli.run(["status", "--cluster", "local-ssh"])
+        #expect(again.status == 0, "\(again.stderr)")
+    }
+
+    @Test func proxyJumpThroughTheSameSSHD() async throws {
+        let dir = try temporaryDirectory()
+        // The target is the modern sshd, reached through the legacy one as the jump host.
+        let config =
+            try String(contentsOfFile: LocalSSH.config, encoding: .utf8) + """
+
+                Host jumped
+                    HostName 127.0.0.1
+                    Port 2222
+                    IdentityFile \(LocalSSH.dir)/id_ed25519
+                    IdentitiesOnly yes
+                    UserKnownHostsFile \(LocalSSH.knownHosts)
+                    ProxyJump vllmctl-local-legacy
+
+                """
+        try config.write(toFile: dir + "/ssh_config", atomically: true, encoding: .utf8)
+        let env = ProcessInfo.processInfo.environment.filter { $0.key != "SSH_AUTH_SOCK" }
+        let host = try RemoteHost(
+            alias: "jumped", configPath: dir + "/ssh_config", environment: env, acceptNewHostKey: false)
+        #expect(host.options.jumpHosts.first?.port == 2223)
+        let connection = try await host.output(["printenv", "SSH_CONNECTION"])
+        #expect(connection.hasSuffix(" 2222\n"), "\(connection)")
+        // Many channels and SFTP through the hop.
+        let big = String(repeating: "x", count: 3_000_000)
+        #expect(
+            try await host.run(["wc", "-c"], input: big, timeout: .seconds(60)).stdout.trimmingCharacters(
+                in: .whitespacesAndNewlines) == "3000000")
+        #expect(try await host.homeDirectory() == NSHomeDirectory())
+        // A target the jump host cannot reach.
+        let bad = config.replacingOccurrences(
+            of: "    Port 2222\n    IdentityFile", with: "    Port 1\n    IdentityFile")
+        try bad.write(toFile: dir + "/bad_config", atomically: true, encoding: .utf8)
+        let unreachable = try RemoteHost(
+            alias: "jumped", configPath: dir + "/bad_config", environment: env, acceptNewHostKey: false)
+        let text = await thrownText { try await unreachable.userName() }
+        #expect(
+            text?.contains("jump host could not open a connection to 127.0.0.1:1") == true,
+            "\(text ?? "no error")")
+    }
+
+    // MARK: exec
+
+    @Test func execQuotesOnceFeedsStdinAndReportsStatus() async throws {
+        let host = RemoteHost(options: LocalSSH.options())
+        let words = ["a b", "it's", "$HOME", "*", "`id`", "new\nline", ""]
+        let printed = try await host.output(["printf", "[%s]"] + words)
+        #expect(printed == words.map { "[\($0)]" }.joined())
+        let r = try await host.run(
+            ["sh", "-c", "cat; echo oops >&2; exit 3"], input: "secret 'stdin'\n", timeout: .seconds(30))
+        #expect(r.status == 3)
+        #expect(r.stdout == "secret 'stdin'\n")
+        #expect(r.stderr == "oops\n")
+        // Lots of stdin and stdout both ways do not deadlock.
+        let big = String(repeating: "0123456789abcdef\n", count: 200_000)
+        let echoed = try await host.run(["cat"], input: big, timeout: .seconds(60))
+        #expect(echoed.stdout.count == big.count)
+        let missing = await thrownText { try await host.run(["no-such-program-xyz"]) }
+        #expect(missing?.contains("was not found") == true, "\(missing ?? "no error")")
+    }
+
+    @Test func oneSessionCarriesManyChannels() async throws {
+        let host = RemoteHost(options: LocalSSH.options())
+        // SSH_CONNECTION names our client port: the same for every command of one session.
+        async let a = host.output(["printenv", "SSH_CONNECTION"])
+        async let b = host.output(["printenv", "SSH_CONNECTION"])
+        let (x, y) = try await (a, b)
+        let z = try await host.output(["printenv", "SSH_CONNECTION"])
+        #expect(!x.isEmpty)
+        #expect(x == y)
+        #expect(x == z)
+        let s1 = try await host.session(), s2 = try await host.session()
+        #expect(s1 === s2)
+    }
+
+    @Test func timeoutThrowsAndTheSessionStillWorks() async throws {
+        let host = RemoteHost(options: LocalSSH.options())
+        let start = Date()
+        let text = await thrownText { try await host.run(["sleep", "10"], timeout: .seconds(1)) }
+        #expect(text?.contains("did not answer within 1 s") == true, "\(text ?? "no error")")
+        #expect(Date().timeIntervalSince(start) < 5)
+        #expect(try await host.output(["echo", "still here"]) == "still here\n")
+    }
+
+    // MARK: SFTP
+
+    @Test func sftpFiles() async throws {
+        let host = RemoteHost(options: LocalSSH.options())
+        let dir = try temporaryDirectory() + "/remote/a/b"
+        try await host.makeDirectory(dir, mode: 0o700)
+        let dirMode = try FileManager.default.attributesOfItem(atPath: dir)[.posixPermissions] as? Int
+        #expect(dirMode == 0o700)
+        try await host.makeDirectory(dir, mode: 0o700)  // existing: fine
+        let path = dir + "/api_key"
+        try await host.writeFileAtomically(Data("first".utf8), to: path, mode: 0o600)
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "first")
+        #expect(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int == 0o600)
+        // Over an existing file (SFTP v3 rename refuses; the fallback renames atomically).
+        try await host.writeFileAtomically(Data("second".utf8), to: path, mode: 0o600)
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "second")
+        #expect(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int == 0o600)
+        try await host.writeFileAtomically(Data("#!/bin/sh\n".utf8), to: dir + "/script", mode: 0o700)
+        #expect(try await host.fileMode(dir + "/script") == 0o700)
+        // No temporary file is left behind.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["api_key", "script"])
+        #expect(try await host.readFile(path) == Data("second".utf8))
+        #expect(try await host.readFile(path, from: 2) == Data("cond".utf8))
+        #expect(try await host.readFile(dir + "/missing") == nil)
+        // A failed write (the directory does not exist) leaves nothing.
+        let failed = await thrownText {
+            try await host.writeFileAtomically(Data("x".utf8), to: dir + "/nope/f", mode: 0o600)
+        }
+        #expect(failed != nil)
+        try await host.removeFile(path)
+        try await host.removeFile(path)  // missing: fine
+        #expect(!FileManager.default.fileExists(atPath: path))
+        #expect(try await host.homeDirectory() == NSHomeDirectory())
+    }
+}
+
+/// The cluster's config rendered from the template, so that tests have `local-ssh` even if
+/// `.cluster/vllmctl.yaml` predates it.
+func renderedClusterConfig() throws -> String {
+    let template = try String(contentsOfFile: repoRoot + "/slurm/vllmctl.yaml.in", encoding: .utf8)
+    let text = template.replacingOccurrences(of: "@REPO@", with: repoRoot)
+        .replacingOccurrences(of: "@STATE@", with: repoRoot + "/.cluster")
+    let path = try temporaryDirectory() + "/vllmctl.yaml"
+    try text.write(toFile: path, atomically: true, encoding: .utf8)
+    return path
+}
+
+final class PromptCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var n = 0
+    func increment() { lock.withLock { n += 1 } }
+    var value: Int { lock.withLock { n } }
+}
+
+extension LocalCluster {
+    /// A deploy through the `local-ssh` profile: every Slurm command and file over SSH.
+    @Suite struct SSHDeployTests {
+        @Test func remoteDeployEndToEnd() async throws {
+            var cli = try CLI()
+            cli.configPath = try renderedClusterConfig()
+            cli.extraEnvironment["VLLMCTL_SSH_CONFIG"] = LocalSSH.config
+            let store = DeploymentStore(directory: cli.stateDir)
+            func cancel() async {
+                let ids = store.all(cluster: "local-ssh").map(\.jobID)
+                if !ids.isEmpty { _ = try? await sh(Scancel(jobIDs: ids).argv) }
+            }
+            do {
+                let result = try await cli.run([
+                    "deploy", "sim", "--cluster", "local-ssh", "--json", "--name", "ssh-e2e",
+                ])
+                #expect(result.status == 0, "stderr: \(result.stderr)")
+                let object = try #require(
+                    try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+                let url = try #require(object["url"] as? String)
+                let key = try #require(object["api_key"] as? String)
+                let infoFile = try #require(object["info_file"] as? String)
+                let info = try String(contentsOfFile: infoFile, encoding: .utf8)
+                #expect(info.contains(key))
+                let dir = (infoFile as NSString).deletingLastPathComponent
+                for name in ["api_key", "job.sbatch", DeploymentFiles.infoJSON] {
+                    let mode =
+                        try FileManager.default.attributesOfItem(atPath: dir + "/" + name)[.posixPermissions]
+                        as? Int
+                    #expect(mode == 0o600, "\(name)")
+                }
+                #expect(
+                    try FileManager.default.contentsOfDirectory(atPath: dir).allSatisfy {
+                        !$0.contains(".tmp")
+                    })
+                let curl = try await sh([
+                    "curl", "-sf", "-H", "Authorization: Bearer \(key)", url + "/models",
+                ])
+                #expect(curl.status == 0, "\(curl.stderr)")
+                #expect(curl.stdout.contains("\"sim\""))
+                let status = try await cli.run(["status", "--cluster", "local-ssh"])
+                #expect(status.status == 0, "stderr: \(status.stderr)")
+                #expect(status.stdout.contains("ssh-e2e"))
+                #expect(status.stdout.contains("RUNNING"))
+                let logs = try await cli.run(["logs", "ssh-e2e", "--cluster", "local-ssh"])
+                #expect(logs.status == 0, "stderr: \(logs.stderr)")
+                let down = try await cli.run(["teardown", "ssh-e2e", "--cluster", "local-ssh", "--yes"])
+                #expect(down.status == 0, "stderr: \(down.stderr)")
+                #expect(!FileManager.default.fileExists(atPath: infoFile))
+            } catch {
+                await cancel()
+                throw error
+            }
+            await cancel()
+        }
+    }
+}
