@@ -58,13 +58,34 @@ public struct Squeue: Sendable, Equatable {
     }
 
     public static func parse(_ output: String) -> [JobSnapshot] {
-        output.split(whereSeparator: \.isNewline).compactMap { line in
-            let f = line.split(separator: "\u{1F}", omittingEmptySubsequences: false).map(String.init)
-            guard f.count == fields.count, !f[0].isEmpty else { return nil }
-            return JobSnapshot(
-                jobID: f[0], name: f[1], user: f[2], state: JobState(slurm: f[3]), reason: f[4],
-                nodes: f[5], elapsed: f[6], timeLeft: f[7], workDir: f[8])
+        // One pass over the bytes: status tables have thousands of lines.
+        var jobs: [JobSnapshot] = []
+        var fields: [String] = []
+        fields.reserveCapacity(Self.fields.count)
+        func emit() {
+            if fields.count == Self.fields.count, !fields[0].isEmpty {
+                jobs.append(
+                    JobSnapshot(
+                        jobID: fields[0], name: fields[1], user: fields[2], state: JobState(slurm: fields[3]),
+                        reason: fields[4], nodes: fields[5], elapsed: fields[6], timeLeft: fields[7],
+                        workDir: fields[8]))
+            }
+            fields.removeAll(keepingCapacity: true)
         }
+        var text = output
+        text.withUTF8 { bytes in
+            var start = 0
+            for i in 0..<bytes.count where bytes[i] == 0x1F || bytes[i] == 0x0A {
+                fields.append(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self))
+                start = i + 1
+                if bytes[i] == 0x0A { emit() }
+            }
+            if start < bytes.count {
+                fields.append(String(decoding: UnsafeBufferPointer(rebasing: bytes[start...]), as: UTF8.self))
+            }
+            if !fields.isEmpty { emit() }
+        }
+        return jobs
     }
 
     /// squeue exits non-zero with this message when asked for a job that has left the queue.
