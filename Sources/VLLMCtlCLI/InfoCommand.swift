@@ -31,17 +31,8 @@ struct InfoCommand: AsyncParsableCommand {
         let context = environment.context
         let resolved = try await DeploymentResolver(context: context, cluster: environment.profile.name)
             .resolve(deployment)
-        guard let record = resolved.connection else {
-            let state =
-                resolved.job.map { $0.state.rawValue + ($0.reason == "None" ? "" : " (\($0.reason))") }
-                ?? "unknown"
-            throw VLLMCtlError.invalidInput(
-                "Job \(resolved.jobID) (\(resolved.name)) has not published its connection file yet; it is \(state)",
-                hint:
-                    "Wait for it with `vllmctl status \(resolved.name) --watch`, or read `vllmctl logs \(resolved.name)`."
-            )
-        }
-        if record.endedAt != nil || (resolved.job.map { $0.state.isFinal } ?? true) {
+        let record = try resolved.requireConnection()
+        if resolved.hasEnded {
             context.terminal.note("warning: job \(resolved.jobID) has ended; this URL no longer answers.")
         }
         let info = record.connection

@@ -161,17 +161,8 @@ struct QueryCommand: AsyncParsableCommand {
             let cli = try CLIEnvironment(options: cluster)
             let resolved = try await DeploymentResolver(context: cli.context, cluster: cli.profile.name)
                 .resolve(deployment)
-            guard let record = resolved.connection else {
-                let state =
-                    resolved.job.map { $0.state.rawValue + ($0.reason == "None" ? "" : " (\($0.reason))") }
-                    ?? "unknown"
-                throw VLLMCtlError.invalidInput(
-                    "Job \(resolved.jobID) (\(resolved.name)) has not published its connection file yet; it is \(state)",
-                    hint:
-                        "Wait for it with `vllmctl status \(resolved.name) --watch`, or read `vllmctl logs \(resolved.name)`."
-                )
-            }
-            if record.endedAt != nil || (resolved.job.map { $0.state.isFinal } ?? true) {
+            let record = try resolved.requireConnection()
+            if resolved.hasEnded {
                 throw VLLMCtlError.invalidInput(
                     "Job \(resolved.jobID) (\(resolved.name)) has ended, so its server no longer answers",
                     hint: "Deploy again with `vllmctl deploy`; `vllmctl status --all` lists your deployments."

@@ -76,7 +76,8 @@ public struct Squeue: Sendable, Equatable {
         text.withUTF8 { bytes in
             var start = 0
             for i in 0..<bytes.count where bytes[i] == 0x1F || bytes[i] == 0x0A {
-                fields.append(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self))
+                fields.append(
+                    String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self))
                 start = i + 1
                 if bytes[i] == 0x0A { emit() }
             }

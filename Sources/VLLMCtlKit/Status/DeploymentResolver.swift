@@ -15,6 +15,19 @@ public struct ResolvedDeployment: Sendable {
     public var stdoutPath: String { deployDir + "/" + DeploymentFiles.stdout(jobID: jobID) }
     public var stderrPath: String { deployDir + "/" + DeploymentFiles.stderr(jobID: jobID) }
     public var isRunning: Bool { job?.state == .running }
+
+    /// The job's connection file, or an error saying why there is none yet and what to do.
+    public func requireConnection() throws -> ConnectionRecord {
+        if let connection { return connection }
+        let state =
+            job.map { $0.state.rawValue + ($0.reason == "None" ? "" : " (\($0.reason))") } ?? "unknown"
+        throw VLLMCtlError.invalidInput(
+            "Job \(jobID) (\(name)) has not published its connection file yet; it is \(state)",
+            hint: "Wait for it with `vllmctl status \(name) --watch`, or read `vllmctl logs \(name)`.")
+    }
+
+    /// The job has ended (or its connection file says so): the URL no longer answers.
+    public var hasEnded: Bool { connection?.endedAt != nil || (job.map { $0.state.isFinal } ?? true) }
 }
 
 /// Finds a deployment: first in the local records, then among the user's jobs carrying
