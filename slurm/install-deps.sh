@@ -9,7 +9,7 @@ PACKAGES=(
     mariadb-server
     openssh-server openssh-client
     libcurl4-openssl-dev libssh2-1-dev pkg-config
-    curl python3 iproute2
+    curl python3 iproute2 openssl
 )
 
 missing=()

@@ -174,6 +174,39 @@ import Testing
         #expect(facts["models"]?[0]?["id"] == .string("sim-model"))
     }
 
+    @Test func httpsWithSSLAndCACert() async throws {
+        // A self-signed certificate for 127.0.0.1; the simulator serves TLS like vLLM does
+        // with --ssl-certfile/--ssl-keyfile.
+        let dir = try temporaryDirectory()
+        let made = try await sh([
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem", "-days", "1", "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1",
+        ])
+        #expect(made.status == 0, "openssl: \(made.stderr)")
+        let sim = try SimulatorProcess(extraArgs: [
+            "--ssl-certfile", dir + "/cert.pem", "--ssl-keyfile", dir + "/key.pem",
+        ])
+        defer { sim.stop() }
+        var cli = try CLI()
+        cli.extraEnvironment["VLLMCTL_API_KEY"] = sim.key
+        let base = ["query", "--host", "127.0.0.1", "--port", String(sim.port), "--ssl"]
+        var answer = CommandResult(status: -1, stdout: "", stderr: "")
+        for _ in 0..<50 {
+            answer = try await cli.run(
+                base + ["--cacert", dir + "/cert.pem", "--chat", "--prompt", "hi", "--max-tokens", "4"])
+            if answer.status == 0 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(answer.status == 0, "stderr: \(answer.stderr)")
+        #expect(!answer.stdout.isEmpty)
+        // Without the CA, the certificate is refused in plain words.
+        let refused = try await cli.run(base + ["--info"])
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains("TLS failed"))
+        #expect(refused.stderr.contains("--cacert"))
+    }
+
     @Test func cliPromptFromStdinStreamsAndJSONIsRaw() async throws {
         let sim = try await started()
         defer { sim.stop() }

@@ -818,6 +818,13 @@ class SimHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     allow_reuse_port = False
     request_queue_size = 1024
+    ssl_context = None
+
+    def get_request(self):
+        sock, addr = self.socket.accept()
+        if self.ssl_context is not None:
+            sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
 
     def handle_error(self, request, client_address):
         exc = sys.exc_info()[1]
@@ -1366,7 +1373,7 @@ def main(argv=None, form="serve"):
     vlog("INFO", W, "args (api key redacted): %s" % json.dumps(shown))
     ignored = {}
     used = ("--uvicorn-log-level", "--disable-log-stats", "--enable-log-requests",
-            "--limit-mm-per-prompt")
+            "--limit-mm-per-prompt", "--ssl-keyfile", "--ssl-certfile")
     for f in _IGNORED_VALUE_FLAGS + _IGNORED_BOOL_FLAGS:
         v = getattr(args, f[2:].replace("-", "_"))
         if v is not None and f not in used:
@@ -1450,6 +1457,22 @@ def main(argv=None, form="serve"):
     vlog("INFO", W, "Starting vLLM API server on http://%s:%d" % (host_disp, args.port))
     vlog("INFO", W, "Available routes are: /health, /ping, /version, /metrics, /v1/models, "
                     "/v1/completions, /v1/chat/completions")
+    scheme = "http"
+    if args.ssl_certfile or args.ssl_keyfile:
+        # HTTPS like vLLM's --ssl-certfile/--ssl-keyfile (uvicorn). The TLS handshake runs in
+        # the connection's own thread, so a slow client cannot stall the accept loop.
+        if not (args.ssl_certfile and args.ssl_keyfile):
+            ulog("ERROR", "--ssl-certfile and --ssl-keyfile go together", stream=sys.stderr)
+            return 1
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            ctx.load_cert_chain(args.ssl_certfile, args.ssl_keyfile)
+        except (OSError, ssl.SSLError) as e:
+            ulog("ERROR", "cannot load the TLS certificate or key: %s" % e, stream=sys.stderr)
+            return 1
+        httpd.ssl_context = ctx
+        scheme = "https"
     try:
         httpd.server_activate()
     except OSError as e:
@@ -1459,7 +1482,7 @@ def main(argv=None, form="serve"):
     ulog("INFO", "Started server process [%d]" % pid)
     ulog("INFO", "Waiting for application startup.")
     ulog("INFO", "Application startup complete.")
-    ulog("INFO", "Uvicorn running on http://%s:%d (Press CTRL+C to quit)" % (host_disp, args.port))
+    ulog("INFO", "Uvicorn running on %s://%s:%d (Press CTRL+C to quit)" % (scheme, host_disp, args.port))
 
     server_thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                      daemon=True, name="http")
