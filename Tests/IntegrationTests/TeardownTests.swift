@@ -66,7 +66,7 @@ extension LocalCluster {
         }
 
         func teardown(_ host: any ClusterHost = LocalHost()) -> Teardown {
-            Teardown(context: context(host), profile: profile, user: Ownership.currentUser())
+            Teardown(context: context(host), profile: profile, user: LocalHost.currentUser())
         }
 
         /// Runs `body`, then cancels every job this suite recorded or submitted by hand, pass

@@ -84,7 +84,7 @@ func record(
     }
 
     @Test func theCurrentUserIsKnown() {
-        #expect(!Ownership.currentUser().isEmpty)
+        #expect(!LocalHost.currentUser().isEmpty)
     }
 }
 

@@ -95,7 +95,10 @@ public struct LocalHost: ClusterHost {
         FileManager.default.homeDirectoryForCurrentUser.path
     }
 
-    public func userName() async throws -> String {
+    public func userName() async throws -> String { Self.currentUser() }
+
+    /// The user this process runs as (`getpwuid(geteuid())`).
+    public static func currentUser() -> String {
         if let pw = getpwuid(geteuid()), let name = pw.pointee.pw_name { return String(cString: name) }
         return String(geteuid())
     }

@@ -13,12 +13,6 @@ public struct Ownership: Sendable, Equatable {
 
     public init(user: String) { self.user = user }
 
-    /// The user vllmctl runs as on this machine (`getpwuid(geteuid())`).
-    public static func currentUser() -> String {
-        if let entry = getpwuid(geteuid()), let name = entry.pointee.pw_name { return String(cString: name) }
-        return String(geteuid())
-    }
-
     public func isOurs(_ job: JobSnapshot) -> Bool {
         !user.isEmpty && job.user == user && job.name.hasPrefix(DeployPlan.jobNamePrefix)
     }
