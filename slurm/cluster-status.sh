@@ -13,7 +13,7 @@ echo "vllmctl local cluster ($STATE)"
 echo "daemons:"
 for d in "munged:$MUNGE_PID" "mariadbd:$MYSQL_PID" "slurmdbd:$SLURMDBD_PID" \
     "slurmctld:$SLURMCTLD_PID" "slurmd:$SLURMD_PID" \
-    "sshd:$SSHD_PID:$SSH_PORT" "sshd:$SSHD_LEGACY_PID:$SSH_LEGACY_PORT"; do
+    "sshd:$SSHD_PID:$SSH_PORT" "sshd:$SSHD_LEGACY_PID:$SSH_LEGACY_PORT" "sshd:$SSHD_KBD_PID:$SSH_KBD_PORT"; do
     IFS=: read -r comm pidfile port <<<"$d"
     label=$comm
     [[ -n $port ]] && label="$comm :$port"
@@ -59,6 +59,12 @@ for alias in "$SSH_ALIAS" "$SSH_LEGACY_ALIAS"; do
         down=1
     fi
 done
+if [[ -f $SSH_CONFIG ]] && ssh_kbd true >/dev/null 2>&1; then
+    row "$SSH_KBD_ALIAS" "reachable (keyboard-interactive, password in $KBD_PASSWORD_FILE)"
+else
+    row "$SSH_KBD_ALIAS" "NOT REACHABLE"
+    down=1
+fi
 
 if ((down)); then
     echo "status: DOWN (start it with: $SLURM_DIR/cluster-up.sh)"

@@ -8,6 +8,7 @@ PACKAGES=(
     munge
     mariadb-server
     openssh-server openssh-client
+    libpam-modules passwd
     libcurl4-openssl-dev libssh2-1-dev pkg-config
     curl python3 iproute2 openssl
 )

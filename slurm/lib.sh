@@ -35,6 +35,9 @@ state_paths() {
     SLURMD_PID="$RUN_DIR/slurmd.pid"
     SSHD_PID="$SSH_DIR/sshd-$SSH_PORT.pid"
     SSHD_LEGACY_PID="$SSH_DIR/sshd-$SSH_LEGACY_PORT.pid"
+    SSHD_KBD_PID="$SSH_DIR/sshd-$SSH_KBD_PORT.pid"
+    KBD_PASSWORD_FILE="$SSH_DIR/kbd-password.txt"
+    KBD_ASKPASS="$SSH_DIR/kbd-askpass.sh"
 }
 
 # --- fixed cluster parameters -------------------------------------------------
@@ -52,6 +55,10 @@ SSH_PORT=2222
 SSH_LEGACY_PORT=2223
 SSH_ALIAS=vllmctl-local
 SSH_LEGACY_ALIAS=vllmctl-local-legacy
+# Third sshd: PAM keyboard-interactive only (a password prompt), for one local user.
+SSH_KBD_PORT=2224
+SSH_KBD_ALIAS=vllmctl-local-kbd
+SSH_KBD_USER=vllmctl-kbd
 
 state_paths "$STATE"
 SSH_CONFIG="$SSH_DIR/ssh_config"
@@ -169,6 +176,14 @@ ssh_local() {
     ssh -n -F "$SSH_CONFIG" -o BatchMode=yes -o ConnectTimeout=5 "$@"
 }
 
+# ssh_kbd CMD...: run CMD as $SSH_KBD_USER through the keyboard-interactive sshd. ssh's
+# prompts (only PAM's "Password: " there) are answered from kbd-password.txt by the askpass
+# helper cluster-up.sh writes (SSH_ASKPASS_REQUIRE=force, OpenSSH 8.4+): no terminal needed.
+ssh_kbd() {
+    SSH_ASKPASS=$KBD_ASKPASS SSH_ASKPASS_REQUIRE=force DISPLAY=${DISPLAY:-:0} \
+        ssh -n -F "$SSH_CONFIG" -o ConnectTimeout=5 -o NumberOfPasswordPrompts=1 "$SSH_KBD_ALIAS" "$@"
+}
+
 # --- stopping ------------------------------------------------------------------
 # pids_of_state COMM NEEDLE: pids of processes named COMM whose command line (args
 # joined by spaces, with a trailing space) or open files contain NEEDLE (usually a
@@ -230,6 +245,7 @@ stop_cluster() {
     stop_daemon mariadbd "$MYSQL_PID" mariadbd "$dir/" 60
     stop_daemon "sshd :$SSH_PORT" "$SSHD_PID" sshd "-f $SSH_DIR/sshd_config " 10
     stop_daemon "sshd :$SSH_LEGACY_PORT" "$SSHD_LEGACY_PID" sshd "-f $SSH_DIR/sshd_config_legacy " 10
+    stop_daemon "sshd :$SSH_KBD_PORT" "$SSHD_KBD_PID" sshd "-f $SSH_DIR/sshd_config_kbd " 10
     stop_daemon munged "$MUNGE_PID" munged "$dir/" 10
     state_paths "$STATE"
 }

@@ -60,6 +60,12 @@ struct DeployCommand: AsyncParsableCommand {
     @Flag(help: "Print the rendered script and submit nothing.") var dryRun = false
     @Flag(help: "Return after submission.") var noWait = false
     @Flag(help: "Print one JSON object.") var json = false
+    @Flag(
+        help:
+            "Once ready, open a background tunnel (`vllmctl tunnel --background`) to it on --tunnel-port; needs a profile with ssh_host."
+    )
+    var tunnel = false
+    @Option(help: "The local port for --tunnel (0: any free port).") var tunnelPort: Int = 8000
 
     func validate() throws {
         if let gpuRequest, GPURequestStyle(rawValue: gpuRequest) == nil {
@@ -67,6 +73,9 @@ struct DeployCommand: AsyncParsableCommand {
         }
         if let timeout, timeout <= 0 {
             throw ValidationError("--timeout must be a positive number of seconds.")
+        }
+        if tunnel && (noWait || dryRun) {
+            throw ValidationError("--tunnel waits for the server to be ready; drop --no-wait/--dry-run.")
         }
     }
 
@@ -106,6 +115,11 @@ struct DeployCommand: AsyncParsableCommand {
 
     func run() async throws {
         let env = try CLIEnvironment(options: cluster)
+        if tunnel && env.profile.sshHost == nil {
+            throw ValidationError(
+                "--tunnel needs a profile with ssh_host; `\(env.profile.name)` runs on the cluster, where the server's URL works directly."
+            )
+        }
         var key: APIKey? = nil
         if let apiKeyFile {
             guard let text = try? String(contentsOfFile: apiKeyFile, encoding: .utf8) else {
@@ -138,8 +152,26 @@ struct DeployCommand: AsyncParsableCommand {
             return
         }
         guard let record = outcome.record else { return }
+        var tunnelRecord: TunnelRecord?
+        if tunnel, outcome.connection != nil {
+            do {
+                tunnelRecord = try await TunnelCommand.startInBackground(
+                    env: env, options: cluster, deployment: record.jobID, localPort: tunnelPort,
+                    bind: "127.0.0.1")
+            } catch {
+                terminal.note(
+                    "The deployment is ready, but its tunnel did not open: \(error)\nRetry with `vllmctl tunnel \(record.name) --background`."
+                )
+                if json {
+                    terminal.print(try DeployReport(record: record, connection: outcome.connection).json())
+                }
+                throw ExitCode(1)
+            }
+        }
         if json {
-            terminal.print(try DeployReport(record: record, connection: outcome.connection).json())
+            var report = DeployReport(record: record, connection: outcome.connection)
+            report.tunnelURL = tunnelRecord?.baseURL
+            terminal.print(try report.json())
             return
         }
         guard let connection = outcome.connection else {
@@ -156,6 +188,13 @@ struct DeployCommand: AsyncParsableCommand {
             \(connection.curlCommand)
             Connection info: \(record.infoFile)
             """)
+        if let tunnelRecord {
+            terminal.print(
+                """
+                Tunnel: \(tunnelRecord.baseURL) → \(tunnelRecord.target) (background, pid \(tunnelRecord.pid); `vllmctl teardown \(record.name)` closes it)
+                export OPENAI_BASE_URL=\(tunnelRecord.baseURL) OPENAI_API_KEY=\(connection.apiKey)
+                """)
+        }
     }
 }
 
@@ -171,6 +210,7 @@ struct DeployReport: Encodable {
     var node: String?
     var infoFile: String
     var state: String
+    var tunnelURL: String?
 
     init(record: DeploymentRecord, connection: ConnectionInfo?) {
         jobID = record.jobID
@@ -188,6 +228,7 @@ struct DeployReport: Encodable {
     enum CodingKeys: String, CodingKey {
         case jobID = "job_id", name, cluster, url, apiKey = "api_key", model
         case servedModelName = "served_model_name", node, infoFile = "info_file", state
+        case tunnelURL = "tunnel_url"
     }
 
     func json() throws -> String {

@@ -168,9 +168,11 @@ struct QueryCommand: AsyncParsableCommand {
                     hint: "Deploy again with `vllmctl deploy`; `vllmctl status --all` lists your deployments."
                 )
             }
-            // The direct URL. Once tunnels exist (`vllmctl tunnel`), an open tunnel for this job
-            // is to be preferred here: its local URL, the same key.
-            var url = record.serverURL
+            // An open tunnel to this job is preferred: from a laptop the node is out of reach.
+            let tunnel = TunnelStore(records: cli.context.records).open(
+                cluster: cli.profile.name, jobID: resolved.jobID
+            ).first
+            var url = tunnel.map { String($0.baseURL.dropLast("/v1".count)) } ?? record.serverURL
             if ssl, url.hasPrefix("http://") { url = "https://" + url.dropFirst("http://".count) }
             return try QueryServer(
                 url: url, apiKey: apiKey ?? record.apiKey, caCertificate: cacert,

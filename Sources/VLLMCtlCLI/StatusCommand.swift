@@ -81,7 +81,16 @@ struct StatusCommand: AsyncParsableCommand {
         lines.append("Directory:   " + resolved.deployDir)
         lines.append("Info file:   " + resolved.infoFile)
         lines.append("Logs:        " + resolved.stdoutPath + "\n             " + resolved.stderrPath)
-        lines.append("Tunnel:      none open")
+        let tunnels = TunnelStore(records: env.context.records).open(
+            cluster: env.profile.name, jobID: resolved.jobID)
+        if tunnels.isEmpty {
+            lines.append("Tunnel:      none open (`vllmctl tunnel \(resolved.name)` opens one)")
+        }
+        for tunnel in tunnels {
+            lines.append(
+                "Tunnel:      \(tunnel.baseURL) → \(tunnel.target) (pid \(tunnel.pid)\(tunnel.background ? ", background" : ""))"
+            )
+        }
         if let server {
             lines.append(
                 "Server:      vLLM \(server.version ?? "?")"

@@ -9,7 +9,8 @@ public struct VLLMCtlCommand: AsyncParsableCommand {
         version: VLLMCtl.version,
         subcommands: [
             DeployCommand.self, StatusCommand.self, InfoCommand.self, QueryCommand.self, LogsCommand.self,
-            MetricsCommand.self, TeardownCommand.self, TemplatesCommand.self, ConfigCommand.self,
+            MetricsCommand.self, TunnelCommand.self, TeardownCommand.self, TemplatesCommand.self,
+            ConfigCommand.self,
         ])
 
     public init() {}

@@ -3,7 +3,8 @@ import Testing
 
 @testable import VLLMCtlKit
 
-/// The loopback sshds of the local cluster: 2222 (OpenSSH defaults) and 2223 (also ssh-rsa).
+/// The loopback sshds of the local cluster: 2222 (OpenSSH defaults), 2223 (also ssh-rsa) and
+/// 2224 (keyboard-interactive through PAM only, for `vllmctl-kbd`).
 enum LocalSSH {
     static let dir = repoRoot + "/.cluster/ssh"
     static let knownHosts = dir + "/known_hosts"
@@ -19,6 +20,25 @@ enum LocalSSH {
             displayName: "test-\(port)", host: "127.0.0.1", port: port, user: user,
             identityFiles: keys.map { dir + "/" + $0 }, identitiesOnly: true, knownHostsFiles: knownHosts,
             hostKeyPolicy: policy, connectTimeout: 10, agentSocket: agent, passphrase: passphrase)
+    }
+
+    static let kbdPort = 2224
+    static let kbdUser = "vllmctl-kbd"
+
+    /// The password PAM asks `vllmctl-kbd` for (made by cluster-up.sh).
+    static func kbdPassword() throws -> String {
+        try String(contentsOfFile: dir + "/kbd-password.txt", encoding: .utf8)
+            .trimmingCharacters(in: .newlines)
+    }
+
+    /// Options for the keyboard-interactive sshd: no keys, no agent, only `answer`.
+    static func kbdOptions(
+        answer: (@Sendable (String, [(String, Bool)]) -> [String]?)?
+    ) -> SSHConnectOptions {
+        SSHConnectOptions(
+            displayName: "test-\(kbdPort)", host: "127.0.0.1", port: kbdPort, user: kbdUser,
+            identityFiles: [], identitiesOnly: true, knownHostsFiles: [knownHosts], connectTimeout: 10,
+            keyboardInteractive: answer)
     }
 
     /// The host's public key line for `type` (`ssh-ed25519 AAAA…`).
@@ -113,6 +133,64 @@ func thrownText(_ body: () async throws -> some Any) async -> String? {
     @Test func noUsableKeySaysWhatWasTried() async throws {
         let text = await thrownText { try await LocalSSH.connect(LocalSSH.options(keys: ["does-not-exist"])) }
         #expect(text?.contains("authentication as") == true, "\(text ?? "no error")")
+    }
+
+    // MARK: keyboard-interactive
+
+    @Test func keyboardInteractiveAnswersThePasswordPrompt() async throws {
+        let password = try LocalSSH.kbdPassword()
+        let asked = PromptLog()
+        let options = LocalSSH.kbdOptions { instruction, prompts in
+            asked.append(instruction, prompts)
+            return prompts.map { _ in password }
+        }
+        #expect(try await LocalSSH.connect(options) == LocalSSH.kbdUser)
+        // One round with one question: PAM's password prompt, not echoed. (sshd ends with a
+        // round of no questions, which is answered without asking.)
+        let rounds = asked.rounds
+        #expect(rounds.count == 1, "\(rounds)")
+        #expect(rounds.first?.prompts.count == 1, "\(rounds)")
+        let prompt = try #require(rounds.first?.prompts.first)
+        #expect(prompt.0.contains("Password"), "\(prompt.0)")
+        #expect(prompt.1 == false, "the password prompt must not echo")
+    }
+
+    @Test func keyboardInteractiveWithAWrongPasswordFails() async throws {
+        let password = try LocalSSH.kbdPassword()
+        let asked = PromptLog()
+        let options = LocalSSH.kbdOptions { instruction, prompts in
+            asked.append(instruction, prompts)
+            return prompts.map { _ in "not-" + password }
+        }
+        let text = await thrownText { try await LocalSSH.connect(options) }
+        #expect(text?.contains("authentication as `vllmctl-kbd` failed") == true, "\(text ?? "no error")")
+        #expect(text?.contains("keyboard-interactive (refused)") == true, "\(text ?? "no error")")
+        #expect(!asked.rounds.isEmpty)
+    }
+
+    @Test func keyboardInteractiveWithoutAResponderSaysWhatTheServerWants() async throws {
+        let error = await #expect(throws: SSHError.self) {
+            try await LocalSSH.connect(LocalSSH.kbdOptions(answer: nil))
+        }
+        let text = error.map { "\($0)" }
+        #expect(text?.contains("authentication as `vllmctl-kbd` failed") == true, "\(text ?? "no error")")
+        #expect(
+            text?.contains("keyboard-interactive (no terminal to answer its prompts)") == true,
+            "\(text ?? "no error")")
+        #expect(text?.contains("the server accepts: keyboard-interactive") == true, "\(text ?? "no error")")
+        #expect(text?.contains("run vllmctl on a terminal") == true, "\(text ?? "no error")")
+    }
+
+    @Test func keyboardInteractiveThroughTheSSHConfigAlias() async throws {
+        let password = try LocalSSH.kbdPassword()
+        let host = try RemoteHost(
+            alias: "vllmctl-local-kbd", configPath: LocalSSH.config,
+            environment: ProcessInfo.processInfo.environment.filter { $0.key != "SSH_AUTH_SOCK" },
+            acceptNewHostKey: false, keyboardInteractive: { _, prompts in prompts.map { _ in password } })
+        #expect(host.options.port == LocalSSH.kbdPort)
+        #expect(host.options.user == LocalSSH.kbdUser)
+        #expect(try await host.userName() == LocalSSH.kbdUser)
+        #expect(try await host.homeDirectory() == "/home/" + LocalSSH.kbdUser)
     }
 
     // MARK: known_hosts
@@ -345,6 +423,16 @@ func renderedClusterConfig() throws -> String {
     let path = try temporaryDirectory() + "/vllmctl.yaml"
     try text.write(toFile: path, atomically: true, encoding: .utf8)
     return path
+}
+
+/// The keyboard-interactive rounds a responder was asked: instruction and (prompt, echo).
+final class PromptLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var asked: [(instruction: String, prompts: [(String, Bool)])] = []
+    func append(_ instruction: String, _ prompts: [(String, Bool)]) {
+        lock.withLock { asked.append((instruction, prompts)) }
+    }
+    var rounds: [(instruction: String, prompts: [(String, Bool)])] { lock.withLock { asked } }
 }
 
 final class PromptCounter: @unchecked Sendable {

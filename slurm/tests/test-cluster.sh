@@ -25,7 +25,8 @@ mkdir -p "$WORK"
 daemon_pids() {
     local out="" d
     for d in "munged:$MUNGE_PID" "mariadbd:$MYSQL_PID" "slurmdbd:$SLURMDBD_PID" \
-        "slurmctld:$SLURMCTLD_PID" "slurmd:$SLURMD_PID" "sshd:$SSHD_PID" "sshd:$SSHD_LEGACY_PID"; do
+        "slurmctld:$SLURMCTLD_PID" "slurmd:$SLURMD_PID" "sshd:$SSHD_PID" "sshd:$SSHD_LEGACY_PID" \
+        "sshd:$SSHD_KBD_PID"; do
         out+="${d%%:*}=$(pid_of "${d#*:}" "${d%%:*}" ||
             { [[ $d == munged:* ]] && pgrep -x munged | head -n1; } || echo none) "
     done
@@ -136,6 +137,22 @@ check "port $SSH_PORT rejects ssh-rsa (SHA-1) signatures" rejects_sha1
 check "port $SSH_LEGACY_PORT accepts ssh-rsa (SHA-1) signatures and host key" \
     ssh_key id_rsa "$SSH_LEGACY_PORT" -o PubkeyAcceptedAlgorithms=ssh-rsa -o HostKeyAlgorithms=ssh-rsa
 check "ssh -F .cluster/ssh/ssh_config $SSH_LEGACY_ALIAS works" ssh_local "$SSH_LEGACY_ALIAS" true
+# The keyboard-interactive sshd: refuses publickey (id_ed25519 is in the AuthorizedKeysFile
+# all three sshds share), and the password in kbd-password.txt works (PAM's prompt answered
+# by the askpass helper).
+kbd_refuses_keys() {
+    local out
+    out=$(ssh -F /dev/null -o BatchMode=yes -o ConnectTimeout=5 -o IdentitiesOnly=yes \
+        -o UserKnownHostsFile="$SSH_DIR/known_hosts" -o GlobalKnownHostsFile=/dev/null \
+        -o StrictHostKeyChecking=yes -i "$SSH_DIR/id_ed25519" -p "$SSH_KBD_PORT" \
+        "$SSH_KBD_USER@127.0.0.1" true 2>&1 </dev/null) && return 1
+    [[ $out == *"Permission denied (keyboard-interactive)"* ]] || { echo "# $out"; return 1; }
+}
+check "port $SSH_KBD_PORT refuses publickey and offers only keyboard-interactive" kbd_refuses_keys
+kbd_password_login() { [[ $(ssh_kbd id -un 2>/dev/null) == "$SSH_KBD_USER" ]]; }
+check "ssh -F .cluster/ssh/ssh_config $SSH_KBD_ALIAS works with kbd-password.txt" kbd_password_login
+kbd_password_mode() { [[ $(stat -c %a "$KBD_PASSWORD_FILE") == 600 ]]; }
+check "kbd-password.txt is 0600" kbd_password_mode
 check "id_ed25519_enc opens with passphrase.txt" \
     bash -c "ssh-keygen -y -P \"\$(cat '$SSH_DIR/passphrase.txt')\" -f '$SSH_DIR/id_ed25519_enc' >/dev/null 2>&1"
 

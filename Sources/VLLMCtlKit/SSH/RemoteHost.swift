@@ -51,6 +51,14 @@ public final class RemoteHost: ClusterHost, @unchecked Sendable {
         return try await task.value
     }
 
+    /// Hands the session over to a long-lived user (a tunnel), which drives it from its own
+    /// thread. This host forgets it: should it be used again, it connects anew.
+    public func detachSession() async throws -> SSHSession {
+        let session = try await session()
+        lock.withLock { connecting = nil }
+        return session
+    }
+
     public func run(_ argv: [String], input: String?, timeout: Duration) async throws -> CommandResult {
         guard !argv.isEmpty else {
             throw VLLMCtlError.invalidInput("An empty command was given", hint: "This is a bug in vllmctl.")

@@ -258,6 +258,32 @@ public final class SSHSession: @unchecked Sendable {
 
     // MARK: errors
 
+    // MARK: for long-lived users (the tunnel)
+
+    /// Monotonic nanoseconds when bytes last arrived from the server, once `trackReceives()`
+    /// was called. Read only by whoever drives the session.
+    var lastReceived: UInt64 { box.lastReceived }
+
+    /// Stamps `lastReceived` from now on: libssh2 reads the socket through `stampingRecv`.
+    func trackReceives() {
+        box.lastReceived = PortForwarder.now()
+        _ = libssh2_session_callback_set(
+            raw, LIBSSH2_CALLBACK_RECV, unsafeBitCast(stampingRecv, to: UnsafeMutableRawPointer.self))
+    }
+
+    /// Shuts the socket down so that the release of a dead session cannot wait on it.
+    func shutdownSocket() {
+        _ = Glibc.shutdown(socket, Int32(SHUT_RDWR))
+    }
+
+    /// Says goodbye without waiting for the server's answers (closing open channels one by
+    /// one would take a round trip each), then shuts the socket.
+    func closeQuickly() {
+        libssh2_session_set_blocking(raw, 0)
+        _ = libssh2_session_disconnect_ex(raw, SSH_DISCONNECT_BY_APPLICATION, "bye", "")
+        shutdownSocket()
+    }
+
     /// libssh2's last error message for this session.
     var lastError: (code: Int32, message: String) {
         var message: UnsafeMutablePointer<CChar>?
@@ -471,11 +497,15 @@ public final class SSHSession: @unchecked Sendable {
             }
         }
 
-        if methods.contains("keyboard-interactive"), box.keyboardInteractive != nil {
-            let rc = libssh2_userauth_keyboard_interactive_ex(
-                raw, user, UInt32(user.utf8.count), keyboardInteractiveCallback)
-            if rc == 0 { return }
-            tried.append("keyboard-interactive (refused)")
+        if methods.contains("keyboard-interactive") {
+            if box.keyboardInteractive == nil {
+                tried.append("keyboard-interactive (no terminal to answer its prompts)")
+            } else {
+                let rc = libssh2_userauth_keyboard_interactive_ex(
+                    raw, user, UInt32(user.utf8.count), keyboardInteractiveCallback)
+                if rc == 0 { return }
+                tried.append("keyboard-interactive (refused)")
+            }
         }
 
         if rsaFailed {
@@ -494,8 +524,9 @@ public final class SSHSession: @unchecked Sendable {
             host: options.place,
             message:
                 "authentication as `\(user)` failed (\(triedText); the server accepts: \(methods.sorted().joined(separator: ", ")))",
-            hint:
-                "Check User and IdentityFile in your ssh_config and that the public key is in ~/.ssh/authorized_keys on the cluster; an ssh-agent (SSH_AUTH_SOCK) is tried first"
+            hint: methods.contains("publickey") || !methods.contains("keyboard-interactive")
+                ? "Check User and IdentityFile in your ssh_config and that the public key is in ~/.ssh/authorized_keys on the cluster; an ssh-agent (SSH_AUTH_SOCK) is tried first"
+                : "This server asks questions (password, one-time code) instead of taking keys: run vllmctl on a terminal and answer them correctly, and check User in your ssh_config"
         )
     }
 
@@ -529,6 +560,8 @@ public final class SSHSession: @unchecked Sendable {
 /// What libssh2's C callbacks need, reached through the session's abstract pointer.
 final class CallbackBox: @unchecked Sendable {
     let keyboardInteractive: (@Sendable (String, [(String, Bool)]) -> [String]?)?
+    /// See `SSHSession.lastReceived`.
+    var lastReceived: UInt64 = 0
     init(keyboardInteractive: (@Sendable (String, [(String, Bool)]) -> [String]?)?) {
         self.keyboardInteractive = keyboardInteractive
     }
@@ -564,6 +597,21 @@ private let keyboardInteractiveCallback:
             responses[i].length = UInt32(answers[i].utf8.count)
         }
     }
+
+/// libssh2's socket reader (`recv`, errors as negative errno) that also notes when bytes arrived.
+private let stampingRecv:
+    @convention(c) (
+        Int32, UnsafeMutableRawPointer?, Int, Int32, UnsafeMutablePointer<UnsafeMutableRawPointer?>?
+    )
+        -> Int = { fd, buffer, length, flags, abstract in
+            let n = recv(fd, buffer, length, flags)
+            if n < 0 { return -Int(errno == ENOENT ? EAGAIN : errno) }
+            if n > 0, let abstract, let pointer = abstract.pointee {
+                Unmanaged<CallbackBox>.fromOpaque(pointer).takeUnretainedValue().lastReceived =
+                    PortForwarder.now()
+            }
+            return n
+        }
 
 /// The public parts of an OpenSSH private key file: its type and whether it is encrypted.
 struct PrivateKeyInfo {

@@ -19,6 +19,12 @@ public struct ResolvedDeployment: Sendable {
     /// The job's connection file, or an error saying why there is none yet and what to do.
     public func requireConnection() throws -> ConnectionRecord {
         if let connection { return connection }
+        if job.map({ $0.state.isFinal }) ?? (record?.phase == .ended) {
+            let how = job.map { " (\($0.state.rawValue))" } ?? ""
+            throw VLLMCtlError.invalidInput(
+                "Job \(jobID) (\(name)) has ended\(how), so its server no longer answers",
+                hint: "Deploy again with `vllmctl deploy`; `vllmctl status --all` lists your deployments.")
+        }
         let state =
             job.map { $0.state.rawValue + ($0.reason == "None" ? "" : " (\($0.reason))") } ?? "unknown"
         throw VLLMCtlError.invalidInput(
@@ -54,7 +60,11 @@ public struct DeploymentResolver: Sendable {
         let jobs = try await StatusBuilder(context: context, cluster: cluster).scheduledJobs(
             user: user, includeEnded: true)
         let tag = DeployPlan.jobNamePrefix + idOrName
-        guard let job = jobs.first(where: { $0.jobID == idOrName }) ?? jobs.last(where: { $0.name == tag })
+        // A name may have been used before: the live job wins, else the newest.
+        let named = jobs.filter { $0.name == tag }
+        guard
+            let job = jobs.first(where: { $0.jobID == idOrName }) ?? named.last(where: { !$0.state.isFinal })
+                ?? named.max(by: { (Int($0.jobID) ?? 0) < (Int($1.jobID) ?? 0) })
         else {
             throw VLLMCtlError.notFound(
                 what: "deployment", name: idOrName,

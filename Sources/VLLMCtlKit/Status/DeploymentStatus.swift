@@ -34,6 +34,8 @@ public struct DeploymentStatus: Sendable, Equatable, Codable {
     public var infoFile: String?
     /// vllmctl on this machine has a record of it (deployed from here).
     public var recorded: Bool
+    /// The OpenAI base URL of a `vllmctl tunnel` open to it from this machine.
+    public var tunnelURL: String? = nil
 
     enum CodingKeys: String, CodingKey {
         case name
@@ -48,6 +50,7 @@ public struct DeploymentStatus: Sendable, Equatable, Codable {
         case deployDir = "deploy_dir"
         case infoFile = "info_file"
         case recorded
+        case tunnelURL = "tunnel_url"
     }
 
     public static let lowWalltimeSeconds = 600

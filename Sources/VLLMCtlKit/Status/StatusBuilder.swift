@@ -57,6 +57,12 @@ public struct StatusBuilder: Sendable {
                 rows.append(row(record: record, user: user))
             }
         }
+        // From a laptop the node's URL is out of reach; an open tunnel is not, so health goes
+        // through it.
+        let tunnels = TunnelStore(records: context.records).open(cluster: cluster)
+        for i in rows.indices {
+            rows[i].tunnelURL = tunnels.first { $0.jobID == rows[i].jobID }?.baseURL
+        }
         rows = await checkHealth(rows)
         return rows.sorted { (Int($0.jobID) ?? 0) < (Int($1.jobID) ?? 0) }
     }
@@ -101,7 +107,9 @@ public struct StatusBuilder: Sendable {
         let timeout = healthTimeout
         return await withTaskGroup(of: (Int, DeploymentStatus.Health, String?).self) { group in
             for (i, row) in rows.enumerated() where row.state == JobState.running.rawValue {
-                guard let url = row.url else { continue }
+                guard let url = row.tunnelURL.map({ String($0.dropLast("/v1".count)) }) ?? row.url else {
+                    continue
+                }
                 group.addTask {
                     do {
                         let r = try await http.send(
@@ -151,6 +159,11 @@ public enum StatusTable {
             }
             .joined(separator: "  ")
         }.joined(separator: "\n")
+        let tunneled = rows.filter { $0.tunnelURL != nil }
+        if !tunneled.isEmpty {
+            text +=
+                "\nTunnels: " + tunneled.map { "\($0.name) → \($0.tunnelURL ?? "")" }.joined(separator: ", ")
+        }
         if rows.contains(where: \.walltimeLow) {
             text += "\n! less than 10 minutes of walltime left: deploy a replacement now."
         }

@@ -277,6 +277,11 @@ public struct Teardown: Sendable {
             done.append(
                 "it has no local record, so its connection files (if any) stay in its deployment directory")
         }
+        let tunnels = TunnelStore(records: context.records)
+        for tunnel in tunnels.open(cluster: profile.name, jobID: action.jobID) {
+            tunnels.close(tunnel)
+            done.append("closed the tunnel \(tunnel.baseURL) (pid \(tunnel.pid))")
+        }
         do {
             let marked = try await context.records.withLock(cluster: profile.name) { () -> Bool in
                 try marks.remove(action.jobID)
