@@ -2,7 +2,8 @@
 # shellcheck source-path=SCRIPTDIR
 # Bring up a single-node Slurm cluster on 127.0.0.1 (slurmctld, slurmd, slurmdbd +
 # MariaDB, munge) and three loopback sshds (2222: OpenSSH defaults, 2223: legacy
-# ssh-rsa allowed, 2224: PAM keyboard-interactive only, for the user vllmctl-kbd).
+# ssh-rsa allowed, 2224: PAM keyboard-interactive only, for the user vllmctl-kbd, no TCP
+# forwarding).
 # Idempotent: a rerun on a healthy cluster changes nothing.
 #
 # Slurm config goes to /etc/slurm; every other piece of state lives in
@@ -290,11 +291,13 @@ write_sshd_config "$SSH_PORT" "$SSHD_PID"
 write_sshd_config "$SSH_LEGACY_PORT" "$SSHD_LEGACY_PID" \
     "PubkeyAcceptedAlgorithms +ssh-rsa" "HostKeyAlgorithms +ssh-rsa"
 # Keyboard-interactive through PAM (/etc/pam.d/sshd: pam_unix asks "Password: ") and
-# nothing else, only for the test user.
+# nothing else, only for the test user. A locked-down login node: no TCP forwarding, so a
+# tunnel through it meets "administratively prohibited".
 write_sshd_config "$SSH_KBD_PORT" "$SSHD_KBD_PID" \
     "PermitRootLogin no" "PubkeyAuthentication no" "PasswordAuthentication no" \
     "KbdInteractiveAuthentication yes" "UsePAM yes" \
-    "AuthenticationMethods keyboard-interactive" "AllowUsers $SSH_KBD_USER"
+    "AuthenticationMethods keyboard-interactive" "AllowUsers $SSH_KBD_USER" \
+    "AllowTcpForwarding no"
 SSHD_CHANGED_MAIN=0
 SSHD_CHANGED_LEGACY=0
 SSHD_CHANGED_KBD=0

@@ -19,7 +19,12 @@ struct TunnelCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var cluster: ClusterOptions
-    @Argument(help: "A job id or deployment name.") var deployment: String
+    @Argument(help: "A job id or deployment name.") var deployment: String?
+    @Option(
+        help: ArgumentHelp(
+            "Forward to HOST:PORT as the login node sees it, instead of a deployment (plain TCP, no /health check).",
+            valueName: "host:port"))
+    var to: String?
     @Option(help: "The local port to listen on (0: any free port).") var localPort: Int = 8000
     @Option(help: "The local address to listen on (0.0.0.0 lets other machines in).") var bind = "127.0.0.1"
     @Flag(help: "Keep the tunnel open in the background after this command returns.") var background = false
@@ -27,8 +32,22 @@ struct TunnelCommand: AsyncParsableCommand {
     @Flag(help: .hidden) var detachedChild = false
     @Option(help: .hidden) var logFile: String?
 
+    func validate() throws {
+        if (deployment == nil) == (to == nil) {
+            throw ValidationError("Name a deployment (JOB|NAME), or give --to HOST:PORT.")
+        }
+        if to != nil && (background || close) {
+            throw ValidationError(
+                "--to runs in the foreground only; --background and --close take a deployment.")
+        }
+    }
+
     func run() async throws {
         let env = try CLIEnvironment(options: cluster)
+        guard let deployment else {
+            try await forwardPlain(env, to: to ?? "")
+            return
+        }
         let store = TunnelStore(records: env.context.records)
         if close {
             let open = store.open(cluster: env.profile.name).filter {
@@ -59,11 +78,52 @@ struct TunnelCommand: AsyncParsableCommand {
             )
             return
         }
-        try await runHere(env, store: store)
+        try await runHere(env, store: store, deployment: deployment)
+    }
+
+    /// `--to HOST:PORT`: a plain forward, as `ssh -N -L PORT:HOST:PORT`.
+    func forwardPlain(_ env: CLIEnvironment, to target: String) async throws {
+        guard let colon = target.lastIndex(of: ":"), let port = Int(target[target.index(after: colon)...]),
+            (1...65535).contains(port), colon != target.startIndex
+        else { throw ValidationError("--to takes HOST:PORT, e.g. --to gpu017:8000.") }
+        let host = String(target[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        let listener = try LocalListener.bind(address: bind, port: localPort)
+        guard let remote = env.context.host as? RemoteHost else {
+            throw ValidationError("The profile `\(env.profile.name)` has no ssh_host: a tunnel needs one.")
+        }
+        let terminal = env.context.terminal
+        let tunnel = try Tunnel(
+            session: try await remote.detachSession(), listener: listener, targetHost: host, targetPort: port,
+            onEvent: { terminal.note(Self.describe($0, target: target)) })
+        terminal.print("Forwarding \(tunnel.baseURL) → \(target) via \(tunnel.via)")
+        await Self.holdUntilSignal(tunnel) {}
+    }
+
+    /// Keeps `tunnel` open until SIGINT, SIGTERM or SIGHUP, then closes it (within 2 s).
+    static func holdUntilSignal(_ tunnel: Tunnel, onExit: @escaping @Sendable () -> Void) async {
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGHUP, SIG_IGN)
+        let sources = [SIGINT, SIGTERM, SIGHUP].map { (sig: Int32) -> any DispatchSourceSignal in
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                tunnel.requestStop()
+                // Everything closes well within 2 s; should a reconnect attempt hold the loop,
+                // leaving the process closes the sockets all the same.
+                DispatchQueue.global().asyncAfter(deadline: .now() + 1.5) {
+                    onExit()
+                    Glibc.exit(0)
+                }
+            }
+            source.resume()
+            return source
+        }
+        await tunnel.waitUntilClosed()
+        sources.forEach { $0.cancel() }
     }
 
     /// Opens the tunnel in this process and keeps it until a signal.
-    func runHere(_ env: CLIEnvironment, store: TunnelStore) async throws {
+    func runHere(_ env: CLIEnvironment, store: TunnelStore, deployment: String) async throws {
         let terminal = env.context.terminal
         // The port first: a port in use is the commonest mistake, and costs no handshake.
         let listener = try LocalListener.bind(address: bind, port: localPort)
@@ -106,25 +166,7 @@ struct TunnelCommand: AsyncParsableCommand {
             Self.printReady(record: record, key: connection.apiKey, terminal: terminal)
             terminal.note("Press Ctrl-C to close it.")
         }
-        signal(SIGINT, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
-        signal(SIGHUP, SIG_IGN)
-        let sources = [SIGINT, SIGTERM, SIGHUP].map { (sig: Int32) -> any DispatchSourceSignal in
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler {
-                tunnel.requestStop()
-                // Everything closes well within 2 s; should a reconnect attempt hold the loop,
-                // leaving the process closes the sockets all the same.
-                DispatchQueue.global().asyncAfter(deadline: .now() + 1.5) {
-                    store.remove(record)
-                    Glibc.exit(0)
-                }
-            }
-            source.resume()
-            return source
-        }
-        await tunnel.waitUntilClosed()
-        sources.forEach { $0.cancel() }
+        await Self.holdUntilSignal(tunnel) { store.remove(record) }
         terminal.note("Tunnel closed.")
     }
 

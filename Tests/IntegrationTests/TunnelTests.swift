@@ -164,6 +164,39 @@ func isListening(_ port: Int) -> Bool {
         #expect(t.events.all.contains(.reconnected))
     }
 
+    @Test func aSilentServerIsDetectedByKeepalivesAndReplaced() async throws {
+        let http = CurlHTTPClient()
+        let sim = try SimulatorProcess()
+        defer { sim.stop() }
+        try await sim.waitHealthy(http: http)
+        var settings = ForwarderSettings()
+        settings.keepaliveInterval = 2
+        settings.keepaliveCountMax = 2
+        let t = try await TestTunnel(targetPort: sim.port, settings: settings)
+        defer { t.tunnel.stop() }
+        try await t.tunnel.checkHealth(http: http, deployment: "sim")
+        // sshd's process for this connection is frozen: the TCP connection stays up, nothing
+        // answers. Only the keepalives and the dead-peer timer can tell.
+        let ss = try await sh(["ss", "-tnpH", "state", "established", "( dport = :\(t.sessionPort) )"])
+        let pids = Set(ss.stdout.matches(of: /pid=(\d+)/).compactMap { pid_t(String($0.1)) })
+        #expect(!pids.isEmpty, "ss: \(ss.stdout)")
+        for pid in pids { kill(pid, SIGSTOP) }
+        defer { for pid in pids { kill(pid, SIGKILL) } }
+        let frozen = Date()
+        while !t.events.all.contains(.reconnected) && Date().timeIntervalSince(frozen) < 20 {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let lost = t.events.all.compactMap { event -> String? in
+            if case .sessionLost(let reason) = event { reason } else { nil }
+        }
+        #expect(lost.first?.contains("no answer from the server") == true, "events: \(t.events.all)")
+        #expect(t.events.all.contains(.reconnected))
+        // 2 s × 2 of silence, plus up to one interval until the first keepalive.
+        #expect(Date().timeIntervalSince(frozen) < 12)
+        let health = try await http.send(HTTPRequest(url: t.url + "/health", connectTimeout: 2, timeout: 5))
+        #expect(health.status == 200)
+    }
+
     @Test func aGoneServerIsAClearError() async throws {
         let port = try freePort()  // nothing listens there
         let t = try await TestTunnel(targetPort: port)
@@ -176,6 +209,23 @@ func isListening(_ port: Int) -> Bool {
         #expect(text?.contains("connect failed") == true, "\(text ?? "no error")")
         #expect(text?.contains("is gone or no longer listening") == true)
         #expect(text?.contains("vllmctl status gone") == true)
+    }
+
+    @Test func aLoginNodeThatForbidsForwardingIsAClearError() async throws {
+        // The sshd on 2224 says `AllowTcpForwarding no`.
+        let password = try LocalSSH.kbdPassword()
+        let session = try await SSHSession.connect(
+            LocalSSH.kbdOptions { _, prompts in prompts.map { _ in password } })
+        let listener = try LocalListener.bind(address: "127.0.0.1", port: 0)
+        let tunnel = try Tunnel(session: session, listener: listener, targetHost: "127.0.0.1", targetPort: 9)
+        defer { tunnel.stop() }
+        let started = Date()
+        let text = await thrownText {
+            try await tunnel.checkHealth(http: CurlHTTPClient(), deployment: "sim")
+        }
+        #expect(Date().timeIntervalSince(started) < 5)
+        #expect(text?.contains("administratively prohibited") == true, "\(text ?? "no error")")
+        #expect(text?.contains("AllowTcpForwarding") == true)
     }
 
     @Test func aPortInUseIsAClearError() throws {
