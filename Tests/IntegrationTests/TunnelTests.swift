@@ -406,6 +406,38 @@ extension LocalCluster {
             await cancel(cli)
         }
 
+        @Test func aJobWhoseServerDiedIsAClearError() async throws {
+            let cli = try sshCLI()
+            do {
+                let deploy = try await cli.run(["deploy", "sim", "--name", "tun-dead", "--json"])
+                #expect(deploy.status == 0, "stderr: \(deploy.stderr)")
+                let url = try #require(
+                    (try JSONSerialization.jsonObject(with: Data(deploy.stdout.utf8)) as? [String: Any])?[
+                        "url"]
+                        as? String)
+                let port = try #require(url.firstMatch(of: /:(\d+)\/v1/).map { String($0.1) })
+                let pids = try await sh(["pgrep", "-f", "vllm_sim.py serve .*--port \(port)( |$)"])
+                #expect(pids.status == 0, "no server process on port \(port)")
+                for pid in pids.stdout.split(separator: "\n").compactMap({ pid_t(String($0)) }) {
+                    kill(pid, SIGKILL)
+                }
+                let started = Date()
+                let tunnel = try await cli.run(
+                    ["tunnel", "tun-dead", "--cluster", "local-ssh", "--local-port", "0"],
+                    timeout: .seconds(60))
+                #expect(tunnel.status != 0)
+                // Depending on how far the job got in noticing: the login node's refusal, or the end.
+                #expect(
+                    tunnel.stderr.contains("connect failed") || tunnel.stderr.contains("has ended"),
+                    "\(tunnel.stderr)")
+                #expect(Date().timeIntervalSince(started) < 10)
+            } catch {
+                await cancel(cli)
+                throw error
+            }
+            await cancel(cli)
+        }
+
         @Test func foregroundTunnelServesAndClosesOnSignals() async throws {
             let cli = try sshCLI()
             do {
