@@ -13,7 +13,7 @@ struct TeardownCommand: AsyncParsableCommand {
         discussion: """
             Only your own vllmctl jobs are ever cancelled: jobs Slurm lists under your user with a name starting with `vllmctl-`. If squeue or sacct fails, nothing is cancelled.
 
-            --stale finds running deployments whose server has failed /health for longer than the grace period (counted from the first failed check, or from the job's start if the server never answered), records and connection files of jobs that no longer exist, and, when asked, jobs running longer than --older-than or pending longer than --pending-longer-than. It asks before acting on a terminal; --yes skips the question.
+            --stale finds running deployments whose server has failed /health for longer than the grace period (counted from the first failed check; a server that never answered gets the longer of the grace period and the profile's ready_timeout, default 30m, counted from the job's start), records and connection files of jobs that no longer exist, and, when asked, jobs running longer than --older-than or pending longer than --pending-longer-than. It asks before acting on a terminal; --yes skips the question.
 
             Durations: 90s, 10m, 2h, 1d, 1h30m, or Slurm's HH:MM:SS.
             """)
@@ -71,7 +71,11 @@ struct TeardownCommand: AsyncParsableCommand {
         let terminal = env.context.terminal
         let teardown = Teardown(
             context: env.context, profile: env.profile, user: try await env.context.host.userName())
-        let scope = try scope
+        var scope = try scope
+        if case .stale(var criteria) = scope {
+            criteria.startupAllowance = env.profile.defaults.readyTimeout ?? DeployPlan.defaultReadyTimeout
+            scope = .stale(criteria)
+        }
         let plan = try await teardown.plan(scope)
         let named: Bool
         if case .named = scope { named = true } else { named = false }

@@ -140,6 +140,24 @@ func record(
         #expect(old.action.reason.contains("never became ready"))
     }
 
+    @Test func aServerStillLoadingGetsTheReadyTimeout() {
+        let f = StaleFinder(criteria: StaleCriteria(grace: 600, startupAllowance: 1800), now: t0)
+        let loading = f.judge(
+            job("1", "vllmctl-a", elapsed: "29:59"), record: record("1", "a", phase: .submitted),
+            health: .notServing, unhealthySince: nil)
+        #expect(loading.action.kind == .keep)
+        #expect(loading.action.reason.contains("30m allowed for startup"))
+        let stuck = f.judge(
+            job("1", "vllmctl-a", elapsed: "30:00"), record: record("1", "a", phase: .submitted),
+            health: .notServing, unhealthySince: nil)
+        #expect(stuck.action.kind == .cancel)
+        // A server that was ready and then failed gets only the grace period.
+        let failed = f.judge(
+            job("1", "vllmctl-a", elapsed: "29:59"), record: record("1", "a"),
+            health: .unhealthy("/health answered 503"), unhealthySince: t0 - 600)
+        #expect(failed.action.kind == .cancel)
+    }
+
     @Test func olderThanTakesAnyRunningJob() {
         let f = StaleFinder(criteria: StaleCriteria(grace: 600, olderThan: 7200), now: t0)
         #expect(

@@ -80,19 +80,25 @@ public struct StaleFinder: Sendable {
                 action(.keep, "unhealthy (\(detail)), \(first); stale after the \(grace) grace period"), since
             )
         case .notServing:
-            // Counted from the job's start, since its server never answered at all.
-            if running >= criteria.grace {
+            // Counted from the job's start, since its server never answered at all; loading a
+            // model may take up to deploy's ready timeout.
+            let limit = max(criteria.grace, criteria.startupAllowance)
+            let what =
+                limit > criteria.grace
+                ? "the \(DurationText.format(limit)) allowed for startup (ready_timeout)"
+                : "the \(grace) grace period"
+            if running >= limit {
                 return (
                     action(
                         .cancel,
-                        "running for \(DurationText.format(running)) and its server never became ready (no connection file), longer than the \(grace) grace period"
+                        "running for \(DurationText.format(running)) and its server never became ready (no connection file), longer than \(what)"
                     ), nil
                 )
             }
             return (
                 action(
                     .keep,
-                    "starting: running for \(DurationText.format(running)), server not ready yet; stale after the \(grace) grace period"
+                    "starting: running for \(DurationText.format(running)), server not ready yet; stale after \(what)"
                 ), nil
             )
         case .unchecked(let why):

@@ -20,14 +20,19 @@ public struct StaleCriteria: Sendable, Equatable {
     public var olderThan: TimeInterval?
     /// Any job waiting in the queue longer than this is stale.
     public var pendingLongerThan: TimeInterval?
+    /// How long a server may take to become ready at all (deploy's ready timeout): one that
+    /// never answered is stale only after the longer of this and `grace`, so a big model
+    /// that is still loading is not called stale.
+    public var startupAllowance: TimeInterval
 
     public init(
         grace: TimeInterval = Self.defaultGrace, olderThan: TimeInterval? = nil,
-        pendingLongerThan: TimeInterval? = nil
+        pendingLongerThan: TimeInterval? = nil, startupAllowance: TimeInterval = 0
     ) {
         self.grace = grace
         self.olderThan = olderThan
         self.pendingLongerThan = pendingLongerThan
+        self.startupAllowance = startupAllowance
     }
 }
 
