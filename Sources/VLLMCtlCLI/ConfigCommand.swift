@@ -8,7 +8,9 @@ struct ConfigCommand: AsyncParsableCommand {
         subcommands: [Init.self, Check.self])
 
     struct Init: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Write a commented starter config.yaml.")
+        // Named here: without a name ArgumentParser derives one from the type on every run.
+        static let configuration = CommandConfiguration(
+            commandName: "init", abstract: "Write a commented starter config.yaml.")
         @Option(help: "Where to write it (default: $XDG_CONFIG_HOME/vllmctl/config.yaml).") var config:
             String?
         @Flag(help: "Replace an existing file.") var force = false
@@ -29,7 +31,7 @@ struct ConfigCommand: AsyncParsableCommand {
 
     struct Check: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Read the configuration and report problems.")
+            commandName: "check", abstract: "Read the configuration and report problems.")
         @OptionGroup var cluster: ClusterOptions
 
         func run() async throws {

@@ -75,6 +75,45 @@ import Testing
         }
     }
 
+    @Test func scalarsReadAsYAMLSaysWithoutTagResolution() throws {
+        let config = try parse(
+            """
+            clusters:
+              c:
+                exclusive: yes
+                port: 8000
+                nodes: 0x2
+                cpus: 1_6
+                time: 01:00:00
+                partition: 123
+                gpus: 010
+            models:
+              m:
+                model: x
+                gpu_memory_utilization: 0.85
+                ready_timeout: 1e3
+                exclusive: Off
+            """)
+        let c = try config.cluster(named: "c").defaults
+        #expect(c.exclusive == true)
+        #expect(c.port == 8000)
+        #expect(c.nodes == 2)
+        #expect(c.cpus == 16)
+        #expect(c.time == "01:00:00")
+        #expect(c.partition == "123")
+        #expect(c.gpus == 8)  // a leading 0 is octal in YAML 1.1
+        let m = try #require(config.models["m"]).settings
+        #expect(m.gpuMemoryUtilization == 0.85)
+        #expect(m.readyTimeout == 1000)
+        #expect(m.exclusive == false)
+        for text in [
+            "clusters:\n  c:\n    exclusive: \"true\"\n", "clusters:\n  c:\n    port: \"8000\"\n",
+            "clusters:\n  c:\n    port: 80.5\n", "clusters:\n  c:\n    gpus: 1.2.3\n",
+        ] {
+            #expect(throws: VLLMCtlError.self) { try parse(text) }
+        }
+    }
+
     @Test func invalidYAMLHasALine() {
         let error = #expect(throws: VLLMCtlError.self) { try parse("clusters:\n  c:\n    partition: [gpu\n") }
         guard case .config(_, let line, _, let problem) = error else { Issue.record("wrong error"); return }

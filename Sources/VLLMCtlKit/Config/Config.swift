@@ -99,10 +99,16 @@ public struct ConfigParser {
     ]
     static let clusterOnlyKeys: Set<String> = ["ssh_host", "workdir", "share_dir"]
 
+    /// The parser reads scalars itself (`string`, `int`, `double`, `bool` below), so Yams needs
+    /// neither its default resolver nor its default constructor. The default resolver compiles
+    /// seven regular expressions (ICU's static sets with them) the first time it is used: about
+    /// a tenth of `vllmctl status`'s own work.
+    static var constructor: Constructor { Constructor([:], [:], [:]) }
+
     public func parse(_ text: String) throws -> Config {
         let root: Node?
         do {
-            root = try Yams.compose(yaml: text)
+            root = try Yams.compose(yaml: text, Resolver.basic, Self.constructor)
         } catch let error as YamlError {
             throw yamlError(error)
         }
@@ -231,6 +237,14 @@ public struct ConfigParser {
     }
 
     private func int(_ node: Node, key: String) throws -> Int {
+        // Plain decimal digits (no leading 0, which YAML reads as octal) need none of Yams's
+        // handling of `_`, signs, bases and `1:30`, which goes through Foundation.
+        if case .scalar(let s) = node, s.style == .plain, let first = s.string.utf8.first,
+            first != UInt8(ascii: "0") || s.string.utf8.count == 1,
+            s.string.utf8.allSatisfy({ (0x30...0x39).contains($0) }), let v = Int(s.string)
+        {
+            return v
+        }
         guard case .scalar = node, let v = node.int else {
             throw fail(node, key: key, "expected a whole number")
         }
@@ -238,6 +252,14 @@ public struct ConfigParser {
     }
 
     private func double(_ node: Node, key: String) throws -> Double {
+        // `0.85`, `120`: digits with at most one dot read as Yams would, without Foundation.
+        if case .scalar(let s) = node, s.style == .plain, let first = s.string.utf8.first,
+            (0x30...0x39).contains(first),
+            s.string.utf8.allSatisfy({ (0x30...0x39).contains($0) || $0 == UInt8(ascii: ".") }),
+            let v = Double(s.string)
+        {
+            return v
+        }
         guard case .scalar = node, let v = node.float else { throw fail(node, key: key, "expected a number") }
         return v
     }

@@ -22,20 +22,13 @@ public struct LocalHost: ClusterHost {
         return try await withThrowingTaskGroup(of: CommandResult?.self) { group in
             group.addTask {
                 do {
-                    let result = try await Subprocess.run(
-                        executable, arguments: arguments,
-                        input: .string(input ?? ""),
-                        output: .bytes(limit: limit), error: .bytes(limit: limit))
-                    let status: Int32
-                    switch result.terminationStatus {
-                    case .exited(let code): status = code
-                    case .signaled(let signal): status = 128 + signal
+                    // Without input, stdin is /dev/null: no pipe, and none of the tasks Subprocess
+                    // runs to write one.
+                    if let input {
+                        return try await Self.collect(
+                            executable, arguments, input: .string(input), limit: limit)
                     }
-                    // The standard library's UTF-8 decoding is much faster than Subprocess's
-                    // generic one, which shows with squeue's thousands of lines.
-                    return CommandResult(
-                        status: status, stdout: String(decoding: result.standardOutput, as: UTF8.self),
-                        stderr: String(decoding: result.standardError, as: UTF8.self))
+                    return try await Self.collect(executable, arguments, input: .none, limit: limit)
                 } catch let error as SubprocessError {
                     if "\(error)".contains("xecutable") || "\(error)".contains("No such file") {
                         throw VLLMCtlError.commandNotFound(
@@ -58,6 +51,24 @@ public struct LocalHost: ClusterHost {
             }
             return result
         }
+    }
+
+    private static func collect(
+        _ executable: Executable, _ arguments: Arguments, input: some InputProtocol, limit: Int
+    ) async throws -> CommandResult {
+        let result = try await Subprocess.run(
+            executable, arguments: arguments, input: input,
+            output: .bytes(limit: limit), error: .bytes(limit: limit))
+        let status: Int32
+        switch result.terminationStatus {
+        case .exited(let code): status = code
+        case .signaled(let signal): status = 128 + signal
+        }
+        // The standard library's UTF-8 decoding is much faster than Subprocess's generic one,
+        // which shows with squeue's thousands of lines.
+        return CommandResult(
+            status: status, stdout: String(decoding: result.standardOutput, as: UTF8.self),
+            stderr: String(decoding: result.standardError, as: UTF8.self))
     }
 
     public func readFile(_ path: String) async throws -> Data? {

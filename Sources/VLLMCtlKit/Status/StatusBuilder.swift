@@ -45,7 +45,8 @@ public struct StatusBuilder: Sendable {
         let records = context.records.all(cluster: cluster)
         let byID = Dictionary(records.map { ($0.jobID, $0) }, uniquingKeysWith: { $1 })
         var rows: [DeploymentStatus] = []
-        var seen = Set<String>()
+        rows.reserveCapacity(jobs.count + records.count)
+        var seen = Set<String>(minimumCapacity: jobs.count)
         for job in jobs {
             seen.insert(job.jobID)
             rows.append(await row(job: job, record: byID[job.jobID], user: user))
@@ -64,7 +65,10 @@ public struct StatusBuilder: Sendable {
             rows[i].tunnelURL = tunnels.first { $0.jobID == rows[i].jobID }?.baseURL
         }
         rows = await checkHealth(rows)
-        return rows.sorted { (Int($0.jobID) ?? 0) < (Int($1.jobID) ?? 0) }
+        // By job id, each parsed once; squeue mostly lists them in that order already.
+        let ids = rows.map { Int($0.jobID) ?? 0 }
+        if zip(ids, ids.dropFirst()).allSatisfy({ $0 <= $1 }) { return rows }
+        return rows.indices.sorted { ids[$0] < ids[$1] }.map { rows[$0] }
     }
 
     func row(job: JobSnapshot, record: DeploymentRecord?, user: String) async -> DeploymentStatus {
@@ -151,14 +155,24 @@ public enum StatusTable {
                 left,
             ])
         }
-        let widths = header.indices.map { c in lines.map { $0[c].count }.max() ?? 0 }
-        var text = lines.map { row in
-            row.enumerated().map { c, cell in
-                c == row.count - 1
-                    ? cell : cell + String(repeating: " ", count: max(0, widths[c] - cell.count))
+        // Built as bytes in one buffer: the table has a line per job, thousands with a busy queue.
+        var widths = [Int](repeating: 0, count: header.count)
+        for line in lines {
+            for (c, cell) in line.enumerated() { widths[c] = max(widths[c], width(cell)) }
+        }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(lines.count * (widths.reduce(0, +) + 2 * widths.count))
+        for (i, line) in lines.enumerated() {
+            if i > 0 { bytes.append(UInt8(ascii: "\n")) }
+            for (c, cell) in line.enumerated() {
+                if c > 0 { bytes.append(contentsOf: repeatElement(UInt8(ascii: " "), count: 2)) }
+                bytes.append(contentsOf: cell.utf8)
+                if c < line.count - 1 {
+                    bytes.append(contentsOf: repeatElement(UInt8(ascii: " "), count: widths[c] - width(cell)))
+                }
             }
-            .joined(separator: "  ")
-        }.joined(separator: "\n")
+        }
+        var text = String(decoding: bytes, as: UTF8.self)
         let tunneled = rows.filter { $0.tunnelURL != nil }
         if !tunneled.isEmpty {
             text +=
@@ -168,5 +182,10 @@ public enum StatusTable {
             text += "\n! less than 10 minutes of walltime left: deploy a replacement now."
         }
         return text + "\n"
+    }
+
+    /// Characters in `cell` (its UTF-8 length when it is ASCII, as cells nearly always are).
+    static func width(_ cell: String) -> Int {
+        cell.utf8.allSatisfy { $0 < 0x80 } ? cell.utf8.count : cell.count
     }
 }

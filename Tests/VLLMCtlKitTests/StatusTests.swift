@@ -1,0 +1,50 @@
+import Foundation
+import Testing
+
+@testable import VLLMCtlKit
+
+@Suite struct StatusTableTests {
+    @Test func columnsAlignByCharactersAlsoPastASCII() {
+        var pending = DeploymentStatus(
+            name: "ünï", jobID: "7", cluster: "local", user: me, model: nil, servedModelName: "sim",
+            state: "PENDING", reason: "JobHeldUser", node: nil, url: nil, health: .unknown,
+            elapsedSeconds: nil, timeLeftSeconds: nil, walltimeLow: false, deployDir: nil, infoFile: nil,
+            recorded: false)
+        pending.healthDetail = nil
+        let running = DeploymentStatus(
+            name: "b", jobID: "12", cluster: "local", user: me, model: "m", servedModelName: nil,
+            state: "RUNNING", reason: nil, node: "n1", url: "http://n1:8000", health: .healthy,
+            elapsedSeconds: 65, timeLeftSeconds: 300, walltimeLow: true, deployDir: nil, infoFile: nil,
+            recorded: true)
+        #expect(
+            StatusTable.render([pending, running]) == """
+                NAME  JOB  MODEL  STATE                  NODE  URL                HEALTH   UPTIME  LEFT
+                ünï   7    sim    PENDING (JobHeldUser)  -     -                  -        -       -
+                b     12   m      RUNNING                n1    http://n1:8000/v1  healthy  1m05s   5m00s !
+                ! less than 10 minutes of walltime left: deploy a replacement now.
+
+                """)
+    }
+}
+
+@Suite struct StatusBuilderTests {
+    @Test func oneSqueueAndRowsInJobOrder() async throws {
+        let lines = ["30", "10", "20"].map {
+            squeueLine(job($0, "vllmctl-s\($0)", .pending, reason: "Priority"))
+        }
+        let foreign = squeueLine(job("5", "sleep", .pending))
+        let host = ScriptedHost { argv in
+            if argv[0] == "id" { return CommandResult(status: 0, stdout: me + "\n", stderr: "") }
+            return CommandResult(
+                status: 0, stdout: ([foreign] + lines).joined(separator: "\n") + "\n", stderr: "")
+        }
+        let context = Context(
+            host: host, http: FixedHTTP(status: 200), clock: SteppingClock(t0), terminal: QuietTerminal(),
+            records: DeploymentStore(directory: try temporaryDirectory()), environment: [:])
+        let rows = try await StatusBuilder(context: context, cluster: "local").build(includeEnded: false)
+        #expect(rows.map(\.jobID) == ["10", "20", "30"])
+        #expect(rows.map(\.name) == ["s10", "s20", "s30"])
+        #expect(rows.allSatisfy { $0.state == "PENDING" && $0.reason == "Priority" })
+        #expect(host.programs.filter { $0 != "id" } == ["squeue"])
+    }
+}
