@@ -20,13 +20,14 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
-        // C libraries, found through pkg-config. shim.h also holds the typed wrappers for
-        // C variadics (curl_easy_setopt) that Swift cannot call.
-        .systemLibrary(
+        // libcurl, loaded with dlopen on first use (its ~30 libraries would slow every run);
+        // built against libcurl4-openssl-dev's headers. Also the typed wrappers for the C
+        // variadics (curl_easy_setopt) that Swift cannot call.
+        .target(
             name: "CCurl",
-            pkgConfig: "libcurl",
-            providers: [.apt(["libcurl4-openssl-dev"])]
+            linkerSettings: [.linkedLibrary("dl")]
         ),
+        // libssh2, found through pkg-config; shim.h names its headers.
         .systemLibrary(
             name: "CLibSSH2",
             pkgConfig: "libssh2",

@@ -3,15 +3,17 @@ import Foundation
 
 /// One libcurl easy handle. Not thread-safe: use it from one thread at a time.
 final class CurlEasy {
-    /// `curl_global_init` exactly once per process, before the first handle.
-    private static let globalInit: CURLcode = curl_global_init(Int(CURL_GLOBAL_ALL))
 
     let handle: UnsafeMutableRawPointer
     private var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
 
     init() throws {
-        _ = Self.globalInit
-        guard let handle = curl_easy_init() else {
+        if let problem = vc_load() {
+            throw VLLMCtlError.http(
+                url: "", message: String(cString: problem),
+                hint: "vllmctl needs libcurl at run time: install it (`apt-get install libcurl4`).")
+        }
+        guard let handle = vc_easy_init() else {
             throw VLLMCtlError.http(
                 url: "", message: "libcurl could not create a handle",
                 hint: "The machine may be out of memory.")
@@ -19,7 +21,7 @@ final class CurlEasy {
         self.handle = handle
     }
 
-    deinit { curl_easy_cleanup(handle) }
+    deinit { vc_easy_cleanup(handle) }
 
     func set(_ option: CURLoption, _ value: Int) { _ = vc_setopt_long(handle, option, value) }
     func set(_ option: CURLoption, _ value: String) {
@@ -32,7 +34,7 @@ final class CurlEasy {
     func perform(
         _ request: HTTPRequest, onBody: @escaping (UnsafeRawBufferPointer) -> Bool
     ) throws -> (status: Int, headers: [String: String]) {
-        curl_easy_reset(handle)
+        vc_easy_reset(handle)
         set(CURLOPT_NOSIGNAL, 1)
         set(CURLOPT_URL, request.url)
         set(CURLOPT_CONNECTTIMEOUT_MS, Int(request.connectTimeout * 1000))
@@ -56,11 +58,11 @@ final class CurlEasy {
 
         var headerList: UnsafeMutablePointer<curl_slist>? = nil
         for (name, value) in request.headers {
-            headerList = curl_slist_append(headerList, "\(name): \(value)")
+            headerList = vc_slist_append(headerList, "\(name): \(value)")
         }
         // vLLM answers quickly; do not wait for `100 Continue`.
-        headerList = curl_slist_append(headerList, "Expect:")
-        defer { curl_slist_free_all(headerList) }
+        headerList = vc_slist_append(headerList, "Expect:")
+        defer { vc_slist_free_all(headerList) }
         _ = vc_setopt_slist(handle, CURLOPT_HTTPHEADER, headerList)
 
         let sink = Sink(onBody: onBody)
@@ -92,7 +94,7 @@ final class CurlEasy {
                     handle, CURLOPT_COPYPOSTFIELDS,
                     UnsafeMutableRawPointer(mutating: raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!))
             }
-            return curl_easy_perform(handle)
+            return vc_easy_perform(handle)
         }
         withExtendedLifetime(sink) {}
         guard code == CURLE_OK else {
@@ -105,7 +107,7 @@ final class CurlEasy {
 
     private func curlError(_ code: CURLcode, url: String) -> VLLMCtlError {
         let detail = errorBuffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-        let message = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
+        let message = detail.isEmpty ? String(cString: vc_easy_strerror(code)) : detail
         switch code {
         case CURLE_COULDNT_CONNECT:
             return .http(
