@@ -41,6 +41,14 @@ struct CLI {
     }
 }
 
+@Test func startupDoesNotLoadLibcurl() async throws {
+    // libcurl is dlopened on the first HTTP request; linking it would cost every run ~8 ms.
+    let ldd = try await sh(["ldd", vllmctlBinary])
+    #expect(ldd.status == 0)
+    #expect(ldd.stdout.contains("libc.so"))
+    #expect(!ldd.stdout.contains("libcurl"), "\(ldd.stdout)")
+}
+
 extension LocalCluster {
     @Suite struct CLITests {
         @Test func deployJSONHasTheDocumentedKeys() async throws {
