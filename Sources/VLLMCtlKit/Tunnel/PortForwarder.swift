@@ -26,10 +26,12 @@ public struct ForwarderSettings: Sendable {
     public var keepaliveCountMax: Int = 3
     /// Clients served at once; more wait in the listen backlog.
     public var maxConnections: Int = 1024
-    /// Each direction's buffer per client, in bytes.
+    /// Each direction's buffer per client, in bytes (64 KiB and 1 MiB were slower).
     public var bufferSize: Int = 256 * 1024
-    /// The receive window each forwarded channel asks for, in bytes (libssh2's default is 2 MiB).
-    public var receiveWindow: UInt32 = 16 * 1024 * 1024
+    /// The receive window each forwarded channel opens with and keeps, in bytes (libssh2's and
+    /// OpenSSH's is 2 MiB). Larger windows did not help on loopback (docs/BENCHMARKS.md): libssh2
+    /// queues all that arrives in memory before it is read, and the bytes fall out of the cache.
+    public var receiveWindow: UInt32 = 4 * 1024 * 1024
     /// Seconds a channel may take to open before the session is presumed dead.
     public var channelOpenTimeout: Double = 20
     /// Reconnect backoff: first delay and ceiling, in seconds.
@@ -77,6 +79,11 @@ public final class PortForwarder: @unchecked Sendable {
     private var pending: Pending?
     private var lastKeepalive: UInt64 = 0
     private var nextID = 0
+    /// The direct-tcpip open's own data (RFC 4254 7.2): the target's host and port, then the
+    /// originator's address and port.
+    private let openMessage: [CChar]
+    /// The largest packet each channel accepts (libssh2's default; it refuses more than 40000).
+    static let packetSize: UInt32 = 32768
 
     /// Takes over `listener` (bound and listening) and `session` (connected; nothing else may
     /// use it from now on). `connect` opens replacement sessions after a loss.
@@ -93,6 +100,11 @@ public final class PortForwarder: @unchecked Sendable {
         self.settings = settings
         self.connect = connect
         self.onEvent = onEvent
+        func sshString(_ text: String) -> [UInt8] { bigEndian(UInt32(text.utf8.count)) + Array(text.utf8) }
+        func bigEndian(_ n: UInt32) -> [UInt8] { [24, 16, 8, 0].map { UInt8(truncatingIfNeeded: n >> $0) } }
+        let message =
+            sshString(targetHost) + bigEndian(UInt32(targetPort)) + sshString("127.0.0.1") + bigEndian(0)
+        openMessage = message.map { CChar(bitPattern: $0) }
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else {
             throw VLLMCtlError.invalidInput(
@@ -168,6 +180,12 @@ public final class PortForwarder: @unchecked Sendable {
                 sessionFailure = nil
                 return reason
             }
+            // Between clients, the open in progress goes on (its answer may have arrived with
+            // the bytes just read), so that a busy pass does not hold new clients back.
+            if !waiting.isEmpty && pending == nil, let outcome = openNext(s) {
+                if case .sessionError(let reason) = outcome { return reason }
+                if case .done = outcome { progressed = true }
+            }
         }
         active.removeAll { $0.channel == nil }
         if pending == nil {
@@ -182,41 +200,49 @@ public final class PortForwarder: @unchecked Sendable {
 
     private var sessionFailure: String?
 
-    /// Moves bytes for one client; a session failure is left in `sessionFailure`.
+    /// Moves bytes for one client; a session failure is left in `sessionFailure`. Goes round
+    /// while bytes move, at most `turnsPerPass` times, and writes packets until the client's
+    /// bytes are sent or the window is full: one pass moves whole buffers, not one packet, so
+    /// the per-pass calls (accept, the control channel, poll) cost less per byte.
     private func pump(_ f: Forward, _ s: SSHSession, _ progressed: inout Bool) {
         guard let channel = f.channel else { return }
-        // client → channel
-        if f.up.isEmpty && !f.clientEOF {
-            switch f.up.fill(from: f.client) {
-            case .data: progressed = true
-            case .eof:
-                f.clientEOF = true
-                progressed = true
-            case .wouldBlock: break
-            case .error: f.finished = true
+        var moved = true
+        var turn = 0
+        while moved && turn < Self.turnsPerPass && pending == nil && !f.finished {
+            moved = false
+            turn += 1
+            // client → channel
+            if f.up.isEmpty && !f.clientEOF {
+                switch f.up.fill(from: f.client) {
+                case .data: moved = true
+                case .eof:
+                    f.clientEOF = true
+                    moved = true
+                case .wouldBlock: break
+                case .error: f.finished = true
+                }
             }
-        }
-        for step in [Pending.write(f), .eof(f), .read(f)] where pending == nil && !f.finished {
-            switch step {
-            case .write: if f.up.isEmpty { continue }
-            case .eof: if !(f.clientEOF && f.up.isEmpty && !f.eofSent) { continue }
-            default: if !f.down.isEmpty || f.channelEOF { continue }
+            while !f.up.isEmpty && pending == nil && !f.finished {
+                guard step(.write(f), s, &moved) else { break }
             }
-            switch attempt(step, s) {
-            case .done: progressed = true
-            case .blocked: break
-            case .sessionError(let reason):
-                sessionFailure = reason
-                return
+            if sessionFailure != nil { return }
+            if f.clientEOF && f.up.isEmpty && !f.eofSent && pending == nil && !f.finished {
+                _ = step(.eof(f), s, &moved)
+                if sessionFailure != nil { return }
             }
-        }
-        // channel → client
-        if !f.down.isEmpty && !f.finished {
-            switch f.down.drain(to: f.client) {
-            case .data: progressed = true
-            case .wouldBlock, .eof: break
-            case .error: f.finished = true
+            // channel → client
+            if f.down.isEmpty && !f.channelEOF && pending == nil && !f.finished {
+                _ = step(.read(f), s, &moved)
+                if sessionFailure != nil { return }
             }
+            if !f.down.isEmpty && !f.finished {
+                switch f.down.drain(to: f.client) {
+                case .data: moved = true
+                case .wouldBlock, .eof: break
+                case .error: f.finished = true
+                }
+            }
+            if moved { progressed = true }
         }
         if f.channelEOF && f.down.isEmpty && !f.clientWriteShut && !f.finished {
             shutdown(f.client, Int32(SHUT_WR))
@@ -228,6 +254,22 @@ public final class PortForwarder: @unchecked Sendable {
             closing.append(channel)
             f.channel = nil
             progressed = true
+        }
+    }
+
+    /// Rounds of `pump` per client and pass while bytes move (then the next client's turn).
+    static let turnsPerPass = 8
+
+    /// One call for `pump`: true when it completed; a session failure goes to `sessionFailure`.
+    private func step(_ op: Pending, _ s: SSHSession, _ moved: inout Bool) -> Bool {
+        switch attempt(op, s) {
+        case .done:
+            moved = true
+            return true
+        case .blocked: return false
+        case .sessionError(let reason):
+            sessionFailure = reason
+            return false
         }
     }
 
@@ -282,10 +324,14 @@ public final class PortForwarder: @unchecked Sendable {
                 if rc == 0 { rc = Int(LIBSSH2_ERROR_EAGAIN) }
             }
         case .open(let f):
-            guard
-                let channel = libssh2_channel_direct_tcpip_ex(
-                    raw, targetHost, Int32(targetPort), "127.0.0.1", 0)
-            else {
+            // libssh2_channel_direct_tcpip_ex with our window: libssh2 then keeps topping the
+            // window up to this size (plus the read size) as the client drains it.
+            let opened = openMessage.withUnsafeBufferPointer {
+                libssh2_channel_open_ex(
+                    raw, "direct-tcpip", 12, settings.receiveWindow, Self.packetSize, $0.baseAddress,
+                    UInt32($0.count))
+            }
+            guard let channel = opened else {
                 rc = Int(libssh2_session_last_errno(raw))
                 if rc == Int(LIBSSH2_ERROR_EAGAIN) { break }
                 if rc == Int(LIBSSH2_ERROR_CHANNEL_FAILURE) {
@@ -302,11 +348,6 @@ public final class PortForwarder: @unchecked Sendable {
                 return .sessionError(s.lastError.message)
             }
             f.channel = channel
-            if settings.receiveWindow > 2 * 1024 * 1024 {
-                var window: UInt32 = 0
-                _ = libssh2_channel_receive_window_adjust2(
-                    channel, UInt(settings.receiveWindow - 2 * 1024 * 1024), 1, &window)
-            }
             return .done
         case .free(let channel):
             rc = Int(libssh2_channel_free(channel))
