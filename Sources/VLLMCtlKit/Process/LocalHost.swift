@@ -17,11 +17,17 @@ public struct LocalHost: ClusterHost {
             throw VLLMCtlError.invalidInput("An empty command was given", hint: "This is a bug in vllmctl.")
         }
         let arguments = Arguments(Array(argv.dropFirst()))
-        let executable: Executable = program.contains("/") ? .path(.init(program)) : .name(program)
         let limit = 32 << 20
         return try await withThrowingTaskGroup(of: CommandResult?.self) { group in
             group.addTask {
                 do {
+                    // Found on PATH first (access(2) per directory): given a bare name, Subprocess
+                    // forks a child per PATH entry until one execs, which costs a fork of this
+                    // process for each directory before the right one.
+                    let executable: Executable =
+                        program.contains("/")
+                        ? .path(.init(program))
+                        : .path(try await Executable.name(program).resolveExecutablePath(in: .inherit))
                     // Without input, stdin is /dev/null: no pipe, and none of the tasks Subprocess
                     // runs to write one.
                     if let input {
