@@ -66,7 +66,7 @@ struct StatusCommand: AsyncParsableCommand {
                 status: row, stdout: resolved.stdoutPath, stderr: resolved.stderrPath, server: server
             ).json()
         }
-        var lines = [StatusTable.render([row]).trimmingCharacters(in: .newlines), ""]
+        var lines = [StatusTable.render([row], listTunnels: false).trimmingCharacters(in: .newlines), ""]
         if let job = resolved.job, job.state.isFinal == false {
             let scontrol = try await env.context.host.run(
                 ["scontrol", "show", "job", "--oneliner", resolved.jobID], input: nil, timeout: .seconds(30))

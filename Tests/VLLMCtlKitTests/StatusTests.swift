@@ -27,6 +27,18 @@ import Testing
     }
 }
 
+@Test func theTableListsOpenTunnelsUnlessAskedNotTo() {
+    var row = DeploymentStatus(
+        name: "qwen", jobID: "42", cluster: "hpc", user: me, model: "q", servedModelName: "q",
+        state: "RUNNING", reason: nil, node: "gpu1", url: "http://gpu1:8000", health: .healthy,
+        elapsedSeconds: 60, timeLeftSeconds: 3600, walltimeLow: false, deployDir: nil, infoFile: nil,
+        recorded: true)
+    #expect(!StatusTable.render([row]).contains("Tunnels:"))
+    row.tunnelURL = "http://127.0.0.1:8000/v1"
+    #expect(StatusTable.render([row]).contains("\nTunnels: qwen → http://127.0.0.1:8000/v1"))
+    #expect(!StatusTable.render([row], listTunnels: false).contains("Tunnels:"))
+}
+
 @Suite struct StatusBuilderTests {
     @Test func oneSqueueAndRowsInJobOrder() async throws {
         let lines = ["30", "10", "20"].map {

@@ -139,7 +139,8 @@ public struct StatusBuilder: Sendable {
 
 /// A fixed-width text table.
 public enum StatusTable {
-    public static func render(_ rows: [DeploymentStatus]) -> String {
+    /// `listTunnels`: a "Tunnels:" line under the table (the detail view has its own).
+    public static func render(_ rows: [DeploymentStatus], listTunnels: Bool = true) -> String {
         let header = ["NAME", "JOB", "MODEL", "STATE", "NODE", "URL", "HEALTH", "UPTIME", "LEFT"]
         var lines = [header]
         for r in rows {
@@ -173,7 +174,7 @@ public enum StatusTable {
             }
         }
         var text = String(decoding: bytes, as: UTF8.self)
-        let tunneled = rows.filter { $0.tunnelURL != nil }
+        let tunneled = listTunnels ? rows.filter { $0.tunnelURL != nil } : []
         if !tunneled.isEmpty {
             text +=
                 "\nTunnels: " + tunneled.map { "\($0.name) → \($0.tunnelURL ?? "")" }.joined(separator: ", ")
