@@ -156,7 +156,12 @@ struct TunnelCommand: AsyncParsableCommand {
             localPort: listener.port, target: "\(connection.host):\(connection.port)", startedAt: Date(),
             background: detachedChild, logFile: logFile)
         try store.save(record)
-        defer { store.remove(record) }
+        // Closing cleanly leaves nothing behind: the record, and a background tunnel's log.
+        let forget: @Sendable () -> Void = {
+            store.remove(record)
+            if let log = record.logFile { unlink(log) }
+        }
+        defer { forget() }
         if detachedChild {
             // The log holds no key: the parent prints it.
             terminal.note(
@@ -166,7 +171,7 @@ struct TunnelCommand: AsyncParsableCommand {
             Self.printReady(record: record, key: connection.apiKey, terminal: terminal)
             terminal.note("Press Ctrl-C to close it.")
         }
-        await Self.holdUntilSignal(tunnel) { store.remove(record) }
+        await Self.holdUntilSignal(tunnel, onExit: forget)
         terminal.note("Tunnel closed.")
     }
 

@@ -389,6 +389,7 @@ extension LocalCluster {
                 let down = try await cli.run(["teardown", "tun-e2e", "--cluster", "local-ssh", "--yes"])
                 #expect(down.status == 0, "stderr: \(down.stderr)")
                 #expect(down.stdout.contains("closed the tunnel \(tunnelURL)"))
+                #expect(!FileManager.default.fileExists(atPath: record.logFile ?? "/"))
                 #expect(!TunnelStore.isRunning(record))
                 #expect(tunnels.open(cluster: "local-ssh").isEmpty)
                 #expect(!isListening(record.localPort))
