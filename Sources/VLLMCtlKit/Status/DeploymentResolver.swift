@@ -57,15 +57,22 @@ public struct DeploymentResolver: Sendable {
                 connection: try await connection(deployDir: record.deployDir, jobID: record.jobID))
         }
         let user = try await context.host.userName()
-        let jobs = try await StatusBuilder(context: context, cluster: cluster).scheduledJobs(
-            user: user, includeEnded: true)
         let tag = DeployPlan.jobNamePrefix + idOrName
-        // A name may have been used before: the live job wins, else the newest.
-        let named = jobs.filter { $0.name == tag }
-        guard
-            let job = jobs.first(where: { $0.jobID == idOrName }) ?? named.last(where: { !$0.state.isFinal })
+        var found: JobSnapshot?
+        // A job that has just left squeue can take a moment to reach sacct (slurmdbd lags):
+        // look again twice before saying there is no such deployment.
+        for attempt in 0..<3 {
+            if attempt > 0 { try await context.clock.sleep(seconds: 0.75) }
+            let jobs = try await StatusBuilder(context: context, cluster: cluster).scheduledJobs(
+                user: user, includeEnded: true)
+            // A name may have been used before: the live job wins, else the newest.
+            let named = jobs.filter { $0.name == tag }
+            found =
+                jobs.first(where: { $0.jobID == idOrName }) ?? named.last(where: { !$0.state.isFinal })
                 ?? named.max(by: { (Int($0.jobID) ?? 0) < (Int($1.jobID) ?? 0) })
-        else {
+            if found != nil { break }
+        }
+        guard let job = found else {
             throw VLLMCtlError.notFound(
                 what: "deployment", name: idOrName,
                 hint: "`vllmctl status --all` lists your deployments on \(cluster).")
