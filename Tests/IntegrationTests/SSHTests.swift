@@ -374,7 +374,8 @@ func thrownText(_ body: () async throws -> some Any) async -> String? {
         let start = Date()
         let text = await thrownText { try await host.run(["sleep", "10"], timeout: .seconds(1)) }
         #expect(text?.contains("did not answer within 1 s") == true, "\(text ?? "no error")")
-        #expect(Date().timeIntervalSince(start) < 5)
+        // Abandoned well before `sleep 10` ends (the bound is loose: tests run in parallel).
+        #expect(Date().timeIntervalSince(start) < 8)
         #expect(try await host.output(["echo", "still here"]) == "still here\n")
     }
 
