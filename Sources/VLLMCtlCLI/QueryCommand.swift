@@ -172,7 +172,7 @@ struct QueryCommand: AsyncParsableCommand {
             let tunnel = TunnelStore(records: cli.context.records).open(
                 cluster: cli.profile.name, jobID: resolved.jobID
             ).first
-            var url = tunnel.map { String($0.baseURL.dropLast("/v1".count)) } ?? record.serverURL
+            var url = tunnel?.serverURL ?? record.serverURL
             if ssl, url.hasPrefix("http://") { url = "https://" + url.dropFirst("http://".count) }
             return try QueryServer(
                 url: url, apiKey: apiKey ?? record.apiKey, caCertificate: cacert,

@@ -477,7 +477,7 @@ extension LocalCluster {
                     let pid = process.processIdentifier
                     let sent = Date()
                     kill(pid, sig)
-                    while processAlive(pid) && Date().timeIntervalSince(sent) < 5 {
+                    while !TunnelStore.hasEnded(pid) && Date().timeIntervalSince(sent) < 5 {
                         try await Task.sleep(for: .milliseconds(20))
                     }
                     #expect(Date().timeIntervalSince(sent) < 2, "signal \(sig)")
@@ -497,12 +497,4 @@ extension LocalCluster {
             await cancel(cli)
         }
     }
-}
-
-/// Whether `pid` runs (a zombie counts as ended).
-func processAlive(_ pid: pid_t) -> Bool {
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-        let close = stat.lastIndex(of: ")")
-    else { return false }
-    return !stat[stat.index(after: close)...].hasPrefix(" Z")
 }

@@ -78,7 +78,6 @@ public final class PortForwarder: @unchecked Sendable {
     private var closing: [OpaquePointer] = []  // channels being closed and freed
     private var pending: Pending?
     private var lastKeepalive: UInt64 = 0
-    private var nextID = 0
     /// The direct-tcpip open's own data (RFC 4254 7.2): the target's host and port, then the
     /// originator's address and port.
     private let openMessage: [CChar]
@@ -392,8 +391,7 @@ public final class PortForwarder: @unchecked Sendable {
             _ = fcntl(fd, F_SETFL, O_NONBLOCK)
             var one: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-            nextID += 1
-            waiting.append(Forward(id: nextID, client: fd, bufferSize: settings.bufferSize, now: Self.now()))
+            waiting.append(Forward(client: fd, bufferSize: settings.bufferSize, now: Self.now()))
         }
     }
 
@@ -572,7 +570,6 @@ public final class PortForwarder: @unchecked Sendable {
 
 /// One accepted client and its channel.
 final class Forward {
-    let id: Int
     let client: Int32
     let acceptedAt: UInt64
     var channel: OpaquePointer?
@@ -585,8 +582,7 @@ final class Forward {
     var clientWriteShut = false
     var finished = false
 
-    init(id: Int, client: Int32, bufferSize: Int, now: UInt64) {
-        self.id = id
+    init(client: Int32, bufferSize: Int, now: UInt64) {
         self.client = client
         self.acceptedAt = now
         up = ByteBuffer(capacity: bufferSize)

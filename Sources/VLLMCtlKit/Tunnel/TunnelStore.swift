@@ -48,7 +48,10 @@ public struct TunnelRecord: Sendable, Equatable, Codable {
     }
 
     /// `http://127.0.0.1:PORT/v1`: the OpenAI base URL through the tunnel.
-    public var baseURL: String { "http://\(LocalListener.clientHost(bind: bind)):\(localPort)/v1" }
+    public var baseURL: String { serverURL + "/v1" }
+
+    /// `http://127.0.0.1:PORT`: the server's root through the tunnel (for /health).
+    public var serverURL: String { "http://\(LocalListener.clientHost(bind: bind)):\(localPort)" }
 }
 
 /// The records of open tunnels: one 0600 JSON file per tunnel under the deployment records'
@@ -144,14 +147,15 @@ public struct TunnelStore: Sendable {
         kill(record.pid, SIGTERM)
         let deadline = Date().addingTimeInterval(waitSeconds)
         while Date() < deadline {
-            if !Self.isRunning(record) || Self.isZombie(record.pid) { return true }
+            if !Self.isRunning(record) || Self.hasEnded(record.pid) { return true }
             usleep(20_000)
         }
         kill(record.pid, SIGKILL)
         return true
     }
 
-    private static func isZombie(_ pid: Int32) -> Bool {
+    /// Gone, or a zombie waiting to be reaped.
+    static func hasEnded(_ pid: Int32) -> Bool {
         guard let stat = FileManager.default.contents(atPath: "/proc/\(pid)/stat") else { return true }
         let text = String(decoding: stat, as: UTF8.self)
         guard let close = text.lastIndex(of: ")") else { return false }
