@@ -32,7 +32,9 @@ state_paths() {
     MYSQL_PASS_FILE="$MYSQL_DIR/slurm-db-password"
     SLURMDBD_PID="$RUN_DIR/slurmdbd.pid"
     SLURMCTLD_PID="$RUN_DIR/slurmctld.pid"
-    SLURMD_PID="$RUN_DIR/slurmd.pid"
+    # One slurmd per node: slurmd_pidfile NODE ("%n" in SlurmdPidFile). slurmd.pid is where
+    # the single-node cluster of earlier versions kept its only slurmd (stopped on sight).
+    SLURMD_LEGACY_PID="$RUN_DIR/slurmd.pid"
     SSHD_PID="$SSH_DIR/sshd-$SSH_PORT.pid"
     SSHD_LEGACY_PID="$SSH_DIR/sshd-$SSH_LEGACY_PORT.pid"
     SSHD_KBD_PID="$SSH_DIR/sshd-$SSH_KBD_PORT.pid"
@@ -40,13 +42,21 @@ state_paths() {
     KBD_ASKPASS="$SSH_DIR/kbd-askpass.sh"
 }
 
+slurmd_pidfile() { printf '%s\n' "$RUN_DIR/slurmd-$1.pid"; }
+
 # --- fixed cluster parameters -------------------------------------------------
 CLUSTER_NAME=vllmctl-local
 PARTITION=debug
-NODE=$(hostname -s)
-NODE_CPUS=16
-NODE_MEM=32000
-NODE_GPUS=4
+# The login host is this machine's root network namespace: slurmctld, slurmdbd, MariaDB,
+# munged, the sshds and the Slurm client commands. It is SlurmctldHost.
+LOGIN_HOST=$(hostname -s)
+# Compute nodes: one network namespace (and UTS namespace: its own hostname) each, with
+# its own slurmd. NODE_ADDR[NODE] is its NodeAddr.
+NODES=(node1 node2)
+declare -A NODE_ADDR=([node1]=10.77.0.11 [node2]=10.77.0.12)
+NODE_CPUS=8
+NODE_MEM=16000
+NODE_GPUS=2
 SLURMCTLD_PORT=6817
 SLURMD_PORT=6818
 SLURMDBD_PORT=6819
@@ -59,6 +69,29 @@ SSH_LEGACY_ALIAS=vllmctl-local-legacy
 SSH_KBD_PORT=2224
 SSH_KBD_ALIAS=vllmctl-local-kbd
 SSH_KBD_USER=vllmctl-kbd
+
+# Aliases for the same three sshds, reached from the laptop namespace at LOGIN_ADDR.
+SSH_LOGIN_ALIAS=vllmctl-login
+SSH_LOGIN_LEGACY_ALIAS=vllmctl-login-legacy
+SSH_LOGIN_KBD_ALIAS=vllmctl-login-kbd
+
+# --- network: hosts as network namespaces (set up by network.sh) ---------------------
+# Bridge in the root namespace ("login"), one veth per node into it; the laptop has a
+# point-to-point /30 to the root namespace and reaches nothing but the sshds.
+NETNS_DIR=/var/run/netns           # iproute2's (ip netns add/del)
+UTSNS_DIR=/run/vllmctl-uts         # persistent UTS namespaces (hostnames node1, ...)
+BRIDGE=vcbr0
+BRIDGE_ADDR=10.77.0.1              # the login host as the nodes see it (SlurmctldHost)
+NODE_PREFIX=24
+LAPTOP=laptop
+LAPTOP_NS=vc-laptop
+LAPTOP_VETH=vc-laptop-h            # root-namespace end
+LOGIN_ADDR=10.78.0.1               # the login host as the laptop sees it
+LAPTOP_ADDR=10.78.0.2
+LAPTOP_PREFIX=30
+LAPTOP_NFT_TABLE=vllmctl_laptop    # inet table inside the laptop namespace
+node_ns() { printf 'vc-%s\n' "$1"; }     # node1 -> vc-node1
+node_veth() { printf 'vc-%s-h\n' "$1"; } # root-namespace end of its veth
 
 state_paths "$STATE"
 SSH_CONFIG="$SSH_DIR/ssh_config"
@@ -155,17 +188,59 @@ port_owner() {
     ss -Hltnp "sport = :$1" 2>/dev/null | sed -n 's/.*users:((\(.*\)))/\1/p' | head -n1
 }
 
+# --- running commands "on" a host ---------------------------------------------------
+# on_node NODE CMD...: run CMD in NODE's network and UTS namespaces (the rest, e.g. the
+# filesystem, is shared: like a cluster's shared filesystem). nsenter, not `ip netns
+# exec`: that also remounts /sys, which hides /sys/fs/cgroup from slurmd.
+on_node() {
+    local node=$1 ns
+    shift
+    ns=$(node_ns "$node")
+    [[ -e $NETNS_DIR/$ns ]] || { warn "no namespace $ns (node $node); run slurm/cluster-up.sh"; return 127; }
+    nsenter --net="$NETNS_DIR/$ns" --uts="$UTSNS_DIR/$ns" -- "$@"
+}
+
+# on_laptop CMD...: run CMD on the "laptop": a namespace that reaches only the login host's
+# sshds (LOGIN_ADDR ports 2222-2224).
+on_laptop() {
+    [[ -e $NETNS_DIR/$LAPTOP_NS ]] || { warn "no namespace $LAPTOP_NS; run slurm/cluster-up.sh"; return 127; }
+    nsenter --net="$NETNS_DIR/$LAPTOP_NS" --uts="$UTSNS_DIR/$LAPTOP_NS" -- "$@"
+}
+
+# ns_exists NS: NS is a live network namespace under NETNS_DIR.
+ns_exists() { nsenter --net="$NETNS_DIR/$1" true 2>/dev/null; }
+
+# ns_inode FILE: the namespace inode of a namespace file or /proc/PID/ns/net.
+ns_inode() { stat -L -c %i "$1" 2>/dev/null; }
+
+# pid_in_netns PID NS: process PID runs in network namespace NS (not in an older one).
+pid_in_netns() {
+    local a b
+    a=$(ns_inode "/proc/$1/ns/net") && b=$(ns_inode "$NETNS_DIR/$2") && [[ $a == "$b" ]]
+}
+
+# port_listening_in NS PORT: like port_listening, inside network namespace NS.
+port_listening_in() {
+    nsenter --net="$NETNS_DIR/$1" ss -Hltn "sport = :$2" 2>/dev/null | grep -q .
+}
+
 # --- slurm queries -------------------------------------------------------------
-# node_state: compact state of our node as sinfo reports it (idle, mix, down*, ...).
+# node_state NODE: compact state of NODE as sinfo reports it (idle, mix, down*, ...).
 node_state() {
-    sinfo -h -N -n "$NODE" -o '%t' 2>/dev/null | head -n1
+    sinfo -h -N -n "$1" -o '%t' 2>/dev/null | head -n1
 }
 
 node_ready() {
-    case "$(node_state)" in
+    case "$(node_state "$1")" in
         idle | mix | alloc) return 0 ;;
         *) return 1 ;;
     esac
+}
+
+# nodes_ready: every node is idle/mix/alloc.
+nodes_ready() {
+    local n
+    for n in "${NODES[@]}"; do node_ready "$n" || return 1; done
 }
 
 sacct_answers() {
@@ -234,12 +309,27 @@ cancel_all_jobs() {
     fi
 }
 
+# stop_slurmds DIR: stop every slurmd of the cluster whose state lives in DIR: each node's
+# (pid files slurmd-NODE.pid, also those of nodes no longer configured), the single slurmd
+# of earlier versions, then any other slurmd that references DIR (its log file).
+stop_slurmds() {
+    local dir=$1 f n
+    state_paths "$dir"
+    for f in "$RUN_DIR"/slurmd-*.pid; do
+        [[ -e $f ]] || continue
+        n=${f##*/slurmd-}
+        stop_pidfile "slurmd ${n%.pid}" "$f" slurmd 30
+    done
+    stop_daemon slurmd "$SLURMD_LEGACY_PID" slurmd "$dir/" 30
+    state_paths "$STATE"
+}
+
 # stop_cluster DIR: stop every daemon of the cluster whose state lives in DIR.
-# Leaves all state on disk.
+# Leaves all state on disk, and the network namespaces (cluster-down.sh removes them).
 stop_cluster() {
     local dir=$1
+    stop_slurmds "$dir"
     state_paths "$dir"
-    stop_daemon slurmd "$SLURMD_PID" slurmd "$dir/" 30
     stop_daemon slurmctld "$SLURMCTLD_PID" slurmctld "$dir/" 30
     stop_daemon slurmdbd "$SLURMDBD_PID" slurmdbd "$dir/" 30
     stop_daemon mariadbd "$MYSQL_PID" mariadbd "$dir/" 60

@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 
 static struct {
@@ -45,6 +46,11 @@ static void load(void) {
     VC_SYMBOL(easy_getinfo, "curl_easy_getinfo");
     VC_SYMBOL(slist_append, "curl_slist_append");
     VC_SYMBOL(slist_free_all, "curl_slist_free_all");
+    /* Before curl initialises OpenSSL: no atexit cleanup, which would crash an exit while
+       another thread is inside libssh2 or libcurl (see CLibSSH2/shim.h). */
+    int (*init_crypto)(uint64_t, const void *);
+    *(void **)&init_crypto = dlsym(RTLD_DEFAULT, "OPENSSL_init_crypto");
+    if (init_crypto) init_crypto(0x00080000L /* OPENSSL_INIT_NO_ATEXIT */, NULL);
     CURLcode rc = api.global_init(CURL_GLOBAL_ALL);
     if (rc != CURLE_OK) {
         snprintf(problem, sizeof problem, "curl_global_init failed: %s", api.easy_strerror(rc));

@@ -61,21 +61,26 @@ struct CLIEnvironment {
         config = try ConfigLocation.load(explicit: options.config, environment: environment)
         profile = try config.cluster(named: options.cluster)
         let host: any ClusterHost
+        var route: (any HTTPRoute)? = nil
         if let sshHost = profile.sshHost {
             let home = environment["HOME"] ?? FileManager.default.homeDirectoryForCurrentUser.path
             let sshConfig =
                 environment["VLLMCTL_SSH_CONFIG"].flatMap { $0.isEmpty ? nil : $0 } ?? home + "/.ssh/config"
             let prompts = SSHTerminalPrompts.available
-            host = try RemoteHost(
+            let remote = try RemoteHost(
                 alias: sshHost, configPath: sshConfig, environment: environment,
                 acceptNewHostKey: options.acceptNewHostKey,
                 passphrase: prompts ? SSHTerminalPrompts.passphrase : nil,
                 keyboardInteractive: prompts ? SSHTerminalPrompts.keyboardInteractive : nil)
+            host = remote
+            // Cluster addresses are reached through the login node, over the same session.
+            route = remote
         } else {
             host = LocalHost()
         }
         context = Context(
-            host: host, http: CurlHTTPClient(), clock: SystemClock(), terminal: StandardTerminal(),
+            host: host, http: CurlHTTPClient(route: route, proxy: profile.httpProxy), clock: SystemClock(),
+            terminal: StandardTerminal(),
             records: DeploymentStore(directory: DeploymentStore.defaultDirectory(environment: environment)),
             environment: environment)
     }

@@ -94,8 +94,8 @@ struct QueryCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let server = try await resolveServer()
-        let client = QueryClient(http: CurlHTTPClient(), server: server)
+        let (server, http) = try await resolveServer()
+        let client = QueryClient(http: http, server: server)
         let terminal = StandardTerminal()
         if info {
             let facts = try await client.info()
@@ -153,8 +153,9 @@ struct QueryCommand: AsyncParsableCommand {
         }
     }
 
-    /// The server from the deployment, or from --url / --host.
-    func resolveServer() async throws -> QueryServer {
+    /// The server from the deployment (and HTTP through the profile's login node when it has
+    /// `ssh_host`), or from --url / --host (HTTP straight from here).
+    func resolveServer() async throws -> (QueryServer, any HTTPClient) {
         let environment = ProcessInfo.processInfo.environment
         let total: Double? = timeout == 0 ? nil : timeout
         if let deployment {
@@ -174,10 +175,11 @@ struct QueryCommand: AsyncParsableCommand {
             ).first
             var url = tunnel?.serverURL ?? record.serverURL
             if ssl, url.hasPrefix("http://") { url = "https://" + url.dropFirst("http://".count) }
-            return try QueryServer(
+            let server = try QueryServer(
                 url: url, apiKey: apiKey ?? record.apiKey, caCertificate: cacert,
                 connectTimeout: connectTimeout, timeout: total,
                 deploymentName: resolved.name, servedModelName: record.servedModelName)
+            return (server, cli.context.http)
         }
         let url: String
         if let explicit = self.url {
@@ -187,10 +189,11 @@ struct QueryCommand: AsyncParsableCommand {
         } else {
             throw ValidationError("Name a deployment (JOB|NAME), or give the server with --url or --host.")
         }
-        return try QueryServer(
+        let server = try QueryServer(
             url: url, apiKey: apiKey ?? environment["VLLMCTL_API_KEY"], caCertificate: cacert,
             connectTimeout: connectTimeout,
             timeout: total)
+        return (server, CurlHTTPClient())
     }
 
     func readPrompt() throws -> String {

@@ -96,7 +96,7 @@ struct StatusCommand: AsyncParsableCommand {
                 "Server:      vLLM \(server.version ?? "?")"
                     + (server.simulator ? " (vllm-sim, a simulator)" : ""))
             lines.append("Models:      " + server.models.joined(separator: ", "))
-        } else if row.health != .unknown {
+        } else if row.health != .unchecked {
             lines.append("Server:      \(row.health.rawValue)\(row.healthDetail.map { ": " + $0 } ?? "")")
         }
         return lines.joined(separator: "\n")

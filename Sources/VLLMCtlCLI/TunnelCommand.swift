@@ -186,13 +186,18 @@ struct TunnelCommand: AsyncParsableCommand {
 
     static func describe(_ event: ForwarderEvent, target: String) -> String {
         switch event {
-        case .channelOpenFailed(let reason):
+        case .channelOpenFailed(let to, let reason, let alsoSince):
             let meaning =
                 reason.contains("connect failed")
                 ? ": the server is gone or not listening; see `vllmctl status`"
                 : reason.contains("administratively prohibited")
-                    ? ": the SSH server does not allow forwarding there (AllowTcpForwarding/PermitOpen)" : ""
-            return "tunnel: a connection to \(target) was refused by the login node (\(reason))\(meaning)"
+                    ? ": the SSH server does not allow forwarding there (AllowTcpForwarding/PermitOpen)"
+                    : reason.hasPrefix("no answer")
+                        ? ": the node is down or unreachable, or a firewall drops the packets; see `vllmctl status`"
+                        : ""
+            let more =
+                alsoSince > 0 ? " (and \(alsoSince) more failed connections since the last message)" : ""
+            return "tunnel: a connection to \(to) failed (\(reason))\(meaning)\(more)"
         case .sessionLost(let reason):
             return "tunnel: the SSH session was lost (\(reason)); reconnecting, the local port stays open"
         case .reconnected:

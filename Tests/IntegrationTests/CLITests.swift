@@ -18,6 +18,8 @@ struct CLI {
     let stateDir: String
     var configPath = repoRoot + "/.cluster/vllmctl.yaml"
     var extraEnvironment: [String: String] = [:]
+    /// The test host (network namespace) the CLI runs on; nil: the login host (this one).
+    var host: TestHost?
 
     init() throws { stateDir = try temporaryDirectory() }
 
@@ -31,7 +33,8 @@ struct CLI {
     }
 
     func run(_ args: [String], timeout: Duration = .seconds(120)) async throws -> CommandResult {
-        try await sh(["env"] + environment.map { "\($0)=\($1)" } + [vllmctlBinary] + args, timeout: timeout)
+        let argv = ["env"] + environment.map { "\($0)=\($1)" } + [vllmctlBinary] + args
+        return try await sh((host?.prefix ?? []) + argv, timeout: timeout)
     }
 
     func cancelAll() async {

@@ -23,9 +23,11 @@ extension LocalCluster {
         @Test func aPendingJobShowsItsReasonAndTheRunningOneIsHealthy() async throws {
             let cli = try CLI()
             defer { Task { [cli] in await cli.cancelAll() } }
-            // The node has 4 GPUs: the first takes them all, the second must wait.
-            _ = try await deployJSON(cli, ["--name", "big", "--gpus", "4", "--time", "00:09:00"])
-            _ = try await deployJSON(cli, ["--name", "waits", "--gpus", "4", "--no-wait"])
+            // node2 has 2 GPUs: the first takes them both, the second must wait.
+            _ = try await deployJSON(
+                cli, ["--name", "big", "--gpus", "2", "--nodelist", "node2", "--time", "00:09:00"])
+            _ = try await deployJSON(
+                cli, ["--name", "waits", "--gpus", "2", "--nodelist", "node2", "--no-wait"])
             try await Task.sleep(for: .seconds(2))
             let report = try await statusReport(cli)
             let table = try await cli.run(["status"])
@@ -33,16 +35,18 @@ extension LocalCluster {
             await cli.cancelAll()
             #expect(table.stdout.contains("less than 10 minutes of walltime left"))
             #expect(detail.stdout.contains("Resources:"))
-            #expect(detail.stdout.contains("gres/gpu=4"))
+            #expect(detail.stdout.contains("gres/gpu=2"))
             #expect(detail.stdout.contains("Models:      sim"))
             #expect(detail.stdout.contains("vllm-sim, a simulator"))
-            #expect(report.schema == 1)
+            #expect(report.schema == 2)
             #expect(report.cluster == "local")
             let big = try #require(report.deployments.first { $0.name == "big" })
             let waits = try #require(report.deployments.first { $0.name == "waits" })
             #expect(big.state == "RUNNING")
             #expect(big.health == .healthy)
-            #expect(big.url?.hasPrefix("http://127.0.0.1:") == true)
+            // The node's own address, as on a real cluster.
+            #expect(big.url?.hasPrefix("http://10.77.0.12:") == true, "\(big.url ?? "")")
+            #expect(big.node == "node2")
             // 9 minutes of walltime: flagged.
             #expect(big.walltimeLow)
             #expect(waits.walltimeLow == false)

@@ -75,13 +75,19 @@ final class SimulatorProcess: @unchecked Sendable {
     /// The simulator's log (a file: an undrained pipe would block it).
     let logPath: String
 
-    init(extraArgs: [String] = [], loadSeconds: Double = 0, key: String = APIKey.generate().value) throws {
+    let bindHost: String
+
+    init(
+        extraArgs: [String] = [], loadSeconds: Double = 0, key: String = APIKey.generate().value,
+        bindHost: String = "127.0.0.1"
+    ) throws {
         port = try freePort()
         self.key = key
+        self.bindHost = bindHost
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments =
             [
-                "python3", repoRoot + "/slurm/sim/vllm_sim.py", "serve", "sim-model", "--host", "127.0.0.1",
+                "python3", repoRoot + "/slurm/sim/vllm_sim.py", "serve", "sim-model", "--host", bindHost,
                 "--port", String(port), "--sim-load-seconds", String(loadSeconds), "--sim-token-delay",
                 "0.05",
             ] + extraArgs
@@ -96,7 +102,7 @@ final class SimulatorProcess: @unchecked Sendable {
         try process.run()
     }
 
-    var url: String { "http://127.0.0.1:\(port)" }
+    var url: String { "http://\(bindHost):\(port)" }
 
     func waitHealthy(http: any HTTPClient, seconds: Double = 20) async throws {
         let deadline = Date().addingTimeInterval(seconds)

@@ -138,10 +138,15 @@ extension LocalCluster {
             try await cleaningUp { extra in
                 let plain = try await plainJob(extra)
                 #expect(try await waitForState(plain, .running)?.state == .running)
+                // All on node1 (the plain job may have landed anywhere; node1 is busy either way).
+                var onNode1 = DeploySettings()
+                onNode1.nodelist = "node1"
                 let running = try #require(
-                    try await deployer.deploy(DeployRequest(modelOrPreset: "sim", name: "td-running")).record)
-                // Exclusive use of the node cannot start while the others run: it stays pending.
-                var exclusive = DeploySettings()
+                    try await deployer.deploy(
+                        DeployRequest(modelOrPreset: "sim", name: "td-running", flags: onNode1)
+                    ).record)
+                // Exclusive use of the node cannot start while another job runs there: it stays pending.
+                var exclusive = onNode1
                 exclusive.exclusive = true
                 let pending = try #require(
                     try await deployer.deploy(

@@ -15,14 +15,14 @@ struct TestTunnel {
     let sessionPort: Int
     let events: EventLog
 
-    init(targetPort: Int, settings: ForwarderSettings? = nil) async throws {
+    init(targetHost: String = "127.0.0.1", targetPort: Int, settings: ForwarderSettings? = nil) async throws {
         let session = try await SSHSession.connect(LocalSSH.options())
         sessionPort = Self.localPort(of: session.socket)
         let listener = try LocalListener.bind(address: "127.0.0.1", port: 0)
         let events = EventLog()
         self.events = events
         tunnel = try Tunnel(
-            session: session, listener: listener, targetHost: "127.0.0.1", targetPort: targetPort,
+            session: session, listener: listener, targetHost: targetHost, targetPort: targetPort,
             settings: settings, onEvent: { events.append($0) })
     }
 
@@ -46,19 +46,28 @@ final class EventLog: @unchecked Sendable {
     var all: [ForwarderEvent] { lock.withLock { events } }
 }
 
-/// Whether something accepts TCP connections on 127.0.0.1:port.
-func isListening(_ port: Int) -> Bool {
+/// A TCP socket connected to 127.0.0.1:port (blocking), or nil.
+func connectLoopback(_ port: Int) -> Int32? {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
     var addr = sockaddr_in()
     addr.sin_family = sa_family_t(AF_INET)
     addr.sin_port = UInt16(port).bigEndian
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    return withUnsafePointer(to: &addr) {
+    let connected = withUnsafePointer(to: &addr) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
             connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
         }
     }
+    if connected { return fd }
+    close(fd)
+    return nil
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:port.
+func isListening(_ port: Int) -> Bool {
+    guard let fd = connectLoopback(port) else { return false }
+    close(fd)
+    return true
 }
 
 @Suite struct TunnelTests {

@@ -14,6 +14,7 @@ import Testing
             clusters:
               hpc:
                 ssh_host: login
+                http_proxy: http://proxy.cluster:3128
                 partition: gpu
                 account: proj
                 workdir: ~/vllm
@@ -30,6 +31,7 @@ import Testing
             """)
         let hpc = try config.cluster(named: nil)
         #expect(hpc.sshHost == "login")
+        #expect(hpc.httpProxy == "http://proxy.cluster:3128")
         #expect(hpc.defaults.gpuRequest == .gpus)
         #expect(hpc.defaults.serverCommand == ["vllm", "serve"])
         #expect(config.models["qwen"]?.settings.tensorParallelSize == 2)

@@ -304,7 +304,7 @@ import Testing
 
     @Test func transportErrorsNameQuerysFlags() throws {
         let timeout = QueryErrors.transport(
-            VLLMCtlError.http(url: "u", message: "timed out (x)", hint: "old"), server: try server())
+            VLLMCtlError.unreachable(url: "u", message: "timed out (x)", hint: "old"), server: try server())
         #expect("\(timeout)".contains("raise --timeout (it is 120 s)"))
         #expect("\(timeout)".contains("--max-tokens"))
         let refused = QueryErrors.transport(

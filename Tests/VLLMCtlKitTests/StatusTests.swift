@@ -7,7 +7,7 @@ import Testing
     @Test func columnsAlignByCharactersAlsoPastASCII() {
         var pending = DeploymentStatus(
             name: "ünï", jobID: "7", cluster: "local", user: me, model: nil, servedModelName: "sim",
-            state: "PENDING", reason: "JobHeldUser", node: nil, url: nil, health: .unknown,
+            state: "PENDING", reason: "JobHeldUser", node: nil, url: nil, health: .unchecked,
             elapsedSeconds: nil, timeLeftSeconds: nil, walltimeLow: false, deployDir: nil, infoFile: nil,
             recorded: false)
         pending.healthDetail = nil
@@ -58,5 +58,36 @@ import Testing
         #expect(rows.map(\.name) == ["s10", "s20", "s30"])
         #expect(rows.allSatisfy { $0.state == "PENDING" && $0.reason == "Priority" })
         #expect(host.programs.filter { $0 != "id" } == ["squeue"])
+    }
+}
+
+@Suite struct HealthClassificationTests {
+    /// Only what the server was seen doing counts against it.
+    @Test func onlyObservedFailuresCountAgainstTheServer() {
+        typealias H = DeploymentStatus
+        #expect(
+            H.health(after: VLLMCtlError.http(url: "u", message: "connection refused (x)", hint: ""))
+                == .unreachable)
+        #expect(
+            H.health(after: VLLMCtlError.http(url: "u", message: "the connection broke (x)", hint: ""))
+                == .unhealthy)
+        #expect(
+            H.health(after: VLLMCtlError.unreachable(url: "u", message: "timed out", hint: "")) == .unknown)
+        #expect(H.health(after: SSHError(host: "h", message: "down", hint: "")) == .unknown)
+        #expect(H.health(after: CancellationError()) == .unknown)
+    }
+
+    @Test func urlTargetsAndLoopback() throws {
+        let plain = try #require(URLTarget(url: "http://10.77.0.11:8000/health"))
+        #expect(plain.host == "10.77.0.11" && plain.port == 8000 && !plain.isLoopback)
+        let tls = try #require(URLTarget(url: "https://node7.cluster/v1"))
+        #expect(tls.port == 443 && tls.isTLS && tls.hostPort == "node7.cluster:443")
+        let v6 = try #require(URLTarget(url: "http://[fd00::5]:9000"))
+        #expect(v6.host == "fd00::5" && v6.hostPort == "[fd00::5]:9000")
+        for loop in ["http://127.0.0.1:8000", "http://localhost:1", "http://[::1]:2", "http://127.5.0.1"] {
+            #expect(try #require(URLTarget(url: loop)).isLoopback, "\(loop)")
+        }
+        #expect(URLTarget(url: "ftp://x/y") == nil)
+        #expect(URLTarget(url: "not a url") == nil)
     }
 }

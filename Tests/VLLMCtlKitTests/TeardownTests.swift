@@ -103,6 +103,24 @@ func record(
         }
     }
 
+    /// "Can't tell" is never "unhealthy": a check that failed on vllmctl's side (no route, a
+    /// proxy, SSH, a timeout on the way) keeps the job, however long it lasts, and leaves an
+    /// earlier mark as it was.
+    @Test func unknownHealthIsNeverStale() {
+        let days = StaleFinder(criteria: criteria, now: t0 + 86400 * 3)
+        let (action, mark) = days.judge(
+            job("1", "vllmctl-a", elapsed: "3-00:00:00"), record: record("1", "a"),
+            health: .unknown("/health: timed out"), unhealthySince: t0)
+        #expect(action.kind == .keep)
+        #expect(action.reason.contains("health unknown (/health: timed out)"))
+        #expect(mark == t0)
+        let (fresh, none) = finder.judge(
+            job("1", "vllmctl-a", elapsed: "3:00:00"), record: record("1", "a"),
+            health: .unknown("no route"), unhealthySince: nil)
+        #expect(fresh.kind == .keep)
+        #expect(none == nil, "an unknown check does not start a grace period")
+    }
+
     @Test func unhealthyStartsItsGraceWhenFirstSeen() {
         let (first, mark) = finder.judge(
             job("1", "vllmctl-a", elapsed: "3:00:00"), record: record("1", "a"),

@@ -97,7 +97,7 @@ public struct ConfigParser {
         "gpu_memory_utilization", "max_model_len", "guided_decoding_backend", "uvicorn_log_level",
         "max_log_len", "vllm_args", "ready_timeout",
     ]
-    static let clusterOnlyKeys: Set<String> = ["ssh_host", "workdir", "share_dir"]
+    static let clusterOnlyKeys: Set<String> = ["ssh_host", "workdir", "share_dir", "http_proxy"]
 
     /// The parser reads scalars itself (`string`, `int`, `double`, `bool` below), so Yams needs
     /// neither its default resolver nor its default constructor. The default resolver compiles
@@ -152,7 +152,7 @@ public struct ConfigParser {
         let (defaults, extra) = try settings(node, context: "clusters.\(name)", extra: Self.clusterOnlyKeys)
         return ClusterProfile(
             name: name, sshHost: extra["ssh_host"], workdir: extra["workdir"], shareDir: extra["share_dir"],
-            defaults: defaults)
+            httpProxy: extra["http_proxy"], defaults: defaults)
     }
 
     private func settings(_ node: Node, context: String, extra allowedExtra: Set<String>) throws

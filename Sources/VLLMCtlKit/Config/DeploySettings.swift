@@ -103,16 +103,21 @@ public struct ClusterProfile: Sendable, Equatable {
     public var workdir: String?
     /// Where `vllmctl info --share` copies connection files for colleagues.
     public var shareDir: String?
+    /// The proxy vllmctl's own requests to servers go through, for clusters that need one
+    /// (`http://proxy:3128`). Without it no proxy is used: the environment's `http_proxy` is
+    /// for reaching the internet, not the cluster's nodes.
+    public var httpProxy: String?
     public var defaults: DeploySettings
 
     public init(
         name: String, sshHost: String? = nil, workdir: String? = nil, shareDir: String? = nil,
-        defaults: DeploySettings = .init()
+        httpProxy: String? = nil, defaults: DeploySettings = .init()
     ) {
         self.name = name
         self.sshHost = sshHost
         self.workdir = workdir
         self.shareDir = shareDir
+        self.httpProxy = httpProxy
         self.defaults = defaults
     }
 }

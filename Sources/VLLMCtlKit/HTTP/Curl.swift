@@ -5,7 +5,8 @@ import Foundation
 final class CurlEasy {
 
     let handle: UnsafeMutableRawPointer
-    private var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+    /// CURLOPT_ERRORBUFFER: libcurl keeps the pointer, so the buffer lives as long as the handle.
+    private let errorBuffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
 
     init() throws {
         if let problem = vc_load() {
@@ -21,7 +22,10 @@ final class CurlEasy {
         self.handle = handle
     }
 
-    deinit { vc_easy_cleanup(handle) }
+    deinit {
+        vc_easy_cleanup(handle)
+        errorBuffer.deallocate()
+    }
 
     func set(_ option: CURLoption, _ value: Int) { _ = vc_setopt_long(handle, option, value) }
     func set(_ option: CURLoption, _ value: String) {
@@ -31,8 +35,14 @@ final class CurlEasy {
 
     /// Performs the transfer. `onBody` sees each piece of the body as it arrives and returns
     /// false to abort. Returns the HTTP status and the response headers.
+    ///
+    /// `proxy` is the only proxy used (nil: none; the environment's are ignored). `bridge`,
+    /// when given, is the abstract Unix socket to connect to instead of the URL's host (see
+    /// `UnixBridge`): libcurl then never resolves the host name, which may only resolve inside
+    /// the cluster.
     func perform(
-        _ request: HTTPRequest, onBody: @escaping (UnsafeRawBufferPointer) -> Bool
+        _ request: HTTPRequest, proxy: String? = nil, bridge: String? = nil,
+        onBody: @escaping (UnsafeRawBufferPointer) -> Bool
     ) throws -> (status: Int, headers: [String: String]) {
         vc_easy_reset(handle)
         set(CURLOPT_NOSIGNAL, 1)
@@ -41,9 +51,13 @@ final class CurlEasy {
         if let total = request.timeout { set(CURLOPT_TIMEOUT_MS, Int(total * 1000)) }
         set(CURLOPT_FOLLOWLOCATION, 0)
         if let caCert = request.caCertificate { set(CURLOPT_CAINFO, caCert) }
-        errorBuffer.withUnsafeMutableBufferPointer {
-            _ = vc_setopt_ptr(handle, CURLOPT_ERRORBUFFER, $0.baseAddress)
+        // "" switches the environment's proxies off (libcurl reads http_proxy and friends).
+        set(CURLOPT_PROXY, proxy ?? "")
+        if let bridge {
+            set(CURLOPT_ABSTRACT_UNIX_SOCKET, bridge)
+            set(CURLOPT_FORBID_REUSE, 1)
         }
+        _ = vc_setopt_ptr(handle, CURLOPT_ERRORBUFFER, errorBuffer)
         errorBuffer[0] = 0
 
         switch request.method {
@@ -53,7 +67,7 @@ final class CurlEasy {
         }
         let body = request.body ?? Data()
         if request.method != "GET" {
-            set(CURLOPT_POSTFIELDSIZE_LARGE, body.count)
+            _ = vc_setopt_off(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.count))
         }
 
         var headerList: UnsafeMutablePointer<curl_slist>? = nil
@@ -105,28 +119,47 @@ final class CurlEasy {
         return (status, sink.headers)
     }
 
+    /// A failed transfer as an error that says whether the server was observed doing something
+    /// (`.http`: refused, a broken answer) or could not be reached for a reason on this side
+    /// (`.unreachable`: no route, a timeout on the way, DNS, TLS set-up, a proxy).
     private func curlError(_ code: CURLcode, url: String) -> VLLMCtlError {
-        let detail = errorBuffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        let detail = String(cString: errorBuffer)
         let message = detail.isEmpty ? String(cString: vc_easy_strerror(code)) : detail
+        var osErrno = 0
+        _ = vc_getinfo_long(handle, CURLINFO_OS_ERRNO, &osErrno)
         switch code {
-        case CURLE_COULDNT_CONNECT:
+        case CURLE_COULDNT_CONNECT where osErrno == Int(ECONNREFUSED):
             return .http(
                 url: url, message: "connection refused (\(message))",
                 hint:
-                    "Is the job running and its server up (`vllmctl status`)? If you go through a tunnel, is it open (`vllmctl tunnel`)?"
+                    "Nothing listens there: is the job running and its server up (`vllmctl status`)? If you go through a tunnel, is it open (`vllmctl tunnel`)?"
+            )
+        case CURLE_COULDNT_CONNECT:
+            return .unreachable(
+                url: url, message: "cannot connect (\(message))",
+                hint:
+                    "This machine has no way to that address: from a laptop, use a profile with `ssh_host` (requests then go through the login node) or `vllmctl tunnel`."
             )
         case CURLE_OPERATION_TIMEDOUT:
-            return .http(
+            return .unreachable(
                 url: url, message: "timed out (\(message))",
                 hint:
                     "The server may be busy or unreachable from here; raise the timeout, ask for fewer tokens, or use `vllmctl tunnel`."
             )
         case CURLE_COULDNT_RESOLVE_HOST:
-            return .http(
+            return .unreachable(
                 url: url, message: "the host name does not resolve (\(message))",
                 hint: "Check the URL, or reach the node through `vllmctl tunnel`.")
+        case CURLE_COULDNT_RESOLVE_PROXY:
+            return .unreachable(
+                url: url, message: "the proxy failed (\(message))",
+                hint: "Check the profile's `http_proxy`, or leave it out to connect directly.")
+        case CURLE_RECV_ERROR where message.lowercased().contains("proxy"):
+            return .unreachable(
+                url: url, message: "the proxy failed (\(message))",
+                hint: "Check the profile's `http_proxy`, or leave it out to connect directly.")
         case CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CONNECT_ERROR, CURLE_SSL_CACERT_BADFILE:
-            return .http(
+            return .unreachable(
                 url: url, message: "TLS failed (\(message))",
                 hint: "Check --cacert, or use http:// for a server without TLS.")
         case CURLE_WRITE_ERROR:

@@ -61,7 +61,17 @@ public protocol HTTPClient: Sendable {
 }
 
 public struct CurlHTTPClient: HTTPClient {
-    public init() {}
+    /// Where connections come from; nil: libcurl connects directly.
+    public var route: (any HTTPRoute)?
+    /// The proxy a profile names (`http_proxy`); nil: none. The environment's `http_proxy`,
+    /// `https_proxy` and `ALL_PROXY` are never used: they are set on login nodes for pip and
+    /// the like, and a proxy outside the cluster cannot reach its compute nodes.
+    public var proxy: String?
+
+    public init(route: (any HTTPRoute)? = nil, proxy: String? = nil) {
+        self.route = route
+        self.proxy = proxy
+    }
 
     public func send(_ request: HTTPRequest) async throws -> HTTPResponse {
         let collected = Collected()
@@ -73,11 +83,45 @@ public struct CurlHTTPClient: HTTPClient {
     public func stream(_ request: HTTPRequest, onChunk: @escaping @Sendable (Data) -> Void) async throws
         -> HTTPResponse
     {
-        try await withCheckedThrowingContinuation { continuation in
+        guard let route else { return try await transfer(request, onChunk: onChunk) }
+        let proxyTarget = proxy.flatMap { URLTarget(url: $0.contains("://") ? $0 : "http://" + $0) }
+        guard let target = proxyTarget ?? URLTarget(url: request.url), !target.isLoopback else {
+            return try await transfer(request, onChunk: onChunk)
+        }
+        // libcurl connects to a private local socket; its connection is carried by the route.
+        let bridge = try UnixBridge()
+        async let response = captured { try await transfer(request, bridge: bridge.name, onChunk: onChunk) }
+        var routeError: (any Error)?
+        do {
+            let client = try await bridge.accept(timeout: max(request.connectTimeout, 1))
+            try await route.carry(
+                client, host: target.host, port: target.port, timeout: request.connectTimeout)
+        } catch {
+            bridge.shut()
+            routeError = error
+        }
+        let result = await response
+        if let routeError {
+            if case .success = result { return try result.get() }
+            throw routeError
+        }
+        return try result.get()
+    }
+
+    private func captured<T: Sendable>(_ body: () async throws -> T) async -> Result<T, any Error> {
+        do { return .success(try await body()) } catch { return .failure(error) }
+    }
+
+    /// One transfer on its own thread: libcurl connects by itself, or to `bridge`.
+    private func transfer(
+        _ request: HTTPRequest, bridge: String? = nil, onChunk: @escaping @Sendable (Data) -> Void
+    ) async throws -> HTTPResponse {
+        let proxy = self.proxy
+        return try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread {
                 do {
                     let easy = try CurlEasy()
-                    let (status, headers) = try easy.perform(request) { bytes in
+                    let (status, headers) = try easy.perform(request, proxy: proxy, bridge: bridge) { bytes in
                         onChunk(Data(bytes))
                         return true
                     }

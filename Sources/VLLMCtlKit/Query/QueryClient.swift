@@ -204,6 +204,14 @@ public struct QueryClient: Sendable {
             text: text, finishReason: choice?["finish_reason"]?.stringValue, usage: json["usage"])
     }
 
+    /// What a failed transfer said, for a stream cut short.
+    static func transportMessage(_ error: any Error) -> String? {
+        switch error {
+        case VLLMCtlError.http(_, let message, _), VLLMCtlError.unreachable(_, let message, _): message
+        default: nil
+        }
+    }
+
     func stream(
         _ request: QueryRequest, model: String, onText: @escaping @Sendable (String) -> Void,
         onEvent: @escaping @Sendable (String) -> Void
@@ -216,7 +224,7 @@ public struct QueryClient: Sendable {
             ) { state.feed($0) }
         } catch {
             let snapshot = state.finish()
-            if snapshot.events > 0 && !snapshot.sawDone, case VLLMCtlError.http(_, let message, _) = error {
+            if snapshot.events > 0 && !snapshot.sawDone, let message = Self.transportMessage(error) {
                 throw QueryErrors.brokenStream(
                     server: server, path: request.path, events: snapshot.events, detail: message)
             }

@@ -67,15 +67,15 @@ public enum QueryErrors {
 
     /// libcurl's errors with hints that name `query`'s own flags.
     public static func transport(_ error: any Error, server: QueryServer) -> any Error {
-        guard case VLLMCtlError.http(let url, let message, _) = error else { return error }
-        if message.hasPrefix("timed out") {
+        if case VLLMCtlError.unreachable(let url, let message, _) = error, message.hasPrefix("timed out") {
             let limit = server.timeout.map { "it is \(formatSeconds($0)) s" } ?? "there is none"
-            return VLLMCtlError.http(
+            return VLLMCtlError.unreachable(
                 url: url, message: message,
                 hint:
                     "The server may be busy, or the answer long: raise --timeout (\(limit)) or ask for fewer tokens with --max-tokens. If even connecting times out, raise --connect-timeout (it is \(formatSeconds(server.connectTimeout)) s) or use a tunnel."
             )
         }
+        guard case VLLMCtlError.http(let url, let message, _) = error else { return error }
         if message.hasPrefix("connection refused") {
             let status = server.deploymentName.map { "`vllmctl status \($0)`" } ?? "`vllmctl status`"
             return VLLMCtlError.http(

@@ -7,6 +7,8 @@ public final class RemoteHost: ClusterHost, @unchecked Sendable {
     public let options: SSHConnectOptions
     private let lock = NSLock()
     private var connecting: Task<SSHSession, any Error>?
+    /// Carries HTTP requests over the session (RemoteHost+HTTP); made on first use.
+    private var forwarder: (session: SSHSession, forwarder: PortForwarder)?
 
     public init(options: SSHConnectOptions) {
         self.options = options
@@ -51,11 +53,26 @@ public final class RemoteHost: ClusterHost, @unchecked Sendable {
         return try await task.value
     }
 
+    /// The forwarder for HTTP requests over the current session.
+    func httpForwarder() async throws -> PortForwarder {
+        let session = try await session()
+        return try lock.withLock {
+            if let forwarder, forwarder.session === session { return forwarder.forwarder }
+            let made = try PortForwarder(
+                listener: nil, session: session, exitWhenIdle: true, connect: nil)
+            forwarder = (session, made)
+            return made
+        }
+    }
+
     /// Hands the session over to a long-lived user (a tunnel), which drives it from its own
     /// thread. This host forgets it: should it be used again, it connects anew.
     public func detachSession() async throws -> SSHSession {
         let session = try await session()
-        lock.withLock { connecting = nil }
+        lock.withLock {
+            connecting = nil
+            forwarder = nil
+        }
         return session
     }
 

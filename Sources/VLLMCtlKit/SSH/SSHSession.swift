@@ -25,7 +25,10 @@ public struct SSHError: Error, Equatable, Sendable, CustomStringConvertible, Loc
 
 /// libssh2's global state, set up once.
 enum LibSSH2 {
-    static let initResult: Int32 = libssh2_init(0)
+    static let initResult: Int32 = {
+        vc_openssl_no_atexit()
+        return libssh2_init(0)
+    }()
 }
 
 /// Everything needed to open one SSH session.
@@ -246,6 +249,12 @@ public final class SSHSession: @unchecked Sendable {
                 continuation.resume(with: Result { try body(self) })
             }
         }
+    }
+
+    /// Runs `body` on the session's queue without waiting for it (a forwarder's loop that
+    /// returns when its clients are done).
+    func schedule(_ body: @escaping @Sendable (SSHSession) -> Void) {
+        queue.async { body(self) }
     }
 
     /// The session's SFTP subsystem, started on first use. Only inside `perform`.

@@ -8,10 +8,24 @@ public struct DeploymentStatus: Sendable, Equatable, Codable {
         case healthy
         /// /health answered something else.
         case unhealthy
-        /// /health did not answer (refused, timed out).
+        /// The connection was refused at the server's address: nothing listens there.
         case unreachable
-        /// Not checked: the job is not running or its URL is not known yet.
+        /// Checked, but vllmctl could not tell for a reason on its own side (no route, a
+        /// timeout on the way, the SSH session, the login node's connection to the node);
+        /// `healthDetail` says which. Never counts against the server.
         case unknown
+        /// Not checked: the job is not running or its URL is not known yet.
+        case unchecked
+    }
+
+    /// The health a failed `/health` request shows: only a refusal seen at the server's address
+    /// is held against the server.
+    public static func health(after error: any Error) -> Health {
+        if case VLLMCtlError.http(_, let message, _) = error, message.hasPrefix("connection refused") {
+            return .unreachable
+        }
+        if case VLLMCtlError.http = error { return .unhealthy }
+        return .unknown
     }
 
     public var name: String
@@ -58,7 +72,7 @@ public struct DeploymentStatus: Sendable, Equatable, Codable {
 
 /// The `status --json` document.
 public struct StatusReport: Sendable, Codable {
-    public var schema: Int = 1
+    public var schema: Int = 2
     public var cluster: String
     public var generatedAt: Date
     public var deployments: [DeploymentStatus]

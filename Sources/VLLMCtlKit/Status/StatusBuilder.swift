@@ -79,7 +79,7 @@ public struct StatusBuilder: Sendable {
             model: record?.model, servedModelName: record?.servedModelName, state: job.state.rawValue,
             reason: (job.reason.isEmpty || job.reason == "None") ? nil : job.reason,
             node: (job.nodes.isEmpty || job.nodes == "None assigned") ? nil : job.nodes, url: record?.url,
-            health: .unknown,
+            health: .unchecked,
             elapsedSeconds: SlurmTime.seconds(job.elapsed), timeLeftSeconds: SlurmTime.seconds(job.timeLeft),
             walltimeLow: false, deployDir: deployDir,
             infoFile: deployDir.map { $0 + "/" + DeploymentFiles.infoText }, recorded: record != nil)
@@ -102,7 +102,7 @@ public struct StatusBuilder: Sendable {
         DeploymentStatus(
             name: record.name, jobID: record.jobID, cluster: cluster, user: user, model: record.model,
             servedModelName: record.servedModelName, state: "ENDED", reason: nil, node: record.node, url: nil,
-            health: .unknown, elapsedSeconds: nil, timeLeftSeconds: nil, walltimeLow: false,
+            health: .unchecked, elapsedSeconds: nil, timeLeftSeconds: nil, walltimeLow: false,
             deployDir: record.deployDir, infoFile: record.infoFile, recorded: true)
     }
 
@@ -123,7 +123,7 @@ public struct StatusBuilder: Sendable {
                             r.status == 200 ? nil : "HTTP \(r.status)"
                         )
                     } catch {
-                        return (i, .unreachable, "\(error)")
+                        return (i, DeploymentStatus.health(after: error), "\(error)")
                     }
                 }
             }
@@ -151,7 +151,7 @@ public enum StatusTable {
             lines.append([
                 r.name, r.jobID, r.servedModelName ?? r.model ?? "-", state, r.node ?? "-",
                 r.url.map { $0 + "/v1" } ?? "-",
-                r.health == .unknown ? "-" : r.health.rawValue,
+                r.health == .unchecked ? "-" : r.health.rawValue,
                 r.state == JobState.running.rawValue ? (r.elapsedSeconds.map(SlurmTime.short) ?? "-") : "-",
                 left,
             ])

@@ -19,8 +19,13 @@ public enum VLLMCtlError: Error, Equatable, Sendable {
     case jobEnded(jobID: String, state: String, reason: String?, logTail: String)
     /// The server did not become ready in time.
     case notReady(jobID: String, waited: Double, detail: String)
-    /// An HTTP exchange failed below HTTP (connect, TLS, timeout).
+    /// An HTTP exchange failed below HTTP, and the server was seen doing it: the connection
+    /// was refused (nothing listens there) or broke.
     case http(url: String, message: String, hint: String)
+    /// A request could not reach the server for a reason on vllmctl's own side of the network
+    /// (no route, a timeout on the way, DNS, TLS set-up, a proxy, the SSH session or the login
+    /// node's connection to the node): the server's own state is unknown.
+    case unreachable(url: String, message: String, hint: String)
     /// A file could not be read or written.
     case file(path: String, message: String)
     /// A deployment or template could not be found.
@@ -65,7 +70,7 @@ extension VLLMCtlError: CustomStringConvertible, LocalizedError {
         case .notReady(let jobID, let waited, let detail):
             return
                 "The server of job \(jobID) was not ready after \(Int(waited)) s: \(detail). The job is still running: watch it with `vllmctl logs \(jobID) --follow`, or cancel it with `vllmctl teardown \(jobID)`. Raise the wait with `--timeout`."
-        case .http(let url, let message, let hint):
+        case .http(let url, let message, let hint), .unreachable(let url, let message, let hint):
             return "\(url): \(message). \(hint)"
         case .file(let path, let message):
             return "\(path): \(message)"

@@ -101,6 +101,15 @@ public struct StaleFinder: Sendable {
                     "starting: running for \(DurationText.format(running)), server not ready yet; stale after \(what)"
                 ), nil
             )
+        case .unknown(let why):
+            // Not an observation of the server: its grace neither starts nor ends here, and
+            // an earlier mark stays as it was.
+            return (
+                action(
+                    .keep,
+                    "health unknown (\(why)); running for \(DurationText.format(running)), not counted as unhealthy"
+                ), unhealthySince
+            )
         case .unchecked(let why):
             return (action(.keep, "running for \(DurationText.format(running)); \(why)"), nil)
         case nil:

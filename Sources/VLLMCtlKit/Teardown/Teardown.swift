@@ -140,8 +140,10 @@ public struct Teardown: Sendable {
             return response.status == 200 ? .healthy : .unhealthy("/health answered \(response.status)")
         } catch VLLMCtlError.http(_, let message, _) {
             return .unhealthy("/health: \(message)")
+        } catch VLLMCtlError.unreachable(_, let message, _) {
+            return .unknown("/health: \(message)")
         } catch {
-            return .unhealthy("/health: \(error)")
+            return .unknown("/health: \(error)")
         }
     }
 

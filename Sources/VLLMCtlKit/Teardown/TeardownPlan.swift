@@ -40,8 +40,12 @@ public struct StaleCriteria: Sendable, Equatable {
 public enum HealthObservation: Sendable, Equatable {
     /// 200.
     case healthy
-    /// Another status, or no answer; the detail says which.
+    /// Seen unhealthy: another status, a refused connection at its address, a broken answer,
+    /// or the job recorded its server's end; the detail says which.
     case unhealthy(String)
+    /// Could not tell, for a reason on vllmctl's side (no route, a timeout on the way, the SSH
+    /// session, the login node's connection to the node): never counts toward staleness.
+    case unknown(String)
     /// The job has not published a connection file: its server never became ready.
     case notServing
     /// Not asked; the reason says why (e.g. no local record, so no URL).

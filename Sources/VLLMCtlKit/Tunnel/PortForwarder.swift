@@ -7,9 +7,11 @@ import Foundation
 
 /// What a running forwarder tells its owner (on the forwarder's thread; keep handlers short).
 public enum ForwarderEvent: Sendable, Equatable {
-    /// The SSH server could not open a connection to the target for one client; `reason` is
-    /// its words ("connect failed", "administratively prohibited", …).
-    case channelOpenFailed(reason: String)
+    /// The SSH server could not open a connection to `target` for a client, or did not within
+    /// the open timeout; `reason` is its words ("connect failed", "administratively
+    /// prohibited", …) or ours. Only that client is closed. Said at most once per
+    /// `ForwarderSettings.eventInterval`; `alsoSince` counts the failures not said meanwhile.
+    case channelOpenFailed(target: String, reason: String, alsoSince: Int)
     /// The SSH session died; clients in flight were closed. Reconnecting follows.
     case sessionLost(reason: String)
     /// A new session is up; the local port stayed bound throughout.
@@ -32,17 +34,29 @@ public struct ForwarderSettings: Sendable {
     /// OpenSSH's is 2 MiB). Larger windows did not help on loopback (docs/BENCHMARKS.md): libssh2
     /// queues all that arrives in memory before it is read, and the bytes fall out of the cache.
     public var receiveWindow: UInt32 = 4 * 1024 * 1024
-    /// Seconds a channel may take to open before the session is presumed dead.
-    public var channelOpenTimeout: Double = 20
-    /// Reconnect backoff: first delay and ceiling, in seconds.
-    public var reconnectDelay: Double = 0.25
-    public var reconnectDelayMax: Double = 8
+    /// Seconds a channel may take to open, counted from when its open started. A slower one
+    /// fails its client only (the target is down, firewalled or its backlog is full), never
+    /// the session: reconnecting would not help, and storms of handshakes lock users out.
+    public var channelOpenTimeout: Double = 5
+    /// Reconnect backoff after a lost session: the first delay, doubled for each loss in a row
+    /// (a session that lived `stableSeconds` resets it), up to the ceiling, in seconds.
+    public var reconnectDelay: Double = 0.5
+    public var reconnectDelayMax: Double = 30
+    /// Handshakes never start closer together than this, in seconds.
+    public var minHandshakeInterval: Double = 2
+    /// A session that lived this long resets the backoff, in seconds.
+    public var stableSeconds: Double = 60
+    /// Repeated channel-open failures are said at most once per this many seconds.
+    public var eventInterval: Double = 5
 
     public init() {}
 }
 
 /// `ssh -L` on one libssh2 session: a local listening socket whose every accepted connection
 /// is carried by a direct-tcpip channel to `targetHost:targetPort` as the SSH server sees it.
+/// Without a listener it carries sockets handed to it with `inject` (the other ends of
+/// socketpairs libcurl talks HTTP over), each to its own target, and, built with
+/// `exitWhenIdle`, runs only while it has clients, on a session shared with exec and SFTP.
 ///
 /// One thread runs one `poll` loop over the listener, the clients and the session's socket;
 /// the session is non-blocking. libssh2 rules this loop keeps:
@@ -55,18 +69,29 @@ public struct ForwarderSettings: Sendable {
 /// dropped after `keepaliveInterval × keepaliveCountMax` without a byte from the server
 /// (libssh2 does not count missed replies). A lost session is replaced with backoff while
 /// the listener stays bound; clients accepted meanwhile wait for the new session.
+///
+/// libssh2 1.10 opens one channel at a time. An open that outlives `channelOpenTimeout`
+/// fails its client; libssh2 must still finish it, so it goes on in the background and
+/// clients for the same target fail at once meanwhile (clients for other targets wait up to
+/// their own timeout).
 public final class PortForwarder: @unchecked Sendable {
     public let targetHost: String
     public let targetPort: Int
     public let settings: ForwarderSettings
     /// The bound listening socket (non-blocking); the forwarder closes it when it stops.
-    private let listener: Int32
-    private let connect: @Sendable () throws -> SSHSession
+    private let listener: Int32?
+    private let connect: (@Sendable () throws -> SSHSession)?
     private let onEvent: @Sendable (ForwarderEvent) -> Void
+    private let exitWhenIdle: Bool
     private let wakeRead: Int32
     private let wakeWrite: Int32
     private let stopLock = NSLock()
     private var stopRequested = false
+    // Under stopLock: clients handed over by `inject`, whether `run` is going, and why the
+    // session was lost (after which injected clients fail at once).
+    private var inbox: [Forward] = []
+    private var running = false
+    private var lostReason: String?
 
     // Only the loop's thread touches what follows.
     private var session: SSHSession?
@@ -74,22 +99,33 @@ public final class PortForwarder: @unchecked Sendable {
     /// the server sends while no client is connected (keepalive replies, disconnects).
     private var control: OpaquePointer?
     private var waiting: [Forward] = []  // accepted, channel not yet open (FIFO)
+    /// The one client whose channel libssh2 is opening; once `abandoned`, its client has gone.
+    private var opening: Forward?
     private var active: [Forward] = []
     private var closing: [OpaquePointer] = []  // channels being closed and freed
     private var pending: Pending?
     private var lastKeepalive: UInt64 = 0
-    /// The direct-tcpip open's own data (RFC 4254 7.2): the target's host and port, then the
-    /// originator's address and port.
+    /// Reconnects: the last handshake's start, losses in a row, and the session's start.
+    private var lastHandshake: UInt64 = 0
+    private var lossStreak = 0
+    private var sessionSince: UInt64 = 0
+    /// Rate limit of `channelOpenFailed`: when it was last said, and failures since.
+    private var lastOpenFailureEvent: UInt64 = 0
+    private var openFailuresUnsaid = 0
+    /// The direct-tcpip open's own data for the listener's target.
     private let openMessage: [CChar]
     /// The largest packet each channel accepts (libssh2's default; it refuses more than 40000).
     static let packetSize: UInt32 = 32768
 
-    /// Takes over `listener` (bound and listening) and `session` (connected; nothing else may
-    /// use it from now on). `connect` opens replacement sessions after a loss.
+    /// Takes over `listener` (bound and listening; nil: clients come from `inject` only) and
+    /// `session` (connected). `connect` opens replacement sessions after a loss; without it a
+    /// lost session fails every client, and later ones at once. With `exitWhenIdle`, `run`
+    /// returns whenever no client is left and `inject` starts it again on the session's own
+    /// queue, so that exec and SFTP may use the session in between.
     public init(
-        listener: Int32, session: SSHSession, targetHost: String, targetPort: Int,
-        settings: ForwarderSettings = ForwarderSettings(),
-        connect: @escaping @Sendable () throws -> SSHSession,
+        listener: Int32?, session: SSHSession, targetHost: String = "", targetPort: Int = 0,
+        settings: ForwarderSettings = ForwarderSettings(), exitWhenIdle: Bool = false,
+        connect: (@Sendable () throws -> SSHSession)?,
         onEvent: @escaping @Sendable (ForwarderEvent) -> Void = { _ in }
     ) throws {
         self.listener = listener
@@ -97,13 +133,10 @@ public final class PortForwarder: @unchecked Sendable {
         self.targetHost = targetHost
         self.targetPort = targetPort
         self.settings = settings
+        self.exitWhenIdle = exitWhenIdle
         self.connect = connect
         self.onEvent = onEvent
-        func sshString(_ text: String) -> [UInt8] { bigEndian(UInt32(text.utf8.count)) + Array(text.utf8) }
-        func bigEndian(_ n: UInt32) -> [UInt8] { [24, 16, 8, 0].map { UInt8(truncatingIfNeeded: n >> $0) } }
-        let message =
-            sshString(targetHost) + bigEndian(UInt32(targetPort)) + sshString("127.0.0.1") + bigEndian(0)
-        openMessage = message.map { CChar(bitPattern: $0) }
+        openMessage = Self.openMessage(host: targetHost, port: targetPort)
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else {
             throw VLLMCtlError.invalidInput(
@@ -115,7 +148,53 @@ public final class PortForwarder: @unchecked Sendable {
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             _ = fcntl(fd, F_SETFL, O_NONBLOCK)
         }
-        _ = fcntl(listener, F_SETFL, fcntl(listener, F_GETFL) | O_NONBLOCK)
+        if let listener { _ = fcntl(listener, F_SETFL, fcntl(listener, F_GETFL) | O_NONBLOCK) }
+    }
+
+    /// The direct-tcpip open's own data (RFC 4254 7.2): the target's host and port, then the
+    /// originator's address and port.
+    static func openMessage(host: String, port: Int) -> [CChar] {
+        func sshString(_ text: String) -> [UInt8] { bigEndian(UInt32(text.utf8.count)) + Array(text.utf8) }
+        func bigEndian(_ n: UInt32) -> [UInt8] { [24, 16, 8, 0].map { UInt8(truncatingIfNeeded: n >> $0) } }
+        let message = sshString(host) + bigEndian(UInt32(port)) + sshString("127.0.0.1") + bigEndian(0)
+        return message.map { CChar(bitPattern: $0) }
+    }
+
+    /// How an injected client's channel open ended: nil when it is open, else why not.
+    public typealias OpenResult = @Sendable (_ failure: String?) -> Void
+
+    /// Carries `client` (a connected socket the forwarder now owns) over a new channel to
+    /// `host:port`. `opened` is called once, on the forwarder's thread: with nil when the
+    /// channel is open, or with the reason it is not (the client is then closed). The open may
+    /// take `timeout` seconds. Safe from any thread.
+    public func inject(
+        client: Int32, host: String, port: Int, timeout: Double, opened: @escaping OpenResult
+    ) {
+        _ = fcntl(client, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(client, F_SETFL, O_NONBLOCK)
+        let f = Forward(client: client, bufferSize: settings.bufferSize, now: Self.now())
+        f.openMessage = Self.openMessage(host: host, port: port)
+        f.target = (host.contains(":") ? "[\(host)]" : host) + ":\(port)"
+        f.openTimeout = timeout
+        f.opened = opened
+        f.closeOnClientEOF = true
+        let (start, lost) = stopLock.withLock { () -> (Bool, String?) in
+            if let lostReason { return (false, lostReason) }
+            inbox.append(f)
+            defer { running = true }
+            return (!running, nil)
+        }
+        if let lost {
+            close(client)
+            opened("the SSH session was lost (\(lost))")
+            return
+        }
+        if start, let session {
+            session.schedule { _ in self.run() }
+        } else {
+            var byte: UInt8 = 1
+            _ = write(wakeWrite, &byte, 1)
+        }
     }
 
     deinit {
@@ -133,19 +212,40 @@ public final class PortForwarder: @unchecked Sendable {
     private var isStopping: Bool { stopLock.withLock { stopRequested } }
 
     /// Runs until `stop()`. Closes the listener, every client and the session before it returns.
+    /// With `exitWhenIdle` it returns as soon as no client is left, and leaves the session
+    /// blocking and open for its other users.
     public func run() {
         signal(SIGPIPE, SIG_IGN)
         if let session { adopt(session) }
         while !isStopping {
             guard session != nil else {
+                if connect == nil {
+                    if exitWhenIdle { return }
+                    break
+                }
                 reconnect()
                 continue
             }
             if let reason = pass() {
                 dropSession(reason: reason)
+            } else if exitWhenIdle && isIdle {
+                let done = stopLock.withLock { () -> Bool in
+                    guard inbox.isEmpty else { return false }
+                    running = false
+                    return true
+                }
+                if done {
+                    if let s = session { release(s) }
+                    return
+                }
             }
         }
         shutdownAll()
+    }
+
+    /// Nothing left to do on the session: no client, no open, no channel being freed.
+    private var isIdle: Bool {
+        waiting.isEmpty && active.isEmpty && closing.isEmpty && opening == nil && pending == nil
     }
 
     // MARK: the loop
@@ -168,6 +268,7 @@ public final class PortForwarder: @unchecked Sendable {
         }
         if pending == nil {
             accept()
+            takeInjected()
             if let outcome = openNext(s) {
                 if case .sessionError(let reason) = outcome { return reason }
                 if case .done = outcome { progressed = true }
@@ -181,7 +282,7 @@ public final class PortForwarder: @unchecked Sendable {
             }
             // Between clients, the open in progress goes on (its answer may have arrived with
             // the bytes just read), so that a busy pass does not hold new clients back.
-            if !waiting.isEmpty && pending == nil, let outcome = openNext(s) {
+            if (!waiting.isEmpty || opening != nil) && pending == nil, let outcome = openNext(s) {
                 if case .sessionError(let reason) = outcome { return reason }
                 if case .done = outcome { progressed = true }
             }
@@ -216,6 +317,8 @@ public final class PortForwarder: @unchecked Sendable {
                 case .data: moved = true
                 case .eof:
                     f.clientEOF = true
+                    // libcurl closes its end when the exchange is over: nothing more to carry.
+                    if f.closeOnClientEOF { f.finished = true }
                     moved = true
                 case .wouldBlock: break
                 case .error: f.finished = true
@@ -325,7 +428,7 @@ public final class PortForwarder: @unchecked Sendable {
         case .open(let f):
             // libssh2_channel_direct_tcpip_ex with our window: libssh2 then keeps topping the
             // window up to this size (plus the read size) as the client drains it.
-            let opened = openMessage.withUnsafeBufferPointer {
+            let opened = (f.openMessage ?? openMessage).withUnsafeBufferPointer {
                 libssh2_channel_open_ex(
                     raw, "direct-tcpip", 12, settings.receiveWindow, Self.packetSize, $0.baseAddress,
                     UInt32($0.count))
@@ -340,10 +443,10 @@ public final class PortForwarder: @unchecked Sendable {
                         message.firstRange(of: "(").map {
                             String(message[$0.upperBound...].dropLast(message.hasSuffix(")") ? 1 : 0))
                         } ?? message
-                    onEvent(.channelOpenFailed(reason: reason))
-                    f.finished = true
+                    fail(f, reason: reason)
                     return .done
                 }
+                if rc == Int(LIBSSH2_ERROR_TIMEOUT) { break }  // handled below
                 return .sessionError(s.lastError.message)
             }
             f.channel = channel
@@ -367,6 +470,12 @@ public final class PortForwarder: @unchecked Sendable {
             }
             return .blocked
         }
+        // libssh2 waits 60 s (LIBSSH2_READ_TIMEOUT) for an open's answer, then gives the open
+        // up and forgets it: that open's client fails, the session is fine.
+        if case .open(let f) = op, rc == Int(LIBSSH2_ERROR_TIMEOUT) {
+            fail(f, reason: "no answer from \(f.target): libssh2 gave up waiting for the SSH server")
+            return .done
+        }
         // A channel-level failure ends that client; a socket-level one ends the session.
         switch Int32(rc) {
         case LIBSSH2_ERROR_SOCKET_SEND, LIBSSH2_ERROR_SOCKET_RECV, LIBSSH2_ERROR_SOCKET_DISCONNECT,
@@ -376,7 +485,10 @@ public final class PortForwarder: @unchecked Sendable {
             return .sessionError(message.isEmpty ? "libssh2 error \(rc)" : message)
         default:
             switch op {
-            case .write(let f), .eof(let f), .read(let f), .open(let f): f.finished = true
+            case .write(let f), .eof(let f), .read(let f): f.finished = true
+            case .open(let f):
+                let message = s.lastError.message
+                fail(f, reason: message.isEmpty ? "libssh2 error \(rc)" : message)
             case .free, .control: break
             }
             return .done
@@ -384,6 +496,7 @@ public final class PortForwarder: @unchecked Sendable {
     }
 
     private func accept() {
+        guard let listener else { return }
         while active.count + waiting.count < settings.maxConnections {
             let fd = Glibc.accept(listener, nil, nil)
             if fd < 0 { return }
@@ -391,27 +504,101 @@ public final class PortForwarder: @unchecked Sendable {
             _ = fcntl(fd, F_SETFL, O_NONBLOCK)
             var one: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-            waiting.append(Forward(client: fd, bufferSize: settings.bufferSize, now: Self.now()))
+            let f = Forward(client: fd, bufferSize: settings.bufferSize, now: Self.now())
+            f.target = "\(targetHost.contains(":") ? "[\(targetHost)]" : targetHost):\(targetPort)"
+            f.openTimeout = settings.channelOpenTimeout
+            waiting.append(f)
         }
     }
 
-    /// Opens the channel of the first waiting client (one open at a time on a session).
+    /// Moves clients handed over by `inject` into the queue.
+    private func takeInjected() {
+        let new = stopLock.withLock { () -> [Forward] in
+            defer { inbox.removeAll() }
+            return inbox
+        }
+        waiting.append(contentsOf: new)
+    }
+
+    /// Ends a client whose channel could not be opened, and says so (rate-limited).
+    private func fail(_ f: Forward, reason: String) {
+        if !f.abandoned {
+            close(f.client)
+            f.opened?(reason)
+            f.opened = nil
+        }
+        f.finished = true
+        let now = Self.now()
+        if Double(now - lastOpenFailureEvent) / 1e9 >= settings.eventInterval || lastOpenFailureEvent == 0 {
+            onEvent(.channelOpenFailed(target: f.target, reason: reason, alsoSince: openFailuresUnsaid))
+            lastOpenFailureEvent = now
+            openFailuresUnsaid = 0
+        } else {
+            openFailuresUnsaid += 1
+        }
+    }
+
+    /// Opens the channel of the first waiting client (one open at a time on a session). An
+    /// open past its client's timeout fails that client and goes on without it; clients queued
+    /// behind it for the same target fail at once, others when their own wait runs out.
     private func openNext(_ s: SSHSession) -> Outcome? {
-        guard let f = waiting.first else { return nil }
+        let now = Self.now()
+        if opening == nil {
+            waiting.removeAll { $0.finished }
+            guard let f = waiting.first else { return nil }
+            waiting.removeFirst()
+            f.openStartedAt = now
+            opening = f
+        }
+        guard let f = opening else { return nil }
         var outcome = Outcome.done
         if f.channel == nil && !f.finished { outcome = attempt(.open(f), s) }
-        if f.channel != nil || f.finished {
-            waiting.removeFirst()
-            if f.channel != nil { active.append(f) } else { close(f.client) }
+        if let channel = f.channel {
+            opening = nil
+            if f.abandoned {
+                closing.append(channel)
+                f.channel = nil
+            } else {
+                f.opened?(nil)
+                f.opened = nil
+                active.append(f)
+            }
             return .done
         }
-        if case .blocked = outcome,
-            Double(Self.now() - f.acceptedAt) / 1e9 > settings.channelOpenTimeout
-        {
-            return .sessionError(
-                "opening a channel took longer than \(Int(settings.channelOpenTimeout)) s")
+        if f.finished {
+            opening = nil
+            return .done
+        }
+        guard case .blocked = outcome else { return outcome }
+        let waited = Double(now - f.openStartedAt) / 1e9
+        if !f.abandoned && waited > f.openTimeout {
+            fail(f, reason: "no answer from \(f.target) within \(Self.seconds(f.openTimeout)) s")
+            f.abandoned = true
+            f.finished = false  // libssh2 still has to finish this open
+        }
+        if f.abandoned {
+            for w in waiting where !w.finished {
+                let queued = Double(now - w.acceptedAt) / 1e9
+                if w.target == f.target {
+                    fail(
+                        w,
+                        reason:
+                            "no answer from \(w.target): a connection to it has been pending for \(Int(waited)) s"
+                    )
+                } else if queued > w.openTimeout {
+                    fail(
+                        w,
+                        reason:
+                            "waited \(Self.seconds(w.openTimeout)) s behind a connection to \(f.target) that has not completed (libssh2 opens one channel at a time)"
+                    )
+                }
+            }
         }
         return outcome
+    }
+
+    static func seconds(_ value: Double) -> String {
+        value == value.rounded() ? String(Int(value)) : String(format: "%.1f", value)
     }
 
     private func freeClosing(_ s: SSHSession, _ progressed: inout Bool) -> String? {
@@ -478,11 +665,11 @@ public final class PortForwarder: @unchecked Sendable {
         var sessionEvents = Int16(POLLIN)
         if pending != nil {
             sessionEvents = Int16(POLLOUT)
-        } else if control == nil && active.isEmpty && waiting.isEmpty && closing.isEmpty {
+        } else if control == nil && active.isEmpty && waiting.isEmpty && closing.isEmpty && opening == nil {
             sessionEvents = 0
         }
         fds.append(pollfd(fd: s.socket, events: sessionEvents, revents: 0))
-        if active.count + waiting.count < settings.maxConnections {
+        if let listener, active.count + waiting.count < settings.maxConnections {
             fds.append(pollfd(fd: listener, events: Int16(POLLIN), revents: 0))
         }
         for f in active {
@@ -492,7 +679,7 @@ public final class PortForwarder: @unchecked Sendable {
             if events != 0 { fds.append(pollfd(fd: f.client, events: events, revents: 0)) }
         }
         var timeout: Int32 = 1000
-        if !waiting.isEmpty || !closing.isEmpty { timeout = 100 }
+        if !waiting.isEmpty || !closing.isEmpty || opening != nil { timeout = 100 }
         _ = poll(&fds, nfds_t(fds.count), timeout)
         if fds[0].revents != 0 {
             var drain = [UInt8](repeating: 0, count: 64)
@@ -506,13 +693,23 @@ public final class PortForwarder: @unchecked Sendable {
         libssh2_session_set_blocking(s.raw, 1)
         libssh2_session_set_timeout(s.raw, Int(max(2, s.options.connectTimeout) * 1000))
         s.trackReceives()
-        control = libssh2_channel_open_ex(s.raw, "session", 7, 64 * 1024, 32768, nil, 0)
+        if !exitWhenIdle {
+            control = libssh2_channel_open_ex(s.raw, "session", 7, 64 * 1024, 32768, nil, 0)
+        }
         libssh2_session_set_blocking(s.raw, 0)
         if settings.keepaliveInterval > 0 {
             libssh2_keepalive_config(s.raw, 1, UInt32(settings.keepaliveInterval))
         }
         session = s
         lastKeepalive = 0
+        sessionSince = Self.now()
+    }
+
+    /// Hands a shared session back to its other users (exec, SFTP): blocking again, with
+    /// the timeout `SSHSession` uses after authentication.
+    private func release(_ s: SSHSession) {
+        libssh2_session_set_blocking(s.raw, 1)
+        libssh2_session_set_timeout(s.raw, 120_000)
     }
 
     /// Forgets a dead session: its clients in flight are closed, waiting ones stay.
@@ -523,36 +720,78 @@ public final class PortForwarder: @unchecked Sendable {
             f.channel = nil
         }
         active.removeAll()
-        for f in waiting where f.channel != nil { f.channel = nil }
+        if let f = opening {
+            opening = nil
+            f.channel = nil
+            if !f.abandoned {
+                f.openStartedAt = 0
+                waiting.insert(f, at: 0)
+            }
+        }
+        if connect == nil {
+            // Nobody will reconnect: every client fails now, and later ones at once.
+            stopLock.withLock { lostReason = reason }
+            takeInjected()
+            for f in waiting where !f.finished {
+                close(f.client)
+                f.opened?("the SSH session was lost (\(reason))")
+                f.opened = nil
+            }
+            waiting.removeAll()
+        }
         closing.removeAll()
         pending = nil
         control = nil
+        let lived = Double(Self.now() - sessionSince) / 1e9
+        lossStreak = lived >= settings.stableSeconds ? 1 : lossStreak + 1
         // Channels are freed with the session; its socket is shut first so that nothing waits.
         s.shutdownSocket()
         session = nil
         onEvent(.sessionLost(reason: reason))
     }
 
+    /// Replaces a lost session. Backs off from the first attempt (the delay doubles with each
+    /// loss in a row, up to `reconnectDelayMax`) and never starts two handshakes closer than
+    /// `minHandshakeInterval`, so that a session that dies at once cannot turn into a storm of
+    /// handshakes (which trips sshd's MaxStartups or fail2ban on a real login node).
     private func reconnect() {
-        var delay = settings.reconnectDelay
+        guard let connect else { return }
         while !isStopping {
+            let backoff = min(
+                settings.reconnectDelayMax,
+                settings.reconnectDelay * pow(2, Double(max(0, lossStreak - 1))))
+            let sinceLast = lastHandshake == 0 ? .infinity : Double(Self.now() - lastHandshake) / 1e9
+            let delay = max(backoff, settings.minHandshakeInterval - sinceLast)
+            var fd = pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)
+            _ = poll(&fd, 1, Int32(delay * 1000))
+            if isStopping { return }
+            lastHandshake = Self.now()
             do {
                 let s = try connect()
                 adopt(s)
                 onEvent(.reconnected)
                 return
             } catch {
-                onEvent(.reconnectFailed(reason: "\(error)", retryIn: delay))
-                var fd = pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)
-                _ = poll(&fd, 1, Int32(delay * 1000))
-                delay = min(settings.reconnectDelayMax, delay * 2)
+                lossStreak += 1
+                let next = min(
+                    settings.reconnectDelayMax,
+                    settings.reconnectDelay * pow(2, Double(max(0, lossStreak - 1))))
+                onEvent(
+                    .reconnectFailed(reason: "\(error)", retryIn: max(next, settings.minHandshakeInterval)))
             }
         }
     }
 
     private func shutdownAll() {
-        close(listener)
-        for f in active + waiting { close(f.client) }
+        if let listener { close(listener) }
+        takeInjected()
+        for f in active + waiting {
+            close(f.client)
+            f.opened?("the forwarder stopped")
+            f.opened = nil
+        }
+        if let f = opening, !f.abandoned { close(f.client) }
+        opening = nil
         active.removeAll()
         waiting.removeAll()
         closing.removeAll()
@@ -573,6 +812,19 @@ final class Forward {
     let client: Int32
     let acceptedAt: UInt64
     var channel: OpaquePointer?
+    /// The direct-tcpip data for this client's own target (nil: the listener's), and the target
+    /// for messages.
+    var openMessage: [CChar]?
+    var target = ""
+    /// Seconds the channel may take to open, from `openStartedAt`.
+    var openTimeout: Double = 5
+    var openStartedAt: UInt64 = 0
+    /// Told once how the open ended (injected clients).
+    var opened: PortForwarder.OpenResult?
+    /// The client went away while its open went on (timed out); libssh2 must still finish it.
+    var abandoned = false
+    /// An injected HTTP client: its EOF ends the exchange.
+    var closeOnClientEOF = false
     /// client → server, and server → client.
     let up: ByteBuffer
     let down: ByteBuffer

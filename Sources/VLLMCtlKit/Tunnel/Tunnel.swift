@@ -38,7 +38,7 @@ public final class Tunnel: @unchecked Sendable {
                 try SSHSession(connecting: options, queue: DispatchQueue(label: "vllmctl.ssh.tunnel"))
             },
             onEvent: { event in
-                if case .channelOpenFailed(let reason) = event { box.set(reason) }
+                if case .channelOpenFailed(_, let reason, _) = event { box.set(reason) }
                 onEvent(event)
             })
         let forwarder = self.forwarder
@@ -103,6 +103,15 @@ public final class Tunnel: @unchecked Sendable {
                 "The login node \(via) could not connect to \(target) (\"connect failed\"): the server of `\(deployment)` is gone or no longer listening",
                 hint:
                     "Check the job with `vllmctl status \(deployment)`; `vllmctl logs \(deployment)` shows why the server stopped. Deploy again if it ended."
+            )
+        }
+        if reason.hasPrefix("no answer from") {
+            return .unreachable(
+                url: "http://\(target)",
+                message:
+                    "The login node \(via) could not reach \(target): \(reason) (the node is down or unreachable, a firewall drops the packets, or the server's backlog is full)",
+                hint:
+                    "Check the job with `vllmctl status \(deployment)`; if it still runs, the node may be failing: see `vllmctl logs \(deployment)`."
             )
         }
         if reason.contains("administratively prohibited") {

@@ -9,7 +9,7 @@ tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 sub() { sbatch --parsable --output=/dev/null --chdir=/tmp "$@"; }
 running=$(sub --job-name=vllmctl-running --wrap 'sleep 60')
 held=$(sub --job-name=vllmctl-held --hold --wrap 'true')
-toobig=$(sub --job-name='vllmctl-wants|all' --gres=gpu:4 --begin=now+1hour --wrap 'true')
+toobig=$(sub --job-name='vllmctl-wants|all' --gres=gpu:2 --begin=now+1hour --wrap 'true')
 ok=$(sub --job-name=vllmctl-done --wrap 'true')
 bad=$(sub --job-name=vllmctl-failed --wrap 'exit 3')
 cancel=$(sub --job-name=vllmctl-cancelled --wrap 'sleep 60')

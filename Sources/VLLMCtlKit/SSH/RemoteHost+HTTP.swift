@@ -1,0 +1,46 @@
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// HTTP to cluster addresses through the login node: each request gets a direct-tcpip channel
+/// on the invocation's one SSH session (no second handshake), and libcurl talks over a local
+/// socket (`UnixBridge`) whose other end the channel carries. The channels are pumped by a
+/// `PortForwarder` that runs on the session's queue only while requests are in flight, so
+/// exec and SFTP keep using the same session in between.
+extension RemoteHost: HTTPRoute {
+    public func carry(_ client: Int32, host: String, port: Int, timeout: Double) async throws {
+        let target = (host.contains(":") ? "[\(host)]" : host) + ":\(port)"
+        let url = "http://\(target)"
+        let forwarder: PortForwarder
+        do {
+            forwarder = try await httpForwarder()
+        } catch let error as SSHError {
+            close(client)
+            throw VLLMCtlError.unreachable(
+                url: url, message: "cannot reach the login node \(displayName): \(error.message)",
+                hint: error.hint)
+        } catch {
+            close(client)
+            throw error
+        }
+        let failure = await withCheckedContinuation { (continuation: CheckedContinuation<String?, Never>) in
+            forwarder.inject(client: client, host: host, port: port, timeout: max(timeout, 0.5)) {
+                continuation.resume(returning: $0)
+            }
+        }
+        guard let failure else { return }
+        let meaning =
+            failure.contains("connect failed")
+            ? ": nothing listens there, or the node is down (sshd does not say which)"
+            : failure.contains("administratively prohibited")
+                ? ": sshd there does not allow TCP forwarding (AllowTcpForwarding/PermitOpen)" : ""
+        throw VLLMCtlError.unreachable(
+            url: url,
+            message: "the login node \(displayName) could not connect to \(target) (\(failure))\(meaning)",
+            hint:
+                "Check the job with `vllmctl status`; from the login node itself, `curl \(url)/health` shows what it sees."
+        )
+    }
+}

@@ -1,0 +1,161 @@
+import Foundation
+import Testing
+
+@testable import VLLMCtlKit
+
+/// The hosts of the test cluster (slurm/README.md): the login host is this one (the root
+/// network namespace); the laptop and the compute nodes are network namespaces.
+enum TestHost: Sendable {
+    case laptop
+    case node(Int)
+
+    var namespace: String {
+        switch self {
+        case .laptop: "vc-laptop"
+        case .node(let n): "vc-node\(n)"
+        }
+    }
+
+    /// argv prefix that runs a command on this host.
+    var prefix: [String] { ["nsenter", "--net=/var/run/netns/\(namespace)"] }
+
+    /// The login host's sshd as the laptop sees it, and the nodes' addresses.
+    static let loginFromLaptop = "10.78.0.1"
+    static func nodeAddress(_ n: Int) -> String { "10.77.0.\(10 + n)" }
+
+    /// Whether a TCP connection to `host:port` from this host completes within 3 s.
+    func canConnect(_ host: String, _ port: Int) async throws -> Bool {
+        let r = try await sh(
+            prefix + ["timeout", "3", "bash", "-c", "exec 3<>/dev/tcp/\(host)/\(port)"], timeout: .seconds(10)
+        )
+        return r.status == 0
+    }
+}
+
+extension LocalCluster {
+    /// The headline path: vllmctl on a laptop that reaches the cluster only through the login
+    /// node's sshd. Every command here runs in the `vc-laptop` namespace.
+    @Suite struct LaptopTests {
+        func laptopCLI() throws -> CLI {
+            var cli = try CLI()
+            cli.configPath = try renderedClusterConfig()
+            cli.extraEnvironment["VLLMCTL_SSH_CONFIG"] = LocalSSH.config
+            cli.host = .laptop
+            return cli
+        }
+
+        func cancel(_ cli: CLI) async {
+            let store = DeploymentStore(directory: cli.stateDir)
+            let ids = store.all(cluster: "hpc").map(\.jobID)
+            if !ids.isEmpty { _ = try? await sh(Scancel(jobIDs: ids).argv) }
+            for tunnel in TunnelStore(records: store).open(cluster: "hpc") {
+                TunnelStore(records: store).close(tunnel)
+            }
+        }
+
+        /// If the cluster silently became one host, every laptop test below would pass for the
+        /// wrong reason: this one fails instead.
+        @Test func theLaptopReachesOnlyTheLoginNodesSSHD() async throws {
+            #expect(try await TestHost.laptop.canConnect(TestHost.loginFromLaptop, 2222))
+            // slurmd listens on every node; from the login host it answers, from the laptop not.
+            for n in [1, 2] {
+                #expect(try await TestHost.node(n).canConnect("127.0.0.1", 6818), "slurmd on node\(n)")
+                #expect(
+                    try await sh(["bash", "-c", "exec 3<>/dev/tcp/\(TestHost.nodeAddress(n))/6818"]).status
+                        == 0)
+                #expect(!(try await TestHost.laptop.canConnect(TestHost.nodeAddress(n), 6818)))
+            }
+            // Nor the login host's other services (slurmctld).
+            #expect(!(try await TestHost.laptop.canConnect(TestHost.loginFromLaptop, 6817)))
+        }
+
+        @Test func deployStatusQueryMetricsLogsTunnelAndTeardownFromTheLaptop() async throws {
+            let cli = try laptopCLI()
+            do {
+                let deploy = try await cli.run([
+                    "deploy", "sim", "--cluster", "hpc", "--name", "lap-e2e", "--json",
+                ])
+                #expect(deploy.status == 0, "stderr: \(deploy.stderr)")
+                let object = try #require(
+                    try JSONSerialization.jsonObject(with: Data(deploy.stdout.utf8)) as? [String: Any])
+                let url = try #require(object["url"] as? String)
+                let node = try #require(object["node"] as? String)
+                // The URL carries the node's own address, which the laptop cannot reach itself.
+                let n = try #require(Int(node.dropFirst("node".count)))
+                #expect(url == "http://\(TestHost.nodeAddress(n)):8000/v1")
+                #expect(!(try await TestHost.laptop.canConnect(TestHost.nodeAddress(n), 8000)))
+
+                let status = try await cli.run(["status", "--cluster", "hpc", "--json"])
+                #expect(status.status == 0, "stderr: \(status.stderr)")
+                let report = try #require(
+                    try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])
+                let row = try #require(
+                    (report["deployments"] as? [[String: Any]])?.first { $0["name"] as? String == "lap-e2e" })
+                #expect(row["health"] as? String == "healthy", "\(row)")
+
+                for extra in [[], ["--chat"], ["--stream"], ["--chat", "--stream"]] {
+                    let q = try await cli.run(
+                        ["query", "lap-e2e", "--cluster", "hpc", "--prompt", "hello", "--max-tokens", "4"]
+                            + extra)
+                    #expect(q.status == 0, "\(extra) stderr: \(q.stderr)")
+                    #expect(!q.stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "\(extra)")
+                }
+                let info = try await cli.run(["query", "lap-e2e", "--cluster", "hpc", "--info"])
+                #expect(info.status == 0 && info.stdout.contains("sim"), "stderr: \(info.stderr)")
+                let metrics = try await cli.run(["metrics", "lap-e2e", "--cluster", "hpc"])
+                #expect(
+                    metrics.status == 0 && metrics.stdout.contains("kv-cache"), "stderr: \(metrics.stderr)")
+                let logs = try await cli.run(["logs", "lap-e2e", "--cluster", "hpc", "--stderr"])
+                #expect(
+                    logs.status == 0 && logs.stdout.contains("vllmctl: ready"),
+                    "\(logs.stdout) stderr: \(logs.stderr)")
+
+                // A healthy server seen from the laptop is kept, never counted as stale.
+                let stale = try await cli.run(["teardown", "--stale", "--dry-run", "--cluster", "hpc"])
+                #expect(stale.status == 0, "stderr: \(stale.stderr)")
+                #expect(stale.stdout.contains("keep") && stale.stdout.contains("healthy"), "\(stale.stdout)")
+                #expect(!stale.stdout.contains("cancel"), "\(stale.stdout)")
+
+                let down = try await cli.run(["teardown", "lap-e2e", "--cluster", "hpc", "--yes"])
+                #expect(down.status == 0, "stderr: \(down.stderr)")
+            } catch {
+                await cancel(cli)
+                throw error
+            }
+            await cancel(cli)
+        }
+
+        @Test func deployWithTunnelGivesAWorkingLocalhostEndpointOnTheLaptop() async throws {
+            let cli = try laptopCLI()
+            do {
+                let deploy = try await cli.run([
+                    "deploy", "sim", "--cluster", "hpc", "--name", "lap-tun", "--tunnel", "--tunnel-port",
+                    "0",
+                    "--json",
+                ])
+                #expect(deploy.status == 0, "stderr: \(deploy.stderr)")
+                let object = try #require(
+                    try JSONSerialization.jsonObject(with: Data(deploy.stdout.utf8)) as? [String: Any])
+                let tunnelURL = try #require(object["tunnel_url"] as? String)
+                let key = try #require(object["api_key"] as? String)
+                #expect(tunnelURL.hasPrefix("http://127.0.0.1:"))
+                // An OpenAI-style request from the laptop, as a colleague's client would send it.
+                let body = #"{"model":"sim","messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#
+                let chat = try await sh(
+                    TestHost.laptop.prefix + [
+                        "curl", "-sS", "--max-time", "20", "-H", "Content-Type: application/json",
+                        "-H", "Authorization: Bearer \(key)", "-d", body, tunnelURL + "/chat/completions",
+                    ])
+                #expect(chat.status == 0, "stderr: \(chat.stderr)")
+                #expect(chat.stdout.contains("chat.completion"), "\(chat.stdout)")
+                let down = try await cli.run(["teardown", "lap-tun", "--cluster", "hpc", "--yes"])
+                #expect(down.status == 0, "stderr: \(down.stderr)")
+                #expect(down.stdout.contains("closed the tunnel"))
+            } catch {
+                await cancel(cli)
+                throw error
+            }
+            await cancel(cli)
+        }
+    }
+}

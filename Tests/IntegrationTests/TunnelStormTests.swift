@@ -1,0 +1,257 @@
+import Foundation
+import Testing
+
+@testable import VLLMCtlKit
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Handshakes sshd on 2222 has accepted so far (its log's "Accepted publickey" lines).
+func sshdHandshakes() -> Int {
+    let log = (try? String(contentsOfFile: repoRoot + "/.cluster/log/sshd-2222.log", encoding: .utf8)) ?? ""
+    return log.split(separator: "\n").filter { $0.contains("Accepted publickey") }.count
+}
+
+/// One client of a tunnel: connects, sends a request, and returns how long until the tunnel
+/// answered or closed the connection (nil: it did neither within `limit` seconds), and the
+/// bytes it got.
+func tunnelClient(port: Int, limit: Double) async -> (seconds: Double?, reply: String) {
+    await withCheckedContinuation { continuation in
+        Thread.detachNewThread {
+            let started = Date()
+            guard let fd = connectLoopback(port) else { return continuation.resume(returning: (0, "")) }
+            defer { close(fd) }
+            let request = "GET / HTTP/1.0\r\nHost: x\r\n\r\n"
+            _ = request.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+            var reply = [UInt8]()
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while Date().timeIntervalSince(started) < limit {
+                var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                if poll(&p, 1, 200) <= 0 { continue }
+                let n = recv(fd, &buffer, buffer.count, 0)
+                if n <= 0 {
+                    return continuation.resume(
+                        returning: (Date().timeIntervalSince(started), String(decoding: reply, as: UTF8.self))
+                    )
+                }
+                reply += buffer[..<n]
+            }
+            continuation.resume(returning: (nil, String(decoding: reply, as: UTF8.self)))
+        }
+    }
+}
+
+/// A listener whose accept queue is full and never drained: the kernel drops every further SYN,
+/// so a connection to it never completes (as to a firewalled node, or one whose backlog is full).
+final class BlackHole {
+    let listener: Int32
+    let port: Int
+    private var fillers: [Int32] = []
+
+    init() throws {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.listener = listener
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                bind(listener, sa, length) == 0 && listen(listener, 0) == 0
+                    && getsockname(listener, sa, &length) == 0
+            }
+        }
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        self.port = port
+        // Fill the queue (backlog 0 holds one) with connections nobody accepts.
+        for _ in 0..<3 {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            _ = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            fillers.append(fd)
+        }
+        usleep(200_000)
+    }
+
+    deinit {
+        fillers.forEach { close($0) }
+        close(listener)
+    }
+}
+
+@Suite(.serialized) struct TunnelStormTests {
+    /// A target that never completes the TCP handshake fails each client (within the open
+    /// timeout, or at once while an open to it is pending), never the SSH session: no storm of
+    /// handshakes, and the local port stays bound.
+    @Test func aTargetThatNeverAnswersFailsClientsNotTheSession() async throws {
+        let hole = try BlackHole()
+        let before = sshdHandshakes()
+        let t = try await TestTunnel(targetPort: hole.port)
+        defer { t.tunnel.stop() }
+        let started = Date()
+        var clients = 0
+        var slowest = 0.0
+        while Date().timeIntervalSince(started) < 60 {
+            let (seconds, reply) = await tunnelClient(port: t.port, limit: 15)
+            clients += 1
+            let took = try #require(seconds, "a client was left hanging")
+            #expect(reply.isEmpty)
+            slowest = max(slowest, took)
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let handshakes = sshdHandshakes() - before
+        #expect(handshakes <= 2, "\(handshakes) handshakes in 60 s")
+        #expect(slowest < 7, "a client waited \(slowest) s")
+        #expect(clients >= 10)
+        #expect(isListening(t.port))
+        let failures = t.events.all.compactMap { event -> String? in
+            if case .channelOpenFailed(_, let reason, _) = event { reason } else { nil }
+        }
+        #expect(failures.first?.contains("no answer from 127.0.0.1:\(hole.port)") == true, "\(t.events.all)")
+        // Said at most once per 5 s, however many clients failed.
+        #expect(failures.count <= 14, "\(failures.count) messages")
+        #expect(
+            !t.events.all.contains { if case .sessionLost = $0 { true } else { false } }, "\(t.events.all)")
+    }
+
+    /// The job's node disappears (its link goes down): clients fail within the open timeout,
+    /// and once the node is back the same tunnel serves again, without a new handshake storm.
+    @Test func aNodeThatDisappearsAndComesBack() async throws {
+        let port = try freePort()
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+        server.arguments =
+            TestHost.node(2).prefix.dropFirst() + [
+                "python3", "-m", "http.server", String(port), "--bind", "0.0.0.0",
+            ]
+        server.standardOutput = FileHandle.nullDevice
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        defer { server.terminate() }
+        let node = TestHost.nodeAddress(2)
+        let deadline = Date().addingTimeInterval(10)
+        while !(try await sh(["bash", "-c", "exec 3<>/dev/tcp/\(node)/\(port)"]).status == 0) {
+            #expect(Date() < deadline, "the node's server did not start")
+            if Date() > deadline { return }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        let before = sshdHandshakes()
+        let t = try await TestTunnel(targetHost: node, targetPort: port)
+        defer { t.tunnel.stop() }
+        let first = await tunnelClient(port: t.port, limit: 10)
+        #expect(first.reply.contains("200 OK"), "\(first.reply)")
+
+        let link = "vc-node2-h"
+        #expect(try await sh(["ip", "link", "set", link, "down"]).status == 0)
+        var linkUp = false
+        defer { if !linkUp { _ = Glibc.system("ip link set \(link) up") } }
+        for _ in 0..<3 {
+            let (seconds, reply) = await tunnelClient(port: t.port, limit: 15)
+            let took = try #require(seconds, "a client was left hanging while the node was gone")
+            #expect(took < 6.5, "took \(took) s")
+            #expect(reply.isEmpty)
+        }
+        #expect(try await sh(["ip", "link", "set", link, "up"]).status == 0)
+        linkUp = true
+        let back = Date()
+        var served = false
+        while Date().timeIntervalSince(back) < 90 && !served {
+            let (_, reply) = await tunnelClient(port: t.port, limit: 10)
+            served = reply.contains("200 OK")
+            if !served { try await Task.sleep(for: .milliseconds(500)) }
+        }
+        #expect(served, "the tunnel did not serve again within 90 s of the node's return")
+        #expect(sshdHandshakes() - before <= 2)
+        #expect(
+            !t.events.all.contains { if case .sessionLost = $0 { true } else { false } }, "\(t.events.all)")
+    }
+}
+
+extension LocalCluster {
+    /// HTTP over the invocation's SSH session (a profile with `ssh_host`), at the library level.
+    @Suite struct RoutedHTTPTests {
+        @Test func requestsGoThroughTheSessionAndItStillRunsCommands() async throws {
+            let sim = try SimulatorProcess(bindHost: "10.77.0.1")
+            defer { sim.stop() }
+            let remote = RemoteHost(options: LocalSSH.options())
+            let http = CurlHTTPClient(route: remote)
+            try await sim.waitHealthy(http: CurlHTTPClient())
+            // Many at once: each gets its own channel; libssh2 opens them one after another.
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<40 {
+                    group.addTask {
+                        try await http.send(
+                            HTTPRequest(url: sim.url + "/health", connectTimeout: 10, timeout: 20)
+                        )
+                        .status
+                    }
+                }
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            #expect(statuses == Array(repeating: 200, count: 40))
+            // A streamed answer, then a command and a file on the same session.
+            let key = try APIKey(sim.key)
+            let chunks = Collector()
+            let streamed = try await http.stream(
+                HTTPRequest.postJSON(
+                    url: sim.url + "/v1/completions",
+                    json: Data(#"{"model":"sim-model","prompt":"hi","max_tokens":5,"stream":true}"#.utf8)
+                ).authorized(key)
+            ) { chunks.add($0) }
+            #expect(streamed.status == 200)
+            #expect(chunks.text.contains("data: [DONE]"))
+            #expect(try await remote.output(["echo", "still here"]).contains("still here"))
+            #expect(try await remote.readFile("/etc/hostname") != nil)
+            // Nothing listens: the login node says so, as an "unknown" (not a server's answer).
+            let port = try freePort()
+            do {
+                _ = try await http.send(HTTPRequest(url: "http://10.77.0.1:\(port)/health", timeout: 5))
+                Issue.record("a request to a closed port succeeded")
+            } catch {
+                #expect(DeploymentStatus.health(after: error) == .unknown, "\(error)")
+                #expect("\(error)".contains("the login node test-2222 could not connect"), "\(error)")
+            }
+            // Loopback goes straight to this machine (where tunnels listen), not through SSH.
+            let local = try SimulatorProcess()
+            defer { local.stop() }
+            try await local.waitHealthy(http: http)
+        }
+    }
+
+    @Suite struct ProxyTests {
+        /// Login nodes often export http_proxy for pip; health checks must not go through it.
+        @Test func theEnvironmentsProxiesAreNotUsedForServers() async throws {
+            var cli = try CLI()
+            cli.extraEnvironment = [
+                "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+                "HTTP_PROXY": "http://127.0.0.1:9", "ALL_PROXY": "http://127.0.0.1:9",
+                "all_proxy": "http://127.0.0.1:9",
+            ]
+            let deploy = try await cli.run(["deploy", "sim", "--name", "proxied"])
+            #expect(deploy.status == 0, "stderr: \(deploy.stderr)")
+            let status = try await cli.run(["status", "--json"])
+            let report = try #require(
+                try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])
+            let row = try #require(
+                (report["deployments"] as? [[String: Any]])?.first { $0["name"] as? String == "proxied" })
+            #expect(row["health"] as? String == "healthy", "\(row)")
+            let stale = try await cli.run(["teardown", "--stale", "--dry-run"])
+            #expect(stale.stdout.contains("healthy"), "\(stale.stdout)")
+            #expect(!stale.stdout.contains("cancel"), "\(stale.stdout)")
+            let down = try await cli.run(["teardown", "proxied", "--yes"])
+            #expect(down.status == 0, "stderr: \(down.stderr)")
+            await cli.cancelAll()
+        }
+    }
+}
+
+final class Collector: @unchecked Sendable {
+    private let lock = NSLock()
+    private var data = Data()
+    func add(_ d: Data) { lock.withLock { data.append(d) } }
+    var text: String { lock.withLock { String(decoding: data, as: UTF8.self) } }
+}
