@@ -21,6 +21,7 @@ enum TestHost: Sendable {
 
     /// The login host's sshd as the laptop sees it, and the nodes' addresses.
     static let loginFromLaptop = "10.78.0.1"
+    static let laptopAddress = "10.78.0.2"
     static func nodeAddress(_ n: Int) -> String { "10.77.0.\(10 + n)" }
 
     /// Whether a TCP connection to `host:port` from this host completes within 3 s.
@@ -119,6 +120,66 @@ extension LocalCluster {
                 let down = try await cli.run(["teardown", "lap-e2e", "--cluster", "hpc", "--yes"])
                 #expect(down.status == 0, "stderr: \(down.stderr)")
             } catch {
+                await cancel(cli)
+                throw error
+            }
+            await cancel(cli)
+        }
+
+        /// "Can't tell" is never "unhealthy": with the job's node cut off, the login node cannot
+        /// reach the server; status says unknown with the reason, and teardown --stale keeps the
+        /// job even with no grace at all. Once the node is back, it is healthy again.
+        @Test func aServerThatCannotBeCheckedIsUnknownAndNeverStale() async throws {
+            let cli = try laptopCLI()
+            let link = "vc-node2-h"
+            do {
+                let deploy = try await cli.run([
+                    "deploy", "sim", "--cluster", "hpc", "--name", "lap-unknown", "--nodelist", "node2",
+                    "--json",
+                ])
+                #expect(deploy.status == 0, "stderr: \(deploy.stderr)")
+                let handshakesBefore = await sshdHandshakes(from: TestHost.laptopAddress)
+                let healthy = try await cli.run(["status", "--cluster", "hpc", "--json"])
+                #expect(healthy.stdout.contains("\"healthy\""), "\(healthy.stdout)")
+                // One invocation, one SSH handshake: squeue, the connection file and /health all
+                // went over the same session.
+                let handshakes = await sshdHandshakes(from: TestHost.laptopAddress) - handshakesBefore
+                #expect(handshakes == 1, "\(handshakes) handshakes")
+
+                #expect(try await sh(["ip", "link", "set", link, "down"]).status == 0)
+                let status = try await cli.run(["status", "--cluster", "hpc", "--json"])
+                let stale = try await cli.run([
+                    "teardown", "--stale", "--grace", "1s", "--dry-run", "--cluster", "hpc",
+                ])
+                let table = try await cli.run(["status", "--cluster", "hpc"])
+                _ = try await sh(["ip", "link", "set", link, "up"])
+                let report = try #require(
+                    try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])
+                let row = try #require(
+                    (report["deployments"] as? [[String: Any]])?.first {
+                        $0["name"] as? String == "lap-unknown"
+                    })
+                #expect(row["health"] as? String == "unknown", "\(row)")
+                #expect((row["health_detail"] as? String)?.contains("10.77.0.12") == true, "\(row)")
+                #expect(table.stdout.contains("unknown"), "\(table.stdout)")
+                #expect(stale.status == 0, "stderr: \(stale.stderr)")
+                #expect(
+                    stale.stdout.contains("keep") && stale.stdout.contains("health unknown"),
+                    "\(stale.stdout)")
+                #expect(!stale.stdout.contains("cancel"), "\(stale.stdout)")
+
+                var back = false
+                let deadline = Date().addingTimeInterval(60)
+                while !back && Date() < deadline {
+                    let again = try await cli.run(["status", "--cluster", "hpc", "--json"])
+                    back = again.stdout.contains("\"healthy\"")
+                    if !back { try await Task.sleep(for: .seconds(1)) }
+                }
+                #expect(back, "the server did not read healthy again once its node was back")
+                let down = try await cli.run(["teardown", "lap-unknown", "--cluster", "hpc", "--yes"])
+                #expect(down.status == 0, "stderr: \(down.stderr)")
+            } catch {
+                _ = try? await sh(["ip", "link", "set", link, "up"])
                 await cancel(cli)
                 throw error
             }

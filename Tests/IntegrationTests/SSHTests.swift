@@ -14,10 +14,10 @@ enum LocalSSH {
     static func options(
         port: Int = 2222, keys: [String] = ["id_ed25519"], knownHosts: [String] = [knownHosts],
         policy: HostKeyPolicy = .strict, agent: String? = nil,
-        passphrase: (@Sendable (String) -> String?)? = nil
+        passphrase: (@Sendable (String) -> String?)? = nil, host: String = "127.0.0.1"
     ) -> SSHConnectOptions {
         SSHConnectOptions(
-            displayName: "test-\(port)", host: "127.0.0.1", port: port, user: user,
+            displayName: "test-\(port)", host: host, port: port, user: user,
             identityFiles: keys.map { dir + "/" + $0 }, identitiesOnly: true, knownHostsFiles: knownHosts,
             hostKeyPolicy: policy, connectTimeout: 10, agentSocket: agent, passphrase: passphrase)
     }

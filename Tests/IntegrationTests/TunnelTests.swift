@@ -15,8 +15,11 @@ struct TestTunnel {
     let sessionPort: Int
     let events: EventLog
 
-    init(targetHost: String = "127.0.0.1", targetPort: Int, settings: ForwarderSettings? = nil) async throws {
-        let session = try await SSHSession.connect(LocalSSH.options())
+    init(
+        targetHost: String = "127.0.0.1", targetPort: Int, settings: ForwarderSettings? = nil,
+        sshHost: String = "127.0.0.1"
+    ) async throws {
+        let session = try await SSHSession.connect(LocalSSH.options(host: sshHost))
         sessionPort = Self.localPort(of: session.socket)
         let listener = try LocalListener.bind(address: "127.0.0.1", port: 0)
         let events = EventLog()

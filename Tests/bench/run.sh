@@ -11,6 +11,7 @@ export VLLMCTL_CONFIG="$repo/.cluster/vllmctl.yaml"
 work="$(mktemp -d)"
 export VLLMCTL_STATE_DIR="$work/state"
 trap 'scancel --name=vllmctl-bench-deploy >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+# The laptop namespace gets the same state directory and config (a shared filesystem).
 
 # Count scheduler calls: shims that log, then run the real command.
 mkdir -p "$work/shim"
@@ -19,6 +20,10 @@ for cmd in squeue sacct scontrol sbatch; do
   printf '#!/bin/sh\necho %s >> %q\nexec %q "$@"\n' "$cmd" "$work/calls" "$real" > "$work/shim/$cmd"
   chmod +x "$work/shim/$cmd"
 done
+
+time_cmd() { # prints seconds for one run of "$@"
+  local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); python3 -c "print($e - $s)"
+}
 
 runs=5
 echo "== deploy readiness ($runs runs, simulator load time 2 s)"
@@ -51,6 +56,54 @@ print(f"  scheduler calls per deploy: median {statistics.median(calls):.0f}; "
       f"worst ratio to budget (1 per 2 s of waiting) {worst:.2f} (goal <= 1.00)")
 PY
 
+# The same from the laptop (issue 11): vllmctl in the vc-laptop namespace, which reaches only
+# the login host's sshd; every Slurm call, file read and HTTP check goes over one SSH session.
+echo
+echo "== deploy readiness from the laptop ($runs runs, profile hpc, through the login node's sshd)"
+laptop=(nsenter --net=/var/run/netns/vc-laptop env VLLMCTL_SSH_CONFIG="$repo/.cluster/ssh/ssh_config")
+: > "$work/laptop"
+for i in $(seq 1 "$runs"); do
+  start=$(date +%s.%N)
+  out="$("${laptop[@]}" "$bin" deploy sim --cluster hpc --name bench-deploy --json)"
+  done_at=$(date +%s.%N)
+  job=$(printf '%s' "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["job_id"])')
+  dir=$(dirname "$(printf '%s' "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["info_file"])')")
+  first=$(grep -ho 'first /health 200 at [0-9.]*' "$dir/slurm-$job.out" | awk '{print $NF}')
+  if (( i == runs )); then
+    # Keep the last one running for the status comparison below.
+    keep=$job
+  else
+    scancel "$job"
+  fi
+  echo "$start $first $done_at" >> "$work/laptop"
+done
+python3 - "$work/laptop" <<'PY'
+import statistics, sys
+rows = [list(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
+lat = [done - first for start, first, done in rows]
+for i, (start, first, done) in enumerate(rows, 1):
+    print(f"  run {i}: first /health 200 -> ready {(done - first)*1000:7.0f} ms; deploy {done - start:5.1f} s")
+med = statistics.median(lat)
+print(f"  median first-200 -> ready from the laptop: {med*1000:.0f} ms (goal <= 500 ms; ratio to goal {med/0.5:.2f})")
+PY
+echo
+echo "== status with one deployment: from the laptop (SSH) beside the login node (local)"
+: > "$work/st_login"; : > "$work/st_laptop"
+for r in $(seq 1 15); do
+  time_cmd "$bin" status >> "$work/st_login"
+  time_cmd "${laptop[@]}" "$bin" status --cluster hpc >> "$work/st_laptop"
+done
+health=$("${laptop[@]}" "$bin" status --cluster hpc --json | python3 -c 'import json,sys; print([d["health"] for d in json.load(sys.stdin)["deployments"] if d["state"]=="RUNNING"])')
+scancel "$keep"
+python3 - "$work/st_login" "$work/st_laptop" "$health" <<'PY'
+import statistics, sys
+login = statistics.median(float(l) for l in open(sys.argv[1]))
+laptop = statistics.median(float(l) for l in open(sys.argv[2]))
+print(f"  login node: median {login*1000:.0f} ms; laptop: median {laptop*1000:.0f} ms "
+      f"(ratio {laptop/login:.2f}; one SSH handshake, squeue, the connection file and /health over it); "
+      f"health seen from the laptop: {sys.argv[3]}")
+PY
+
 # status with 1,000 jobs in the queue: held jobs carrying vllmctl's tag, timed beside squeue
 # alone (the peer, same run); plus the number of scheduler calls status makes.
 echo
@@ -59,9 +112,6 @@ n=1000
 for i in $(seq 1 "$n"); do
   sbatch --hold --job-name=vllmctl-benchheld --output=/dev/null --wrap true >/dev/null
 done
-time_cmd() { # prints seconds for one run of "$@"
-  local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); python3 -c "print($e - $s)"
-}
 # Timed without the call-counting shims (they would add a shell to status's time only);
 # the calls are counted in one separate run.
 : > "$work/sq"; : > "$work/st"
