@@ -192,7 +192,7 @@ struct DeployCommand: AsyncParsableCommand {
             terminal.print(
                 """
                 Tunnel: \(tunnelRecord.baseURL) → \(tunnelRecord.target) (background, pid \(tunnelRecord.pid); `vllmctl teardown \(record.name)` closes it)
-                export OPENAI_BASE_URL=\(tunnelRecord.baseURL) OPENAI_API_KEY=\(connection.apiKey)
+                export OPENAI_BASE_URL=\(Shell.quote(tunnelRecord.baseURL)) OPENAI_API_KEY=\(Shell.quote(connection.apiKey))
                 """)
         }
     }

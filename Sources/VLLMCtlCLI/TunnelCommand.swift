@@ -180,7 +180,8 @@ struct TunnelCommand: AsyncParsableCommand {
             "Tunnel open: \(record.baseURL) → \(record.target) (job \(record.jobID), \(record.name))")
         if let key {
             terminal.print("API key: \(key)")
-            terminal.print("export OPENAI_BASE_URL=\(record.baseURL) OPENAI_API_KEY=\(key)")
+            terminal.print(
+                "export OPENAI_BASE_URL=\(Shell.quote(record.baseURL)) OPENAI_API_KEY=\(Shell.quote(key))")
         }
     }
 

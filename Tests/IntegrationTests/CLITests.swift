@@ -199,5 +199,33 @@ extension LocalCluster {
             let time = try await cli.run(["deploy", "sim", "--time", "soon"])
             #expect(time.stderr.contains("HH:MM:SS"))
         }
+
+        /// A key with shell code, or the key among the server's arguments (argv and the stored
+        /// batch script are readable by every user), is refused before anything is submitted.
+        @Test func unsafeKeysAreRefusedBeforeSubmission() async throws {
+            let cli = try CLI()
+            let file = cli.stateDir + "/key"
+            try "sk-0123456789abcdef$(touch${IFS}/tmp/vllmctl-pwned)\n".write(
+                toFile: file, atomically: true, encoding: .utf8)
+            let hostile = try await cli.run([
+                "deploy", "sim", "--name", "hostile-key", "--api-key-file", file,
+            ])
+            #expect(hostile.status != 0)
+            #expect(hostile.stderr.contains("letters, digits and `-._~+/=`"), "\(hostile.stderr)")
+            for args in [
+                ["--", "--api_key=sk-leak0123456789abc"], ["--", "--api-k", "sk-leak0123456789abc"],
+            ] {
+                let leak = try await cli.run(["deploy", "sim", "--name", "leaky"] + args)
+                #expect(leak.status != 0, "\(args)")
+                #expect(
+                    leak.stderr.contains("where every user of the cluster could read it"), "\(leak.stderr)")
+            }
+            #expect(DeploymentStore(directory: cli.stateDir).all(cluster: "local").isEmpty)
+            let queue = try await sh([
+                "squeue", "--noheader", "--name=vllmctl-hostile-key,vllmctl-leaky", "-o", "%i",
+            ])
+            #expect(queue.stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
+            #expect(!FileManager.default.fileExists(atPath: "/tmp/vllmctl-pwned"))
+        }
     }
 }

@@ -51,6 +51,21 @@ import Testing
     @Test func givenKeysAreChecked() throws {
         #expect(throws: VLLMCtlError.self) { try APIKey("hunter2") }
         #expect(throws: VLLMCtlError.self) { try APIKey("sk-has space in it 1234567890") }
+        // Shell code would run when a colleague pastes the info file's curl line.
+        for hostile in [
+            "sk-0123456789abcdef$(touch${IFS}/tmp/x)", "sk-0123456789abcdef`id`", "sk-0123456789abcdef\"x",
+            "sk-0123456789abcdef\nAPI Key: forged", "sk-0123456789abcdef\u{7}", "sk-0123456789abcdéf",
+            "sk-0123456789abcdef;rm", String(repeating: "a", count: 513),
+        ] {
+            #expect(throws: VLLMCtlError.self, "\(hostile)") { try APIKey(hostile) }
+        }
+        let error = #expect(throws: VLLMCtlError.self) { try APIKey("sk-0123456789abcdef$(x)") }
+        #expect("\(error!)".contains("letters, digits and `-._~+/=`"))
+        #expect("\(error!)".contains("openssl rand"))
+        // Tokens of the usual alphabets are fine, with or without `sk-`.
+        for fine in ["tok_0123456789ABCDEF", "c2VjcmV0LXRva2VuLWJhc2U2NA==", "a.b-c~d+e/f=0123456789"] {
+            #expect(try APIKey(fine).value == fine)
+        }
         #expect(
             try APIKey("sk-abcdefghijklmnopqrstuvwxyz123456").value == "sk-abcdefghijklmnopqrstuvwxyz123456")
     }

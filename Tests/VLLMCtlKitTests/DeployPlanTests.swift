@@ -113,6 +113,11 @@ import Testing
             ("partition with space", { $0.partition = "gpu x" }),
             ("key in vllm args", { $0.vllmArgs = ["--api-key", "sk-secret"] }),
             ("key= in vllm args", { $0.vllmArgs = ["--api-key=sk-secret"] }),
+            // vLLM reads `_` as `-`, and argparse takes unambiguous prefixes.
+            ("api_key= in vllm args", { $0.vllmArgs = ["--api_key=sk-leak"] }),
+            ("API_KEY in vllm args", { $0.vllmArgs = ["--API_KEY", "sk-leak"] }),
+            ("--api-k prefix in vllm args", { $0.vllmArgs = ["--api-k", "sk-leak"] }),
+            ("--api prefix in vllm args", { $0.vllmArgs = ["--api=sk-leak"] }),
             ("port in vllm args", { $0.vllmArgs = ["--port", "9"] }),
             ("hostile host", { $0.host = "$(id)" }),
         ]
@@ -124,6 +129,14 @@ import Testing
             try DeployPlan(
                 name: "ok", cluster: "c", settings: Self.settings(), workdir: "/scratch/with space",
                 stamp: "s")
+        }
+    }
+
+    @Test func otherFlagsNamedLikeTheKeyAreFine() {
+        for flag in ["--api-server-count", "--api-server-count=2", "--enable-prefix-caching", "--a"] {
+            #expect(
+                !DeployPlan.namesTheAPIKey(flag.split(separator: "=").first.map(String.init) ?? flag),
+                "\(flag)")
         }
     }
 

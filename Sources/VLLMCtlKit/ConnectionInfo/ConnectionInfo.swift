@@ -89,6 +89,13 @@ public struct ConnectionRecord: Sendable, Equatable, Codable {
     public var readyAt: String?
     public var endedAt: String?
 
+    /// Whether what the job wrote can be used as it is: a key of the safe alphabet (it is
+    /// printed into shell lines and curl commands) and an http(s) URL. The file lives on the
+    /// cluster, so it is read as untrusted.
+    public var isWellFormed: Bool {
+        (try? APIKey(apiKey)) != nil && URLTarget(url: serverURL) != nil
+    }
+
     enum CodingKeys: String, CodingKey {
         case serverURL = "server_url"
         case apiKey = "api_key"

@@ -105,7 +105,7 @@ public struct DeployPlan: Sendable {
         }
         for arg in s.vllmArgs ?? [] {
             let flag = arg.split(separator: "=").first.map(String.init) ?? arg
-            if flag == "--api-key" {
+            if Self.namesTheAPIKey(flag) {
                 throw VLLMCtlError.invalidInput(
                     "`--api-key` was given among the server's arguments, where every user of the cluster could read it",
                     hint:
@@ -118,6 +118,14 @@ public struct DeployPlan: Sendable {
                     hint: "Use vllmctl's --port / --bind-host (the job picks a free port itself).")
             }
         }
+    }
+
+    /// Whether vLLM's argument parser reads `flag` as `--api-key`: it takes `_` for `-`, and
+    /// argparse takes any unambiguous prefix (`--api-k`; `--api` in versions without
+    /// `--api-server-count`).
+    static func namesTheAPIKey(_ flag: String) -> Bool {
+        let f = flag.lowercased().replacingOccurrences(of: "_", with: "-")
+        return f.count >= "--api".count && "--api-key".hasPrefix(f)
     }
 
     /// The server's argv, without `--port` (the job adds the port it picked).

@@ -1,3 +1,5 @@
+import Foundation
+
 /// API keys in the seed's format: `sk-` followed by 32 lowercase letters and digits.
 ///
 /// 32 symbols from an alphabet of 36 carry log2(36^32) ≈ 165 bits.
@@ -9,14 +11,26 @@ public struct APIKey: Sendable, Equatable, CustomStringConvertible {
     /// The secret itself. Printing an `APIKey` shows only a redacted form.
     public let value: String
 
-    /// Wraps a key given by the user, checking its shape.
+    /// The characters a key given by the user may hold: letters, digits and `-._~+/=` (the
+    /// URL-safe and base64 alphabets). Nothing a shell, JSON or an HTTP header treats specially,
+    /// so the key can be written into the job's JSON and the seed's curl line as it is.
+    static let allowedPunctuation: Set<Character> = ["-", ".", "_", "~", "+", "/", "="]
+    /// Lengths a key given by the user may have.
+    public static let allowedLengths = 16...512
+
+    /// Wraps a key given by the user (`--api-key-file`), checking its shape.
     public init(_ value: String) throws {
-        guard value.hasPrefix(Self.prefix), value.count >= Self.prefix.count + 16,
-            !value.contains(where: { $0.isWhitespace || $0 == "\"" || $0 == "'" || $0 == "\\" })
-        else {
+        let safe = value.unicodeScalars.allSatisfy {
+            $0.isASCII
+                && (CharacterSet.alphanumerics.contains($0)
+                    || Self.allowedPunctuation.contains(Character($0)))
+        }
+        guard safe, Self.allowedLengths.contains(value.count) else {
             throw VLLMCtlError.invalidInput(
-                "The API key given is not usable: it must start with `sk-` and have at least 16 more characters, without spaces or quotes",
-                hint: "Leave it out and vllmctl generates a strong one.")
+                "The API key given is not usable: a key may hold only letters, digits and `-._~+/=`, \(Self.allowedLengths.lowerBound) to \(Self.allowedLengths.upperBound) of them (this one \(safe ? "has \(value.count)" : "holds other characters"))",
+                hint:
+                    "Leave --api-key-file out and vllmctl generates a strong one, or make one with `openssl rand -hex 24`."
+            )
         }
         self.value = value
     }

@@ -93,7 +93,8 @@ public struct DeploymentResolver: Sendable {
         guard let data = try await context.host.readFile(deployDir + "/" + DeploymentFiles.infoJSON) else {
             return nil
         }
-        guard let info = try? JSONDecoder().decode(ConnectionRecord.self, from: data), info.jobID == jobID
+        guard let info = try? JSONDecoder().decode(ConnectionRecord.self, from: data), info.jobID == jobID,
+            info.isWellFormed
         else { return nil }
         return info
     }
