@@ -104,8 +104,8 @@ extension LocalCluster {
             let stderr = try String(contentsOfFile: errPath, encoding: .utf8)
             #expect(stderr.contains("keeps running"))
             #expect(stderr.contains(job.jobID))
-            let q = try await sh(Squeue(jobIDs: [job.jobID]).argv)
-            let state = Squeue.parse(q.stdout).first?.state
+            let squeue = Squeue(jobIDs: [job.jobID])
+            let state = squeue.parse(try await sh(squeue.argv).stdout).first?.state
             #expect(state == .running || state == .pending)
             await cli.cancelAll()
         }
@@ -198,6 +198,32 @@ extension LocalCluster {
             #expect(DeploymentStore(directory: cli.stateDir).all(cluster: "local").isEmpty)
             let time = try await cli.run(["deploy", "sim", "--time", "soon"])
             #expect(time.stderr.contains("HH:MM:SS"))
+        }
+
+        /// The reproduction: a job name holding a newline and the old field separator
+        /// made a plain job of the user read as a deployment named `forged`, which teardown
+        /// would then cancel.
+        @Test func aForgedJobNameNeitherShowsNorCancelsAPlainJob() async throws {
+            let cli = try CLI()
+            let plain = try Sbatch.parseJobID(
+                try await sh([
+                    "sbatch", "--parsable", "--hold", "--job-name=plain-forge-target", "--output=/dev/null",
+                    "--wrap", "sleep 900",
+                ]), argv: [])
+            let name = "x\n\(plain)\u{1F}vllmctl-forged"
+            let forger = try Sbatch.parseJobID(
+                try await sh([
+                    "sbatch", "--parsable", "--hold", "--job-name=\(name)", "--output=/dev/null", "--wrap",
+                    "sleep 900",
+                ]), argv: [])
+            let status = try await cli.run(["status", "--json"])
+            let teardown = try await cli.run(["teardown", "--all", "--dry-run"])
+            _ = try await sh(["scancel", plain, forger])
+            #expect(status.status == 0, "\(status.stderr)")
+            #expect(!status.stdout.contains("forged"), "\(status.stdout)")
+            #expect(!status.stdout.contains("\"\(plain)\""), "\(status.stdout)")
+            #expect(!teardown.stdout.contains(plain), "\(teardown.stdout)")
+            #expect(!teardown.stdout.contains(forger), "\(teardown.stdout)")
         }
 
         /// A key with shell code, or the key among the server's arguments (argv and the stored

@@ -194,8 +194,8 @@ extension LocalCluster {
                 let record = try #require(outcome.record)
                 #expect(record.phase == .submitted)
                 #expect(outcome.connection == nil)
-                let q = try await sh(Squeue(jobIDs: [record.jobID]).argv)
-                #expect(Squeue.parse(q.stdout).first?.name == "vllmctl-nowait")
+                let squeue = Squeue(jobIDs: [record.jobID])
+                #expect(squeue.parse(try await sh(squeue.argv).stdout).first?.name == "vllmctl-nowait")
             }
         }
     }

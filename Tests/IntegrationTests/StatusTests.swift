@@ -77,8 +77,10 @@ extension LocalCluster {
             var ended = false
             for _ in 0..<90 where !ended {
                 try await Task.sleep(for: .seconds(1))
-                let live = Squeue.parse(try await sh(Squeue(jobIDs: [id]).argv).stdout)
-                let accounted = Sacct.parse(try await sh(Sacct(jobIDs: [id]).argv).stdout)
+                let squeue = Squeue(jobIDs: [id])
+                let sacct = Sacct(jobIDs: [id])
+                let live = squeue.parse(try await sh(squeue.argv).stdout)
+                let accounted = sacct.parse(try await sh(sacct.argv).stdout)
                 ended = live.isEmpty && accounted.first?.state == .cancelled
             }
             #expect(ended)

@@ -113,7 +113,8 @@ extension LocalCluster {
         }
 
         func snapshot(_ id: String) async throws -> JobSnapshot? {
-            Squeue.parse(try await sh(Squeue(jobIDs: [id]).argv).stdout).first { $0.jobID == id }
+            let squeue = Squeue(jobIDs: [id])
+            return squeue.parse(try await sh(squeue.argv).stdout).first { $0.jobID == id }
         }
 
         func waitForState(_ id: String, _ wanted: JobState, seconds: Double = 30) async throws -> JobSnapshot?
@@ -163,7 +164,7 @@ extension LocalCluster {
                 #expect(plan.actions.map(\.jobID) == [running.jobID, pending.jobID])
                 let outcomes = await t.execute(plan)
                 for outcome in outcomes { #expect(outcome.succeeded, "\(outcome.message)") }
-                #expect(host.log.scancels == [["scancel", running.jobID, pending.jobID]])
+                #expect(host.log.scancels == [["scancel", "--", running.jobID, pending.jobID]])
 
                 // Slurm confirms; the records are ended; the connection files are gone.
                 #expect(try await !isAlive(running.jobID))
@@ -263,7 +264,7 @@ extension LocalCluster {
                 #expect(due.reason.contains("unhealthy for"))
                 let outcomes = await t.execute(TeardownPlan(scope: second.scope, actions: [due]))
                 #expect(outcomes.allSatisfy { $0.succeeded }, "\(outcomes.map(\.message))")
-                #expect(host.log.scancels == [["scancel", record.jobID]])
+                #expect(host.log.scancels == [["scancel", "--", record.jobID]])
                 #expect(try await !isAlive(record.jobID))
                 #expect(store.find(record.jobID, cluster: "local")?.phase == .ended)
                 #expect(!FileManager.default.fileExists(atPath: record.infoFile))

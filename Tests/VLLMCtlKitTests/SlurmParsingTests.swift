@@ -4,12 +4,15 @@ import Testing
 @testable import VLLMCtlKit
 
 @Suite struct SlurmParsingTests {
+    /// The token capture-slurm.sh used (vllmctl draws a fresh one for every call).
+    static let marks = SchedulerMarks(token: "fixture0token")
+
     @Test func squeueFixtureFromTheLocalCluster() throws {
-        let jobs = Squeue.parse(try fixture("squeue-live.txt"))
-        #expect(jobs.count == 3)
+        let jobs = Squeue(marks: Self.marks).parse(try fixture("squeue-live.txt"))
+        #expect(jobs.count == 5)
         let running = try #require(jobs.first { $0.name == "vllmctl-running" })
         #expect(running.state == .running)
-        #expect(running.nodes == "vm")
+        #expect(running.nodes == "node1")
         #expect(running.reason == "None")
         let held = try #require(jobs.first { $0.name == "vllmctl-held" })
         #expect(held.state == .pending)
@@ -20,6 +23,56 @@ import Testing
         #expect(odd.reason == "BeginTime")
         #expect(odd.timeLeft == "UNLIMITED")
         #expect(jobs.allSatisfy { $0.workDir == "/tmp" })
+    }
+
+    /// A job named `x\n<RS>guessed…<plain id><US>…vllmctl-forged\n<plain id><US>vllmctl-forged`
+    /// tries to make the plain job read as vllmctl's (issue 12). Its name stays one field, the
+    /// plain job keeps its own name, and neither is ours.
+    @Test func aJobNameCannotForgeARow() throws {
+        let me = Ownership(user: "root")
+        for jobs in [
+            Squeue(marks: Self.marks).parse(try fixture("squeue-live.txt")),
+            Sacct(jobIDs: [], marks: Self.marks).parse(try fixture("sacct-ended.txt")),
+        ] {
+            let plain = try #require(jobs.first { $0.name == "plain" })
+            #expect(jobs.filter { $0.jobID == plain.jobID }.count == 1)
+            #expect(!me.isOurs(plain))
+            let forger = try #require(jobs.first { $0.name.hasPrefix("x\n") })
+            #expect(forger.name.hasSuffix("vllmctl-forged"))
+            #expect(forger.user == "root" && forger.state == .pending)
+            #expect(!me.isOurs(forger))
+            #expect(!jobs.contains { $0.name == "vllmctl-forged" })
+        }
+        // Read with another call's token, nothing parses at all.
+        #expect(
+            Squeue(marks: SchedulerMarks(token: "guessed0token")).parse(try fixture("squeue-live.txt"))
+                .isEmpty)
+    }
+
+    @Test func namesWithControlCharactersAreNeverOurs() {
+        let me = Ownership(user: "alice")
+        func job(_ name: String) -> JobSnapshot {
+            JobSnapshot(jobID: "7", name: name, user: "alice", state: .running)
+        }
+        #expect(me.isOurs(job("vllmctl-sim")))
+        for name in ["vllmctl-a\nb", "vllmctl-a\u{1F}b", "vllmctl-a b", "vllmctl-\u{7}", "vllmctl-a\tb"] {
+            #expect(!me.isOurs(job(name)), "\(name.debugDescription)")
+            #expect(me.whyNotOurs(job(name)) != nil)
+        }
+    }
+
+    @Test func scancelTakesOnlyJobIDs() throws {
+        #expect(try Scancel(jobIDs: ["12", "345"]).checkedArgv() == ["scancel", "--", "12", "345"])
+        for bad in ["-u", "--user=bob", "12_3", "12+1", "", "1 2", "１２"] {
+            #expect(throws: VLLMCtlError.self, "\(bad)") { try Scancel(jobIDs: ["1", bad]).checkedArgv() }
+        }
+    }
+
+    @Test func marksAreFreshPerCall() {
+        let a = Squeue(user: "u"), b = Squeue(user: "u")
+        #expect(a.marks != b.marks)
+        #expect(a.argv.last == "--user=u")
+        #expect(Sacct(jobIDs: ["1"]).argv.contains { $0.hasPrefix("--delimiter=\u{1F}") })
     }
 
     @Test func slurmDurations() {
@@ -47,8 +100,8 @@ import Testing
     }
 
     @Test func sacctFixtureFromTheLocalCluster() throws {
-        let jobs = Sacct.parse(try fixture("sacct-ended.txt"))
-        let states = Dictionary(uniqueKeysWithValues: jobs.map { ($0.name, $0.state) })
+        let jobs = Sacct(jobIDs: [], marks: Self.marks).parse(try fixture("sacct-ended.txt"))
+        let states = Dictionary(jobs.map { ($0.name, $0.state) }, uniquingKeysWith: { a, _ in a })
         #expect(states["vllmctl-done"] == .completed)
         #expect(states["vllmctl-failed"] == .failed)
         #expect(states["vllmctl-cancelled"] == .cancelled)
@@ -56,7 +109,10 @@ import Testing
     }
 
     @Test func sacctNameWithSeparator() {
-        let jobs = Sacct.parse("42|a|b|alice|TIMEOUT|TimeLimit|n1|01:00:00|0:15|/scratch/d\n")
+        let f = Self.marks.field
+        let jobs = Sacct(jobIDs: [], marks: Self.marks).parse(
+            ["42", "a|b", "alice", "TIMEOUT", "TimeLimit", "n1", "01:00:00", "0:15", "/scratch/d", ""]
+                .joined(separator: f) + "\n")
         #expect(
             jobs == [
                 JobSnapshot(

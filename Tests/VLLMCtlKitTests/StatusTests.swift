@@ -41,14 +41,11 @@ import Testing
 
 @Suite struct StatusBuilderTests {
     @Test func oneSqueueAndRowsInJobOrder() async throws {
-        let lines = ["30", "10", "20"].map {
-            squeueLine(job($0, "vllmctl-s\($0)", .pending, reason: "Priority"))
-        }
-        let foreign = squeueLine(job("5", "sleep", .pending))
+        let jobs = ["30", "10", "20"].map { job($0, "vllmctl-s\($0)", .pending, reason: "Priority") }
+        let foreign = job("5", "sleep", .pending)
         let host = ScriptedHost { argv in
             if argv[0] == "id" { return CommandResult(status: 0, stdout: me + "\n", stderr: "") }
-            return CommandResult(
-                status: 0, stdout: ([foreign] + lines).joined(separator: "\n") + "\n", stderr: "")
+            return CommandResult(status: 0, stdout: squeueOutput([foreign] + jobs, for: argv), stderr: "")
         }
         let context = Context(
             host: host, http: FixedHTTP(status: 200), clock: SteppingClock(t0), terminal: QuietTerminal(),

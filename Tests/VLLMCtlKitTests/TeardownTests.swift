@@ -386,10 +386,18 @@ final class QuietTerminal: Terminal, @unchecked Sendable {
 }
 
 /// One line of squeue output in `Squeue`'s format (fields past time-left stay empty).
-func squeueLine(_ j: JobSnapshot) -> String {
-    let known = [j.jobID, j.name, j.user, j.state.rawValue, j.reason, j.nodes, j.elapsed, "10:00"]
-    let fields = known + Array(repeating: "", count: max(0, Squeue.fields.count - known.count))
-    return fields.joined(separator: "\u{1F}")
+/// What squeue prints for `jobs` when called with `argv` (whose `--format` carries the call's
+/// marks).
+func squeueOutput(_ jobs: [JobSnapshot], for argv: [String]) -> String {
+    let format = argv.first { $0.hasPrefix("--format=\u{1E}") } ?? ""
+    let token = String(format.dropFirst("--format=\u{1E}".count).prefix { $0 != "%" })
+    let marks = SchedulerMarks(token: token)
+    return jobs.map { j in
+        let fields = [
+            j.jobID, j.user, j.state.rawValue, j.reason, j.nodes, j.elapsed, "10:00", j.name, j.workDir,
+        ]
+        return marks.row + fields.joined(separator: marks.field) + "\n"
+    }.joined()
 }
 
 @Suite struct TeardownSchedulerFailureTests {
@@ -423,10 +431,11 @@ func squeueLine(_ j: JobSnapshot) -> String {
     @Test func aTimeoutOrAFailingSacctCancelsNothing() async throws {
         let store = DeploymentStore(directory: try temporaryDirectory())
         try store.save(record("20", "orphan"))
-        let live = squeueLine(job("10", "vllmctl-good"))
         let sacctFails = ScriptedHost { argv in
             switch argv[0] {
-            case "squeue": return CommandResult(status: 0, stdout: live + "\n", stderr: "")
+            case "squeue":
+                return CommandResult(
+                    status: 0, stdout: squeueOutput([job("10", "vllmctl-good")], for: argv), stderr: "")
             case "sacct":
                 return CommandResult(
                     status: 1, stdout: "", stderr: "sacct: error: slurmdbd: connection refused")
@@ -470,8 +479,7 @@ func squeueLine(_ j: JobSnapshot) -> String {
                         job("10", "vllmctl-good"), job("12", "sleep"),
                         job("13", "vllmctl-theirs", user: "bob"),
                     ]
-                return CommandResult(
-                    status: 0, stdout: lines.map(squeueLine).joined(separator: "\n") + "\n", stderr: "")
+                return CommandResult(status: 0, stdout: squeueOutput(lines, for: argv), stderr: "")
             case "scancel":
                 cancelled.set()
                 return CommandResult(status: 0, stdout: "", stderr: "")
@@ -482,10 +490,12 @@ func squeueLine(_ j: JobSnapshot) -> String {
         let t = teardown(host, store: store)
         let plan = try await t.plan(.all)
         #expect(
-            host.argvs == [Squeue(user: me).argv],
+            host.argvs.count == 1 && host.argvs[0][0] == "squeue" && host.argvs[0].last == "--user=\(me)",
             "one squeue for all of the user's jobs, nothing else before deciding")
         let outcomes = await t.execute(plan)
-        #expect(host.argvs.filter { $0[0] == "scancel" } == [["scancel", "10"]])
+        #expect(host.argvs.filter { $0[0] == "scancel" } == [["scancel", "--", "10"]])
+        // Ownership asked again right before the cancel, for that job only.
+        #expect(host.argvs[1][0] == "squeue" && host.argvs[1].contains("--jobs=10"))
         #expect(outcomes.allSatisfy { $0.succeeded })
         #expect(store.find("10", cluster: "local")?.phase == .ended)
         #expect(!FileManager.default.fileExists(atPath: rec.infoFile))
@@ -499,13 +509,54 @@ func squeueLine(_ j: JobSnapshot) -> String {
         #expect(host.argvs.filter { $0[0] == "scancel" }.count == 1)
     }
 
+    /// Between the plan and the cancel the job changed (Slurm reused the id, or it was renamed):
+    /// the check right before scancel catches it, and nothing is cancelled.
+    @Test func aJobThatChangedSinceThePlanIsNotCancelled() async throws {
+        let store = DeploymentStore(directory: try temporaryDirectory())
+        try store.save(record("10", "good"))
+        let calls = Counter()
+        let host = ScriptedHost { argv in
+            guard argv[0] == "squeue" else { return CommandResult(status: 0, stdout: "", stderr: "") }
+            let jobs = calls.next() == 0 ? [job("10", "vllmctl-good")] : [job("10", "not-vllmctl")]
+            return CommandResult(status: 0, stdout: squeueOutput(jobs, for: argv), stderr: "")
+        }
+        let t = teardown(host, store: store)
+        let plan = try await t.plan(.all)
+        #expect(plan.toCancel.map(\.jobID) == ["10"])
+        let outcomes = await t.execute(plan)
+        #expect(!host.programs.contains("scancel"))
+        #expect(outcomes.count == 1 && !outcomes[0].succeeded)
+        #expect(outcomes[0].message.contains("Did not cancel job 10"), "\(outcomes[0].message)")
+        #expect(store.find("10", cluster: "local")?.phase != .ended)
+    }
+
+    /// The check right before scancel fails: nothing is cancelled.
+    @Test func aFailingCheckBeforeTheCancelCancelsNothing() async throws {
+        let store = DeploymentStore(directory: try temporaryDirectory())
+        try store.save(record("10", "good"))
+        let calls = Counter()
+        let host = ScriptedHost { argv in
+            guard argv[0] == "squeue" else { return CommandResult(status: 0, stdout: "", stderr: "") }
+            if calls.next() > 0 {
+                return CommandResult(status: 1, stdout: "", stderr: "squeue: error: timeout")
+            }
+            return CommandResult(
+                status: 0, stdout: squeueOutput([job("10", "vllmctl-good")], for: argv), stderr: "")
+        }
+        let t = teardown(host, store: store)
+        let outcomes = await t.execute(try await t.plan(.all))
+        #expect(!host.programs.contains("scancel"))
+        #expect(outcomes.allSatisfy { !$0.succeeded })
+        #expect(outcomes.first?.message.contains("nothing was cancelled") == true, "\(outcomes)")
+    }
+
     @Test func aJobSlurmDoesNotEndIsReportedAndItsRecordKept() async throws {
         let store = DeploymentStore(directory: try temporaryDirectory())
         try store.save(record("10", "stuck"))
         let host = ScriptedHost { argv in
             if argv[0] == "squeue" {
                 return CommandResult(
-                    status: 0, stdout: squeueLine(job("10", "vllmctl-stuck")) + "\n", stderr: "")
+                    status: 0, stdout: squeueOutput([job("10", "vllmctl-stuck")], for: argv), stderr: "")
             }
             return CommandResult(
                 status: 1, stdout: "",
@@ -526,7 +577,8 @@ func squeueLine(_ j: JobSnapshot) -> String {
         let host = ScriptedHost { argv in
             if argv[0] == "squeue" {
                 return CommandResult(
-                    status: 0, stdout: squeueLine(job("10", "vllmctl-sick", elapsed: "5:00:00")) + "\n",
+                    status: 0,
+                    stdout: squeueOutput([job("10", "vllmctl-sick", elapsed: "5:00:00")], for: argv),
                     stderr: "")
             }
             return CommandResult(status: 0, stdout: "", stderr: "")
@@ -576,4 +628,15 @@ final class Flag: @unchecked Sendable {
     private var value = false
     func set() { lock.withLock { value = true } }
     var isSet: Bool { lock.withLock { value } }
+}
+
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var n = 0
+    /// The count before this call.
+    func next() -> Int {
+        lock.withLock {
+            defer { n += 1 }; return n
+        }
+    }
 }

@@ -6,7 +6,7 @@
 #   calls one deploy makes, counted by a PATH shim, against the budget of 1 per 2 s of waiting.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
-bin="$repo/.build/release/vllmctl"
+bin="${VLLMCTL_BENCH_BIN:-$repo/.build/release/vllmctl}"
 export VLLMCTL_CONFIG="$repo/.cluster/vllmctl.yaml"
 work="$(mktemp -d)"
 export VLLMCTL_STATE_DIR="$work/state"

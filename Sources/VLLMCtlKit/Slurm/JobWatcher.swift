@@ -20,7 +20,7 @@ public struct JobWatcher: Sendable {
         let squeue = Squeue(jobIDs: [jobID])
         Self.calls.increment()
         let result = try await host.run(squeue.argv, input: nil, timeout: timeout)
-        if result.status == 0, let job = Squeue.parse(result.stdout).first(where: { $0.jobID == jobID }) {
+        if result.status == 0, let job = squeue.parse(result.stdout).first(where: { $0.jobID == jobID }) {
             return job
         }
         if result.status != 0 && !Squeue.isInvalidJobError(result.stderr) {
@@ -35,7 +35,7 @@ public struct JobWatcher: Sendable {
             Self.calls.increment()
             let accounting = try await host.run(sacct.argv, input: nil, timeout: timeout)
             guard accounting.status == 0 else { return nil }
-            job = Sacct.parse(accounting.stdout).first { $0.jobID == jobID }
+            job = sacct.parse(accounting.stdout).first { $0.jobID == jobID }
             if let job, job.state.isFinal { return job }
         }
         return job

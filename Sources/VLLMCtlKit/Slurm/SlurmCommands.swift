@@ -35,58 +35,129 @@ public struct JobSnapshot: Sendable, Equatable {
     }
 }
 
-/// Field separator for squeue output: a job name may contain `|`, but not the unit separator.
-let squeueSeparator = "\u{1F}"
+/// Marks that split squeue's and sacct's output into rows and fields. A job's own fields are
+/// hostile: Slurm takes any byte but NUL in a job name (a newline, `|`, the unit separator)
+/// and in a working directory, so a fixed separator lets one job forge another's row. The
+/// marks carry a token drawn fresh for every call, after every job was named: no name can hold
+/// it. Each field is then exactly what Slurm printed for it.
+public struct SchedulerMarks: Sendable, Equatable {
+    public let token: String
 
-/// `squeue` for some or all of the user's jobs, one line per job, fields separated by US.
+    public init(token: String) { self.token = token }
+
+    /// A fresh random token (12 hex digits from the OS CSPRNG).
+    public static func fresh() -> SchedulerMarks {
+        var generator = SystemRandomNumberGenerator()
+        let digits = Array("0123456789abcdef")
+        return SchedulerMarks(
+            token: String((0..<12).map { _ in digits[Int.random(in: 0..<16, using: &generator)] }))
+    }
+
+    /// Before each row (squeue) and between fields.
+    var row: String { "\u{1E}" + token }
+    var field: String { "\u{1F}" + token }
+
+    /// The rows of `output` whose fields are split at `field`, each with exactly `count` fields.
+    /// Rows start with `row` (squeue), or, when `rowStart` is false, end with `field` and a
+    /// newline (sacct --parsable, which ends every row with its delimiter).
+    func rows(_ output: String, count: Int, rowStart: Bool) -> [[String]] {
+        let fieldMark = Array(field.utf8)
+        let rowMark = Array(row.utf8)
+        var rows: [[String]] = []
+        var text = output
+        text.withUTF8 { bytes in
+            func matches(_ mark: [UInt8], at i: Int) -> Bool {
+                guard i + mark.count <= bytes.count else { return false }
+                for k in 0..<mark.count where bytes[i + k] != mark[k] { return false }
+                return true
+            }
+            func string(_ from: Int, _ to: Int) -> String {
+                String(decoding: UnsafeBufferPointer(rebasing: bytes[from..<max(from, to)]), as: UTF8.self)
+            }
+            var fields: [String] = []
+            var start = 0
+            var inRow = !rowStart
+            var i = 0
+            func endRow(at end: Int) {
+                var last = end
+                // squeue ends a row with a newline before the next row's mark.
+                if rowStart, last > start, bytes[last - 1] == 0x0A { last -= 1 }
+                fields.append(string(start, last))
+                if fields.count == count { rows.append(fields) }
+                fields.removeAll(keepingCapacity: true)
+            }
+            while i < bytes.count {
+                let b = bytes[i]
+                if rowStart && b == 0x1E && matches(rowMark, at: i) {
+                    if inRow { endRow(at: i) }
+                    inRow = true
+                    i += rowMark.count
+                    start = i
+                    continue
+                }
+                if b == 0x1F && matches(fieldMark, at: i) {
+                    if inRow {
+                        if !rowStart && fields.count == count - 1 {
+                            endRow(at: i)
+                            i += fieldMark.count
+                            // The row's newline.
+                            if i < bytes.count && bytes[i] == 0x0A { i += 1 }
+                            start = i
+                            continue
+                        }
+                        fields.append(string(start, i))
+                    }
+                    i += fieldMark.count
+                    start = i
+                    continue
+                }
+                i += 1
+            }
+            if rowStart && inRow { endRow(at: bytes.count) }
+        }
+        return rows
+    }
+}
+
+/// A job id as vllmctl accepts one from the scheduler or a user: digits only. Array and het
+/// job ids (`12_3`, `12+1`) are never vllmctl's, and nothing that could read as an option
+/// (`-u`) or another job list reaches scancel.
+public func isJobID(_ text: String) -> Bool {
+    !text.isEmpty && text.utf8.count <= 20 && text.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 }
+}
+
+/// `squeue` for some or all of the user's jobs: one row per job, split by `marks`.
 public struct Squeue: Sendable, Equatable {
     public var jobIDs: [String]
     public var user: String?
+    public var marks: SchedulerMarks
 
-    public init(jobIDs: [String] = [], user: String? = nil) {
+    public init(jobIDs: [String] = [], user: String? = nil, marks: SchedulerMarks = .fresh()) {
         self.jobIDs = jobIDs
         self.user = user
+        self.marks = marks
     }
 
-    static let fields = ["%i", "%j", "%u", "%T", "%r", "%N", "%M", "%L", "%Z"]
+    static let fields = ["%i", "%u", "%T", "%r", "%N", "%M", "%L", "%j", "%Z"]
 
     public var argv: [String] {
-        var argv = ["squeue", "--noheader", "--format=" + Self.fields.joined(separator: squeueSeparator)]
+        var argv = [
+            "squeue", "--noheader", "--format=" + marks.row + Self.fields.joined(separator: marks.field),
+        ]
         if !jobIDs.isEmpty { argv.append("--jobs=" + jobIDs.joined(separator: ",")) }
         if let user { argv.append("--user=" + user) }
         return argv
     }
 
-    public static func parse(_ output: String) -> [JobSnapshot] {
-        // One pass over the bytes: status tables have thousands of lines.
-        var jobs: [JobSnapshot] = []
-        var fields: [String] = []
-        fields.reserveCapacity(Self.fields.count)
-        func emit() {
-            if fields.count == Self.fields.count, !fields[0].isEmpty {
-                jobs.append(
-                    JobSnapshot(
-                        jobID: fields[0], name: fields[1], user: fields[2], state: JobState(slurm: fields[3]),
-                        reason: fields[4], nodes: fields[5], elapsed: fields[6], timeLeft: fields[7],
-                        workDir: fields[8]))
-            }
-            fields.removeAll(keepingCapacity: true)
+    /// The jobs in squeue's output for this call; rows whose job id is not a plain job id
+    /// are dropped.
+    public func parse(_ output: String) -> [JobSnapshot] {
+        marks.rows(output, count: Self.fields.count, rowStart: true).compactMap { f in
+            guard isJobID(f[0]) else { return nil }
+            return JobSnapshot(
+                jobID: f[0], name: f[7], user: f[1], state: JobState(slurm: f[2]), reason: f[3], nodes: f[4],
+                elapsed: f[5], timeLeft: f[6], workDir: f[8])
         }
-        var text = output
-        text.withUTF8 { bytes in
-            var start = 0
-            for i in 0..<bytes.count where bytes[i] == 0x1F || bytes[i] == 0x0A {
-                fields.append(
-                    String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self))
-                start = i + 1
-                if bytes[i] == 0x0A { emit() }
-            }
-            if start < bytes.count {
-                fields.append(String(decoding: UnsafeBufferPointer(rebasing: bytes[start...]), as: UTF8.self))
-            }
-            if !fields.isEmpty { emit() }
-        }
-        return jobs
     }
 
     /// squeue exits non-zero with this message when asked for a job that has left the queue.
@@ -95,20 +166,26 @@ public struct Squeue: Sendable, Equatable {
     }
 }
 
-/// `sacct` for jobs that may have ended: one allocation line per job (`-X`), `|`-separated.
+/// `sacct` for jobs that may have ended: one allocation row per job (`-X`), fields split by
+/// `marks` (`--parsable --delimiter`, which also ends every row with the delimiter).
 public struct Sacct: Sendable, Equatable {
     public var jobIDs: [String]
 
     /// With `user`, all of that user's jobs since `since` (a Slurm time such as `now-7days`).
     public var user: String?
     public var since: String?
+    public var marks: SchedulerMarks
 
-    public init(jobIDs: [String]) { self.jobIDs = jobIDs }
+    public init(jobIDs: [String], marks: SchedulerMarks = .fresh()) {
+        self.jobIDs = jobIDs
+        self.marks = marks
+    }
 
-    public init(user: String, since: String) {
+    public init(user: String, since: String, marks: SchedulerMarks = .fresh()) {
         self.jobIDs = []
         self.user = user
         self.since = since
+        self.marks = marks
     }
 
     static let fields = [
@@ -117,7 +194,7 @@ public struct Sacct: Sendable, Equatable {
 
     public var argv: [String] {
         var argv = [
-            "sacct", "--noheader", "--parsable2", "--allocations",
+            "sacct", "--noheader", "--parsable", "--delimiter=" + marks.field, "--allocations",
             "--format=" + Self.fields.joined(separator: ","),
         ]
         if !jobIDs.isEmpty { argv.append("--jobs=" + jobIDs.joined(separator: ",")) }
@@ -125,16 +202,12 @@ public struct Sacct: Sendable, Equatable {
         return argv
     }
 
-    public static func parse(_ output: String) -> [JobSnapshot] {
-        output.split(whereSeparator: \.isNewline).compactMap { line in
-            let f = line.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
-            guard f.count >= fields.count, !f[0].isEmpty else { return nil }
-            // A job name with `|` shifts the later fields; take them from the end.
-            let n = f.count
+    public func parse(_ output: String) -> [JobSnapshot] {
+        marks.rows(output, count: Self.fields.count, rowStart: false).compactMap { f in
+            guard isJobID(f[0]) else { return nil }
             return JobSnapshot(
-                jobID: f[0], name: f[1..<(n - 7)].joined(separator: "|"), user: f[n - 7],
-                state: JobState(slurm: f[n - 6]), reason: f[n - 5], nodes: f[n - 4],
-                elapsed: f[n - 3], exitCode: f[n - 2], workDir: f[n - 1])
+                jobID: f[0], name: f[1], user: f[2], state: JobState(slurm: f[3]), reason: f[4], nodes: f[5],
+                elapsed: f[6], exitCode: f[7], workDir: f[8])
         }
     }
 }
@@ -159,21 +232,24 @@ public struct Sbatch: Sendable, Equatable {
     }
 }
 
-/// `scancel JOBID...`.
+/// `scancel JOBID...`: plain job ids only (`isJobID`), after `--` so that none reads as an
+/// option.
 public struct Scancel: Sendable, Equatable {
     public var jobIDs: [String]
-    /// With `user`, all of that user's jobs since `since` (a Slurm time such as `now-7days`).
-    public var user: String?
-    public var since: String?
 
     public init(jobIDs: [String]) { self.jobIDs = jobIDs }
 
-    public init(user: String, since: String) {
-        self.jobIDs = []
-        self.user = user
-        self.since = since
+    /// Throws (cancelling nothing) when any id is not a plain job id.
+    public func checkedArgv() throws -> [String] {
+        if let bad = jobIDs.first(where: { !isJobID($0) }) {
+            throw VLLMCtlError.invalidInput(
+                "`\(bad)` is not a job id, so nothing was cancelled",
+                hint: "Give job ids as digits, or deployment names; `vllmctl status` lists them.")
+        }
+        return argv
     }
-    public var argv: [String] { ["scancel"] + jobIDs }
+
+    public var argv: [String] { ["scancel", "--"] + jobIDs }
 }
 
 /// Turns Slurm's terse errors into plain words.

@@ -20,14 +20,14 @@ public struct StatusBuilder: Sendable {
         guard live.status == 0 else {
             throw VLLMCtlError.commandFailed(argv: squeue.argv, status: live.status, stderr: live.stderr)
         }
-        var jobs = Squeue.parse(live.stdout).filter { $0.name.hasPrefix(DeployPlan.jobNamePrefix) }
+        var jobs = squeue.parse(live.stdout).filter { $0.user == user && Ownership.isTagged($0.name) }
         if includeEnded {
             let sacct = Sacct(user: user, since: "now-7days")
             let ended = try await context.host.run(sacct.argv, input: nil, timeout: .seconds(30))
             if ended.status == 0 {
                 let known = Set(jobs.map(\.jobID))
-                jobs += Sacct.parse(ended.stdout).filter {
-                    $0.name.hasPrefix(DeployPlan.jobNamePrefix) && !known.contains($0.jobID)
+                jobs += sacct.parse(ended.stdout).filter {
+                    $0.user == user && Ownership.isTagged($0.name) && !known.contains($0.jobID)
                         && $0.state.isFinal
                 }
             } else {

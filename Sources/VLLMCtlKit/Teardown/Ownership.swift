@@ -14,7 +14,16 @@ public struct Ownership: Sendable, Equatable {
     public init(user: String) { self.user = user }
 
     public func isOurs(_ job: JobSnapshot) -> Bool {
-        !user.isEmpty && job.user == user && job.name.hasPrefix(DeployPlan.jobNamePrefix)
+        !user.isEmpty && job.user == user && Self.isTagged(job.name)
+    }
+
+    /// `vllmctl-NAME` with no control characters or whitespace: vllmctl's names never hold
+    /// them, and a name that does (Slurm takes any byte) was made to look like something else.
+    public static func isTagged(_ name: String) -> Bool {
+        name.hasPrefix(DeployPlan.jobNamePrefix)
+            && !name.unicodeScalars.contains {
+                $0.properties.generalCategory == .control || $0.properties.isWhitespace
+            }
     }
 
     /// The deployment name a job of ours carries (`vllmctl-sim` → `sim`).
@@ -29,9 +38,9 @@ public struct Ownership: Sendable, Equatable {
             return
                 "job \(job.jobID) (\(job.name)) belongs to \(job.user.isEmpty ? "another user" : job.user), not to \(user)"
         }
-        if !job.name.hasPrefix(DeployPlan.jobNamePrefix) {
+        if !Self.isTagged(job.name) {
             return
-                "job \(job.jobID) (\(job.name)) is yours but was not started by vllmctl (its name does not start with `\(DeployPlan.jobNamePrefix)`)"
+                "job \(job.jobID) (\(job.name.debugDescription)) is yours but was not started by vllmctl (its name is not `\(DeployPlan.jobNamePrefix)` and a name without control characters)"
         }
         return nil
     }

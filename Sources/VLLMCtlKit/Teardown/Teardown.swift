@@ -33,7 +33,8 @@ public struct Teardown: Sendable {
     /// notes which servers it found unhealthy (the start of their grace period).
     public func plan(_ scope: TeardownScope) async throws -> TeardownPlan {
         let now = context.clock.now()
-        let queue = try await ask(Squeue(user: ownership.user).argv, parse: Squeue.parse)
+        let listing = Squeue(user: ownership.user)
+        let queue = try await ask(listing.argv, parse: listing.parse)
         let records = context.records.all(cluster: profile.name)
         let liveOurs = Set(queue.filter(ownership.isOurs).map(\.jobID))
 
@@ -42,14 +43,14 @@ public struct Teardown: Sendable {
         var lookups: [String] = []
         if case .named(let targets) = scope {
             let known = Set(queue.map(\.jobID)).union(records.map(\.jobID))
-            for target in targets
-            where !target.isEmpty && target.allSatisfy(\.isNumber) && !known.contains(target) {
+            for target in targets where isJobID(target) && !known.contains(target) {
                 if !lookups.contains(target) { lookups.append(target) }
             }
         }
+        let lookup = Squeue(jobIDs: lookups)
         let others =
             lookups.isEmpty
-            ? [] : try await ask(Squeue(jobIDs: lookups).argv, parse: Squeue.parse, invalidJobMeansNone: true)
+            ? [] : try await ask(lookup.argv, parse: lookup.parse, invalidJobMeansNone: true)
         // Records whose job left the queue: sacct says how it ended (or that it is unknown).
         // Asked for by name or id, only the records named matter.
         var gone = records.filter { $0.phase != .ended && !liveOurs.contains($0.jobID) }
@@ -58,8 +59,8 @@ public struct Teardown: Sendable {
         }
         var accountIDs = gone.map(\.jobID)
         accountIDs += lookups.filter { id in !others.contains { $0.jobID == id } }
-        let accounting =
-            accountIDs.isEmpty ? [] : try await ask(Sacct(jobIDs: accountIDs).argv, parse: Sacct.parse)
+        let sacct = Sacct(jobIDs: accountIDs)
+        let accounting = accountIDs.isEmpty ? [] : try await ask(sacct.argv, parse: sacct.parse)
 
         var survey = TeardownSurvey(
             now: now, queue: queue, others: others, accounting: accounting, records: records)
@@ -156,19 +157,38 @@ public struct Teardown: Sendable {
         var confirmed: [String: String] = [:]
         var stillListed: [String: JobState] = [:]
         var scancelProblem: String?
+        var notOurs: [String: String] = [:]
         if !cancels.isEmpty {
-            let scancel = Scancel(jobIDs: cancels)
+            // Ownership again, from the scheduler, right before the cancel: a job that changed
+            // hands or name since the plan is not cancelled.
+            var toCancel: [String] = []
             do {
-                let result = try await context.host.run(scancel.argv, input: nil, timeout: schedulerTimeout)
-                let stderr = result.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
-                if result.status != 0 {
-                    scancelProblem =
-                        "scancel exited with status \(result.status)" + (stderr.isEmpty ? "" : ": \(stderr)")
+                let recheck = Squeue(jobIDs: cancels)
+                let current = try await ask(recheck.argv, parse: recheck.parse, invalidJobMeansNone: true)
+                for id in cancels {
+                    guard let job = current.first(where: { $0.jobID == id }) else { continue }
+                    if let why = ownership.whyNotOurs(job) { notOurs[id] = why } else { toCancel.append(id) }
                 }
             } catch {
-                scancelProblem = "scancel failed: \(error)"
+                scancelProblem = "nothing was cancelled: the check right before scancel failed (\(error))"
             }
-            (confirmed, stillListed) = await waitForEnd(cancels)
+            if !toCancel.isEmpty {
+                do {
+                    let argv = try Scancel(jobIDs: toCancel).checkedArgv()
+                    let result = try await context.host.run(argv, input: nil, timeout: schedulerTimeout)
+                    let stderr = result.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
+                    if result.status != 0 {
+                        scancelProblem =
+                            "scancel exited with status \(result.status)"
+                            + (stderr.isEmpty ? "" : ": \(stderr)")
+                    }
+                } catch {
+                    scancelProblem = "scancel failed: \(error)"
+                }
+            }
+            if scancelProblem == nil || !toCancel.isEmpty {
+                (confirmed, stillListed) = await waitForEnd(cancels.filter { notOurs[$0] == nil })
+            }
         }
 
         var outcomes: [TeardownOutcome] = []
@@ -176,7 +196,14 @@ public struct Teardown: Sendable {
             let label = "job \(action.jobID) (\(action.name))"
             switch action.kind {
             case .cancel:
-                if let how = confirmed[action.jobID] {
+                if let why = notOurs[action.jobID] {
+                    outcomes.append(
+                        .init(
+                            action: action, succeeded: false,
+                            message:
+                                "Did not cancel \(label): since the plan, \(why). Check it with `squeue -j \(action.jobID)`."
+                        ))
+                } else if let how = confirmed[action.jobID] {
                     let (ok, summary) = await cleanUp(action)
                     outcomes.append(
                         .init(
@@ -229,7 +256,7 @@ public struct Teardown: Sendable {
             if let result = try? await context.host.run(squeue.argv, input: nil, timeout: schedulerTimeout),
                 result.status == 0
             {
-                let queue = Squeue.parse(result.stdout)
+                let queue = squeue.parse(result.stdout)
                 for id in remaining {
                     if let job = queue.first(where: { $0.jobID == id }) {
                         last[id] = job.state
@@ -261,7 +288,7 @@ public struct Teardown: Sendable {
     func cleanUp(_ action: TeardownAction) async -> (Bool, String) {
         var done: [String] = []
         var problems: [String] = []
-        if let dir = action.deployDir {
+        if let dir = await deploymentDirectory(action) {
             var removed: [String] = []
             for file in [DeploymentFiles.infoText, DeploymentFiles.infoJSON] {
                 let path = dir + "/" + file
@@ -275,9 +302,10 @@ public struct Teardown: Sendable {
                 }
             }
             if !removed.isEmpty { done.append("removed \(removed.joined(separator: " and ")) from \(dir)") }
-        } else {
+        } else if action.record == nil {
             done.append(
-                "it has no local record, so its connection files (if any) stay in its deployment directory")
+                "it has no local record and its working directory holds no connection file of this job, so nothing there was touched"
+            )
         }
         let tunnels = TunnelStore(records: context.records)
         for tunnel in tunnels.open(cluster: profile.name, jobID: action.jobID) {
@@ -312,6 +340,20 @@ public struct Teardown: Sendable {
         var summary = done.isEmpty ? Self.nothingChanged : done.joined(separator: "; ").capitalizedFirst + "."
         if !problems.isEmpty { summary += " Problems: " + problems.joined(separator: "; ") }
         return (problems.isEmpty, summary)
+    }
+
+    /// The directory whose connection files teardown may remove: the record's, or, for a job
+    /// deployed elsewhere, its working directory only when that holds this job's own connection
+    /// JSON (a job's working directory is whatever it was submitted with; `~` must not lose a
+    /// file of the same name).
+    func deploymentDirectory(_ action: TeardownAction) async -> String? {
+        if let record = action.record { return record.deployDir }
+        guard let dir = action.deployDir, !dir.isEmpty,
+            let data = try? await context.host.readFile(dir + "/" + DeploymentFiles.infoJSON),
+            let info = try? JSONDecoder().decode(ConnectionRecord.self, from: data),
+            info.jobID == action.jobID
+        else { return nil }
+        return dir
     }
 
     /// With `share_dir` configured, a shared `NAME-server_connection_info.txt` becomes a one-line
