@@ -71,8 +71,9 @@ struct DeployCommand: AsyncParsableCommand {
         if let gpuRequest, GPURequestStyle(rawValue: gpuRequest) == nil {
             throw ValidationError("--gpu-request must be `gres` or `gpus`.")
         }
-        if let timeout, timeout <= 0 {
-            throw ValidationError("--timeout must be a positive number of seconds.")
+        if let timeout, !(timeout > 0 && timeout <= 7 * 86400) {
+            throw ValidationError(
+                "--timeout must be a number of seconds above 0 and at most 604800 (7 days).")
         }
         if tunnel && (noWait || dryRun) {
             throw ValidationError("--tunnel waits for the server to be ready; drop --no-wait/--dry-run.")

@@ -11,6 +11,12 @@ struct MetricsCommand: AsyncParsableCommand {
     @Flag(help: "Keep sampling.") var watch = false
     @Option(help: "Seconds between the two samples that rates come from.") var interval: Double = 2
 
+    func validate() throws {
+        guard interval.isFinite, (0.1...86400).contains(interval) else {
+            throw ValidationError("--interval must be between 0.1 and 86400 seconds.")
+        }
+    }
+
     func run() async throws {
         let env = try CLIEnvironment(options: cluster)
         let resolved = try await DeploymentResolver(context: env.context, cluster: env.profile.name).resolve(

@@ -82,8 +82,12 @@ struct QueryCommand: AsyncParsableCommand {
         if let topP, !(topP > 0 && topP <= 1) {
             throw ValidationError("--top-p must be greater than 0 and at most 1.")
         }
-        if connectTimeout <= 0 { throw ValidationError("--connect-timeout must be more than 0.") }
-        if timeout < 0 { throw ValidationError("--timeout must be 0 (no limit) or more.") }
+        if !(connectTimeout > 0 && connectTimeout <= 3600) {
+            throw ValidationError("--connect-timeout must be more than 0 and at most 3600 seconds.")
+        }
+        if !(timeout >= 0 && timeout <= 7 * 86400) {
+            throw ValidationError("--timeout must be 0 (no limit) or at most 604800 seconds (7 days).")
+        }
         if info
             && (prompt != nil || stream || image != nil || jsonSchema != nil || saveDir != nil
                 || system != nil)

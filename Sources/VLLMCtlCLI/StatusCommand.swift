@@ -17,6 +17,12 @@ struct StatusCommand: AsyncParsableCommand {
     @Flag(help: "Refresh every few seconds (on a terminal).") var watch = false
     @Option(help: "Seconds between refreshes with --watch.") var interval: Double = 5
 
+    func validate() throws {
+        guard interval.isFinite, (0.1...86400).contains(interval) else {
+            throw ValidationError("--interval must be between 0.1 and 86400 seconds.")
+        }
+    }
+
     func run() async throws {
         let env = try CLIEnvironment(options: cluster)
         let terminal = env.context.terminal

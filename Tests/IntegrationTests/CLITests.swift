@@ -198,6 +198,19 @@ extension LocalCluster {
             #expect(DeploymentStore(directory: cli.stateDir).all(cluster: "local").isEmpty)
             let time = try await cli.run(["deploy", "sim", "--time", "soon"])
             #expect(time.stderr.contains("HH:MM:SS"))
+            // Numbers out of range are clear errors (exit 1 or 64), never a trap (exit 132/133).
+            for args in [
+                ["status", "--watch", "--interval", "1e300"], ["metrics", "x", "--interval", "1e300"],
+                ["teardown", "--stale", "--grace", "99999999999999999999:00", "--dry-run"],
+                ["query", "--url", "http://127.0.0.1:9", "--connect-timeout", "1e300", "--prompt", "x"],
+                ["deploy", "sim", "--timeout", "1e300", "--dry-run"],
+            ] {
+                let r = try await cli.run(args)
+                #expect(r.status == 1 || r.status == 64, "\(args): \(r.status) \(r.stderr)")
+                #expect(
+                    !r.stderr.contains("Fatal error") && !r.stderr.contains("crashed"), "\(args): \(r.stderr)"
+                )
+            }
         }
 
         /// The reproduction: a job name holding a newline and the old field separator

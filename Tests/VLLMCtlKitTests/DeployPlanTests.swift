@@ -119,6 +119,8 @@ import Testing
             ("--api-k prefix in vllm args", { $0.vllmArgs = ["--api-k", "sk-leak"] }),
             ("--api prefix in vllm args", { $0.vllmArgs = ["--api=sk-leak"] }),
             ("port in vllm args", { $0.vllmArgs = ["--port", "9"] }),
+            ("huge ready timeout", { $0.readyTimeout = 1e300 }),
+            ("infinite ready timeout", { $0.readyTimeout = .infinity }),
             ("hostile host", { $0.host = "$(id)" }),
         ]
         for (label, edit) in bad {

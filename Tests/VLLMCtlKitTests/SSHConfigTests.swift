@@ -57,6 +57,22 @@ import Testing
         #expect(c.proxyJump == nil)
     }
 
+    /// ConnectTimeout 0 is OpenSSH's "no timeout of its own" (vllmctl's default then); numbers
+    /// out of range are errors that name the line, never a trap (issue 12 item 13).
+    @Test func timeoutsAreRangeChecked() throws {
+        func one(_ line: String) throws -> SSHHostConfig {
+            try SSHConfig.resolve(
+                alias: "h", text: "Host h\n    \(line)\n", file: "config", home: "/home/me", localUser: "me")
+        }
+        #expect(try one("ConnectTimeout 0").connectTimeout == nil)
+        for line in [
+            "ConnectTimeout 99999999999", "ConnectTimeout 99999999999999999999", "ConnectTimeout -1",
+            "ServerAliveInterval 5000000000", "ServerAliveCountMax 0",
+        ] {
+            #expect(throws: VLLMCtlError.self, "\(line)") { try one(line) }
+        }
+    }
+
     @Test func wildcardsNegationAndTokens() throws {
         let c = try resolve("gpu-7")
         #expect(c.hostName == "gpu-7.cluster.example.org")

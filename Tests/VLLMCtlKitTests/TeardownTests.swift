@@ -23,6 +23,16 @@ import Testing
         }
     }
 
+    /// Out-of-range numbers are errors, never a trap (issue 12 item 13).
+    @Test func hugeDurationsAreErrorsNotCrashes() {
+        for text in ["99999999999999999999:00", "999999999999d", "1-99999999999:00:00", "4000000000h"] {
+            #expect(throws: VLLMCtlError.self, "\(text)") { try DurationText.parse(text) }
+        }
+        #expect(DurationText.slurm("99999999999999999999:00") == nil)
+        #expect(DurationText.format(1e300) == DurationText.format(DurationText.longest * 10))
+        #expect(DurationText.format(.nan) == "0s")
+    }
+
     @Test func squeueElapsed() {
         #expect(DurationText.slurm("0:05") == 5)
         #expect(DurationText.slurm("12:34") == 754)

@@ -97,6 +97,10 @@ public struct DeployPlan: Sendable {
             throw VLLMCtlError.invalidInput(
                 "--max-model-len is \(len)", hint: "It must be a positive number of tokens.")
         }
+        if let wait = s.readyTimeout, !(wait > 0 && wait <= 7 * 86400) {
+            throw VLLMCtlError.invalidInput(
+                "The ready timeout is \(wait) s", hint: "It must be above 0 and at most 604800 s (7 days).")
+        }
         if let host = s.host { try Validate.hostSetting(host) }
         if let bind = s.bindHost { try Validate.hostSetting(bind) }
         if (s.serverCommand ?? ["vllm", "serve"]).isEmpty {

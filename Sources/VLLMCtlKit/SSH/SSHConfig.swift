@@ -112,9 +112,25 @@ public enum SSHConfig {
                 case "accept-new", "no", "off": config.strictHostKeyChecking = .acceptNew
                 default: throw bad("`\(value)` is not yes, ask, accept-new or no")
                 }
-            case "connecttimeout": config.connectTimeout = try int()
-            case "serveraliveinterval": config.serverAliveInterval = try int()
-            case "serveralivecountmax": config.serverAliveCountMax = try int()
+            case "connecttimeout":
+                // 0 is OpenSSH's "no timeout of its own": vllmctl then uses its default.
+                let n = try int()
+                guard (0...3600).contains(n) else {
+                    throw bad("ConnectTimeout \(value) is out of range (0 to 3600 seconds)")
+                }
+                config.connectTimeout = n == 0 ? nil : n
+            case "serveraliveinterval":
+                let n = try int()
+                guard (0...86400).contains(n) else {
+                    throw bad("ServerAliveInterval \(value) is out of range (0 to 86400 seconds)")
+                }
+                config.serverAliveInterval = n
+            case "serveralivecountmax":
+                let n = try int()
+                guard (1...1000).contains(n) else {
+                    throw bad("ServerAliveCountMax \(value) is out of range (1 to 1000)")
+                }
+                config.serverAliveCountMax = n
             case "proxyjump": config.proxyJump = value.lowercased() == "none" ? nil : value
             default: break
             }

@@ -303,6 +303,8 @@ public enum SlurmTime {
         for byte in text.utf8 {
             switch byte {
             case UInt8(ascii: "0")...UInt8(ascii: "9"):
+                // No part of a Slurm duration has 10 digits; more would overflow.
+                guard digits < 9 else { return nil }
                 current = current * 10 + Int(byte - UInt8(ascii: "0"))
                 digits += 1
             case UInt8(ascii: "-") where days == nil && parts.isEmpty && digits > 0:

@@ -13,7 +13,7 @@ public enum DurationText {
             guard let seconds = slurm(t) else {
                 throw VLLMCtlError.invalidInput("`\(text)` is not a duration", hint: hint)
             }
-            return seconds
+            return try checked(seconds, text)
         }
         if Double(t) != nil {
             throw VLLMCtlError.invalidInput("`\(text)` has no unit", hint: hint)
@@ -42,7 +42,18 @@ public enum DurationText {
         guard number.isEmpty else {
             throw VLLMCtlError.invalidInput("`\(text)` ends without a unit", hint: hint)
         }
-        return total
+        return try checked(total, text)
+    }
+
+    /// The longest duration vllmctl takes: 100 years.
+    public static let longest: TimeInterval = 100 * 365 * 86400
+
+    static func checked(_ seconds: TimeInterval, _ text: String) throws -> TimeInterval {
+        guard seconds.isFinite, seconds <= longest else {
+            throw VLLMCtlError.invalidInput(
+                "`\(text)` is longer than vllmctl takes (100 years)", hint: "Give a shorter duration.")
+        }
+        return seconds
     }
 
     /// Seconds for Slurm's time format, as squeue's `%M` prints elapsed time (`0:05`,
@@ -55,7 +66,7 @@ public enum DurationText {
 
     /// A short form for messages: `45s`, `12m`, `1h05m`, `2d03h`.
     public static func format(_ interval: TimeInterval) -> String {
-        let s = max(0, Int(interval.rounded()))
+        let s = interval.isFinite ? Int(max(0, min(interval, longest * 10)).rounded()) : 0
         if s >= 86400 { return "\(s / 86400)d" + pad(s % 86400 / 3600) + "h" }
         if s >= 3600 { return "\(s / 3600)h" + pad(s % 3600 / 60) + "m" }
         if s >= 60 { return s % 60 == 0 ? "\(s / 60)m" : "\(s / 60)m" + pad(s % 60) + "s" }
