@@ -234,6 +234,25 @@ func thrownText(_ body: () async throws -> some Any) async -> String? {
         }
     }
 
+    /// OpenSSH never accepts a key marked @revoked, whatever else known_hosts says (issue 12
+    /// item 17: such lines were skipped).
+    @Test func aRevokedKeyIsRefused() async throws {
+        let file = try temporaryDirectory() + "/known_hosts"
+        let key = try LocalSSH.hostKey("ed25519")
+        try "@revoked [127.0.0.1]:2222 \(key)\n[127.0.0.1]:2222 \(key)\n".write(
+            toFile: file, atomically: true, encoding: .utf8)
+        for policy in [HostKeyPolicy.strict, .acceptNew] {
+            let text = await thrownText {
+                try await LocalSSH.connect(LocalSSH.options(knownHosts: [file], policy: policy))
+            }
+            #expect(text?.contains("@revoked at \(file):1") == true, "\(text ?? "no error")")
+        }
+        // A revoked line for another host's key changes nothing.
+        try "@revoked other.example.org \(key)\n[127.0.0.1]:2222 \(key)\n".write(
+            toFile: file, atomically: true, encoding: .utf8)
+        #expect(try await LocalSSH.connect(LocalSSH.options(knownHosts: [file])) == LocalSSH.user)
+    }
+
     @Test func hashedEntriesMatch() async throws {
         let file = try temporaryDirectory() + "/known_hosts"
         try FileManager.default.copyItem(atPath: LocalSSH.knownHosts, toPath: file)

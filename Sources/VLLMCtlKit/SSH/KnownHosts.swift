@@ -14,6 +14,8 @@ struct KnownHosts {
         case match
         /// A line for this host and key type holds another key.
         case changed(file: String, line: Int)
+        /// The key is marked `@revoked` (it must never be accepted, as in OpenSSH).
+        case revoked(file: String, line: Int)
         case unknown
     }
 
@@ -48,6 +50,14 @@ struct KnownHosts {
     func check(host: String, port: Int, key: Data, keyType: Int32) -> Result {
         var changed: (String, Int)?
         var matched = false
+        var revoked: (String, Int)?
+        // A revoked key is refused whatever else the files say.
+        eachLine(host: host, port: port, key: key, keyType: keyType, marker: "@revoked") {
+            status, _, file, line in
+            if status == LIBSSH2_KNOWNHOST_CHECK_MATCH { revoked = (file, line) }
+            return revoked != nil
+        }
+        if let revoked { return .revoked(file: revoked.0, line: revoked.1) }
         eachLine(host: host, port: port, key: key, keyType: keyType) { status, _, file, line in
             if status == LIBSSH2_KNOWNHOST_CHECK_MATCH {
                 matched = true
@@ -62,9 +72,10 @@ struct KnownHosts {
     }
 
     /// Calls `body(status, typemask of the line's key, file, line)` for each parsable line,
-    /// until it returns true.
+    /// until it returns true. With `marker` (`@revoked`), only lines with that marker, read
+    /// without it; without, only lines without a marker (`@cert-authority` is not supported).
     private func eachLine(
-        host: String, port: Int, key: Data, keyType: Int32,
+        host: String, port: Int, key: Data, keyType: Int32, marker: String? = nil,
         _ body: (Int32, Int32, String, Int) -> Bool
     ) {
         let name = Self.hostPattern(host, port)
@@ -72,8 +83,16 @@ struct KnownHosts {
         for file in files {
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { continue }
             for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-                let trimmed = line.trimmingCharacters(in: .whitespaces)
-                if trimmed.isEmpty || trimmed.hasPrefix("#") || trimmed.hasPrefix("@") { continue }
+                var trimmed = line.trimmingCharacters(in: .whitespaces)
+                if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
+                if let marker {
+                    guard trimmed.hasPrefix(marker + " ") || trimmed.hasPrefix(marker + "\t") else {
+                        continue
+                    }
+                    trimmed = trimmed.dropFirst(marker.count).trimmingCharacters(in: .whitespaces)
+                } else if trimmed.hasPrefix("@") {
+                    continue
+                }
                 guard let collection = libssh2_knownhost_init(session.raw) else { continue }
                 defer { libssh2_knownhost_free(collection) }
                 guard

@@ -424,6 +424,14 @@ public final class SSHSession: @unchecked Sendable {
         switch known.check(host: options.host, port: options.port, key: key, keyType: keyType) {
         case .match:
             return
+        case .revoked(let file, let line):
+            throw SSHError(
+                host: options.place,
+                message:
+                    "the server's \(typeName) host key is marked @revoked at \(file):\(line), so vllmctl refuses it (as OpenSSH does)",
+                hint:
+                    "Ask the cluster admins for the host's current key and its fingerprint; do not remove the @revoked line unless they confirm the key is safe again"
+            )
         case .changed(let file, let line):
             throw SSHError(
                 host: options.place,

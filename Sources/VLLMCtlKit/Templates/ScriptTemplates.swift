@@ -29,15 +29,23 @@ public struct ScriptTemplates: Sendable {
     public static func builtInDirectory(environment: [String: String]) -> String? {
         if let dir = environment["VLLMCTL_TEMPLATES"], !dir.isEmpty { return dir }
         let exe = URL(fileURLWithPath: CommandLine.arguments.first ?? "").resolvingSymlinksInPath()
-        var dir = exe.deletingLastPathComponent()
-        let share = dir.deletingLastPathComponent().appendingPathComponent("share/vllmctl/templates").path
+        return builtInDirectory(executable: exe.path)
+    }
+
+    /// The documented places only, for the executable at `path`: `PREFIX/share/vllmctl/templates`
+    /// beside `PREFIX/bin`, or, for a binary in a SwiftPM build folder (`CHECKOUT/.build/…`),
+    /// the checkout's `templates/`. Never any other ancestor: a writable one could plant a
+    /// runtime partial that reads keys.
+    static func builtInDirectory(executable path: String) -> String? {
+        let exe = URL(fileURLWithPath: path)
+        let share = exe.deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("share/vllmctl/templates").path
         if FileManager.default.fileExists(atPath: share + "/\(defaultName)\(fileSuffix)") { return share }
-        for _ in 0..<6 {
-            let candidate = dir.appendingPathComponent("templates").path
+        if let build = path.range(of: "/.build/") {
+            let candidate = String(path[..<build.lowerBound]) + "/templates"
             if FileManager.default.fileExists(atPath: candidate + "/\(defaultName)\(fileSuffix)") {
                 return candidate
             }
-            dir = dir.deletingLastPathComponent()
         }
         return nil
     }
