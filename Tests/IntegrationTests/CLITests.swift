@@ -239,6 +239,34 @@ extension LocalCluster {
             #expect(!teardown.stdout.contains(forger), "\(teardown.stdout)")
         }
 
+        /// sbatch succeeded but the record could not be saved (here: a directory stands where the
+        /// record file goes; in life, a full disk or quota). The job must not run untracked.
+        @Test func aJobWhoseRecordCannotBeSavedIsCancelled() async throws {
+            let cli = try CLI()
+            let probe = try Sbatch.parseJobID(
+                try await sh(["sbatch", "--parsable", "--hold", "--output=/dev/null", "--wrap", "true"]),
+                argv: [])
+            _ = try await sh(["scancel", probe])
+            let dir = cli.stateDir + "/local"
+            for id in (Int(probe)! + 1)...(Int(probe)! + 40) {
+                try FileManager.default.createDirectory(
+                    atPath: "\(dir)/\(id).json", withIntermediateDirectories: true)
+            }
+            let r = try await cli.run(["deploy", "sim", "--name", "unrecorded"])
+            #expect(r.status != 0)
+            #expect(r.stderr.contains("its local record could not be saved"), "\(r.stderr)")
+            #expect(r.stderr.contains("vllmctl cancelled it"), "\(r.stderr)")
+            let id = try #require(
+                r.stderr.firstMatch(of: /job (\d+) \(vllmctl-unrecorded\)/).map { String($0.1) })
+            let squeue = Squeue(jobIDs: [id])
+            var state = squeue.parse(try await sh(squeue.argv).stdout).first?.state
+            for _ in 0..<20 where state != nil && !(state?.isFinal ?? true) {
+                try await Task.sleep(for: .milliseconds(250))
+                state = squeue.parse(try await sh(squeue.argv).stdout).first?.state
+            }
+            #expect(state == nil || state?.isFinal == true, "\(String(describing: state))")
+        }
+
         /// A key with shell code, or the key among the server's arguments (argv and the stored
         /// batch script are readable by every user), is refused before anything is submitted.
         @Test func unsafeKeysAreRefusedBeforeSubmission() async throws {

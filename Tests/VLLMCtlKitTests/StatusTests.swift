@@ -58,6 +58,59 @@ import Testing
     }
 }
 
+/// What sacct prints for `jobs` when called with `argv` (whose `--delimiter` carries the marks).
+func sacctOutput(_ jobs: [JobSnapshot], for argv: [String]) -> String {
+    let delimiter = String(
+        (argv.first { $0.hasPrefix("--delimiter=") } ?? "").dropFirst("--delimiter=".count))
+    return jobs.map { j in
+        [j.jobID, j.name, j.user, j.state.rawValue, j.reason, j.nodes, j.elapsed, "0:0", j.workDir, ""]
+            .joined(separator: delimiter) + "\n"
+    }.joined()
+}
+
+/// Issue 12 item 4: a record is marked ended only when the scheduler confirms its job ended.
+@Suite struct StatusRecordEndingTests {
+    func build(squeue: [JobSnapshot], sacct: [JobSnapshot], store: DeploymentStore) async throws
+        -> ScriptedHost
+    {
+        let host = ScriptedHost { argv in
+            switch argv[0] {
+            case "id": return CommandResult(status: 0, stdout: me + "\n", stderr: "")
+            case "squeue":
+                return CommandResult(status: 0, stdout: squeueOutput(squeue, for: argv), stderr: "")
+            case "sacct": return CommandResult(status: 0, stdout: sacctOutput(sacct, for: argv), stderr: "")
+            default: return CommandResult(status: 1, stdout: "", stderr: "")
+            }
+        }
+        let context = Context(
+            host: host, http: FixedHTTP(status: 200), clock: SteppingClock(t0), terminal: QuietTerminal(),
+            records: store, environment: [:])
+        _ = try await StatusBuilder(context: context, cluster: "local").build(includeEnded: false)
+        return host
+    }
+
+    @Test func anEmptySqueueEndsNothingWithoutSacctsWord() async throws {
+        let store = DeploymentStore(directory: try temporaryDirectory())
+        try store.save(record("10", "a"))
+        // squeue says nothing (exit 0, empty); sacct still sees it running.
+        let host = try await build(
+            squeue: [], sacct: [job("10", "vllmctl-a", .running)], store: store)
+        #expect(host.programs.contains("sacct"))
+        #expect(store.find("10", cluster: "local")?.phase != .ended)
+        // Once sacct reports a final state, the record ends.
+        _ = try await build(squeue: [], sacct: [job("10", "vllmctl-a", .completed)], store: store)
+        #expect(store.find("10", cluster: "local")?.phase == .ended)
+    }
+
+    @Test func aLiveJobCostsNoSacct() async throws {
+        let store = DeploymentStore(directory: try temporaryDirectory())
+        try store.save(record("10", "a"))
+        let host = try await build(squeue: [job("10", "vllmctl-a", .running)], sacct: [], store: store)
+        #expect(host.programs.filter { $0 != "id" } == ["squeue"])
+        #expect(store.find("10", cluster: "local")?.phase != .ended)
+    }
+}
+
 @Suite struct HealthClassificationTests {
     /// Only what the server was seen doing counts against it.
     @Test func onlyObservedFailuresCountAgainstTheServer() {

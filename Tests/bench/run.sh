@@ -87,21 +87,25 @@ med = statistics.median(lat)
 print(f"  median first-200 -> ready from the laptop: {med*1000:.0f} ms (goal <= 500 ms; ratio to goal {med/0.5:.2f})")
 PY
 echo
-echo "== status with one deployment: from the laptop (SSH) beside the login node (local)"
-: > "$work/st_login"; : > "$work/st_laptop"
+echo "== status with one deployment: from the laptop (SSH) beside the login node, and beside OpenSSH's ssh login squeue (the peer)"
+: > "$work/st_login"; : > "$work/st_laptop"; : > "$work/st_ssh"
 for r in $(seq 1 15); do
   time_cmd "$bin" status >> "$work/st_login"
   time_cmd "${laptop[@]}" "$bin" status --cluster hpc >> "$work/st_laptop"
+  time_cmd nsenter --net=/var/run/netns/vc-laptop ssh -F "$repo/.cluster/ssh/ssh_config" vllmctl-login squeue --user="$(id -un)" >> "$work/st_ssh"
 done
 health=$("${laptop[@]}" "$bin" status --cluster hpc --json | python3 -c 'import json,sys; print([d["health"] for d in json.load(sys.stdin)["deployments"] if d["state"]=="RUNNING"])')
 scancel "$keep"
-python3 - "$work/st_login" "$work/st_laptop" "$health" <<'PY'
+python3 - "$work/st_login" "$work/st_laptop" "$work/st_ssh" "$health" <<'PY'
 import statistics, sys
 login = statistics.median(float(l) for l in open(sys.argv[1]))
 laptop = statistics.median(float(l) for l in open(sys.argv[2]))
+ssh = statistics.median(float(l) for l in open(sys.argv[3]))
 print(f"  login node: median {login*1000:.0f} ms; laptop: median {laptop*1000:.0f} ms "
-      f"(ratio {laptop/login:.2f}; one SSH handshake, squeue, the connection file and /health over it); "
-      f"health seen from the laptop: {sys.argv[3]}")
+      f"(one SSH handshake, squeue, the connection file and /health over it); "
+      f"health seen from the laptop: {sys.argv[4]}")
+print(f"  peer: ssh login squeue from the laptop: median {ssh*1000:.0f} ms; "
+      f"ratio laptop status / ssh squeue: {laptop/ssh:.2f}")
 PY
 
 # status with 1,000 jobs in the queue: held jobs carrying vllmctl's tag, timed beside squeue

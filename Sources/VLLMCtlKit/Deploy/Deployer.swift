@@ -147,8 +147,40 @@ public struct Deployer: Sendable {
             name: plan.name, cluster: plan.cluster, jobID: jobID, model: plan.model,
             servedModelName: plan.servedName, deployDir: plan.deployDir, phase: .submitted,
             createdAt: context.clock.now(), apiKey: key.value)
-        try context.records.save(record)
+        do {
+            try context.records.save(record)
+        } catch {
+            // A job without a record would run unseen by status and teardown: cancel it.
+            throw await cancelUnrecorded(jobID: jobID, plan: plan, because: error)
+        }
         return (plan, script, record)
+    }
+
+    /// The job was submitted but its record could not be saved (a full disk or quota): cancel
+    /// it, and say what happened either way.
+    func cancelUnrecorded(jobID: String, plan: DeployPlan, because error: any Error) async -> VLLMCtlError {
+        var cancelled = false
+        if let argv = try? Scancel(jobIDs: [jobID]).checkedArgv(),
+            let result = try? await context.host.run(argv, input: nil, timeout: .seconds(60)),
+            result.status == 0
+        {
+            cancelled = true
+        }
+        if cancelled {
+            // Nothing of it is left but its log, if it started at all.
+            try? await context.host.removeFile(plan.keyPath)
+            try? await context.host.removeFile(plan.scriptPath)
+            _ = try? await context.host.run(["rmdir", plan.deployDir], input: nil, timeout: .seconds(10))
+        }
+        let what =
+            cancelled
+            ? "vllmctl cancelled it, so that nothing runs that status and teardown cannot see"
+            : "cancelling it failed too: cancel it yourself with `scancel \(jobID)`"
+        return .file(
+            path: context.records.directory,
+            message:
+                "job \(jobID) (\(plan.jobName)) was submitted, but its local record could not be saved (\(error)); \(what). Free space or fix the permissions there, then deploy again"
+        )
     }
 
     struct Ready {

@@ -51,10 +51,14 @@ public struct StatusBuilder: Sendable {
             seen.insert(job.jobID)
             rows.append(await row(job: job, record: byID[job.jobID], user: user))
         }
-        // Records whose job the scheduler no longer lists have ended.
-        for record in records where !seen.contains(record.jobID) {
-            if record.phase != .ended { try? context.records.markEnded(record, at: context.clock.now()) }
-            if includeEnded {
+        // Records whose job squeue no longer lists: marked ended only when sacct confirms a
+        // final state for that job (an empty squeue, or one that raced a deploy, proves nothing).
+        let missing = records.filter { !seen.contains($0.jobID) && $0.phase != .ended }
+        if !missing.isEmpty {
+            await markEndedIfConfirmed(missing, known: jobs)
+        }
+        if includeEnded {
+            for record in records where !seen.contains(record.jobID) {
                 rows.append(row(record: record, user: user))
             }
         }
@@ -69,6 +73,28 @@ public struct StatusBuilder: Sendable {
         let ids = rows.map { Int($0.jobID) ?? 0 }
         if zip(ids, ids.dropFirst()).allSatisfy({ $0 <= $1 }) { return rows }
         return rows.indices.sorted { ids[$0] < ids[$1] }.map { rows[$0] }
+    }
+
+    /// Marks `records` ended whose jobs sacct reports in a final state (one sacct call unless
+    /// `known` already has them), under the records lock, re-reading each record there.
+    func markEndedIfConfirmed(_ records: [DeploymentRecord], known: [JobSnapshot]) async {
+        var final = Set(known.filter { $0.state.isFinal }.map(\.jobID))
+        let ask = records.map(\.jobID).filter { !final.contains($0) }
+        if !ask.isEmpty {
+            let sacct = Sacct(jobIDs: ask)
+            guard let result = try? await context.host.run(sacct.argv, input: nil, timeout: .seconds(30)),
+                result.status == 0
+            else { return }
+            final.formUnion(sacct.parse(result.stdout).filter { $0.state.isFinal }.map(\.jobID))
+        }
+        let ended = Set(records.map(\.jobID)).intersection(final)
+        guard !ended.isEmpty else { return }
+        try? await context.records.withLock(cluster: cluster) {
+            for record in context.records.all(cluster: cluster)
+            where ended.contains(record.jobID) && record.phase != .ended {
+                try context.records.markEnded(record, at: context.clock.now())
+            }
+        }
     }
 
     func row(job: JobSnapshot, record: DeploymentRecord?, user: String) async -> DeploymentStatus {
