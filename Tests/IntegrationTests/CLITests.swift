@@ -267,6 +267,22 @@ extension LocalCluster {
             #expect(state == nil || state?.isFinal == true, "\(String(describing: state))")
         }
 
+        /// A server bound to its node's address only (not loopback) still becomes ready: the job
+        /// probes the address it binds (issue 12 item 8).
+        @Test func aServerBoundToTheNodeAddressBecomesReady() async throws {
+            let cli = try CLI()
+            let r = try await cli.run([
+                "deploy", "sim", "--name", "bound", "--nodelist", "node1", "--bind-host", "10.77.0.11",
+                "--json",
+                "--timeout", "60",
+            ])
+            await cli.cancelAll()
+            #expect(r.status == 0, "\(r.stderr)")
+            #expect(
+                r.stdout.contains("\"url\":\"http:\\/\\/10.77.0.11:")
+                    || r.stdout.contains("http://10.77.0.11:"), "\(r.stdout)")
+        }
+
         /// A key with shell code, or the key among the server's arguments (argv and the stored
         /// batch script are readable by every user), is refused before anything is submitted.
         @Test func unsafeKeysAreRefusedBeforeSubmission() async throws {

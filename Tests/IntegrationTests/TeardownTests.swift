@@ -25,6 +25,9 @@ struct ShimmedHost: ClusterHost {
     func makeDirectory(_ path: String, mode: Int) async throws {
         try await base.makeDirectory(path, mode: mode)
     }
+    func makeNewDirectory(_ path: String, mode: Int) async throws {
+        try await base.makeNewDirectory(path, mode: mode)
+    }
     func removeFile(_ path: String) async throws { try await base.removeFile(path) }
     func homeDirectory() async throws -> String { try await base.homeDirectory() }
 }

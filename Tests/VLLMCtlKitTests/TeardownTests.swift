@@ -366,6 +366,9 @@ final class ScriptedHost: ClusterHost, @unchecked Sendable {
     func makeDirectory(_ path: String, mode: Int) async throws {
         try await LocalHost().makeDirectory(path, mode: mode)
     }
+    func makeNewDirectory(_ path: String, mode: Int) async throws {
+        try await LocalHost().makeNewDirectory(path, mode: mode)
+    }
     func removeFile(_ path: String) async throws { try await LocalHost().removeFile(path) }
     func homeDirectory() async throws -> String { NSHomeDirectory() }
 }

@@ -25,7 +25,11 @@ time_cmd() { # prints seconds for one run of "$@"
   local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); python3 -c "print($e - $s)"
 }
 
+# Sections: VLLMCTL_BENCH="deploy laptop status tunnel" (default: all).
+sections=" ${VLLMCTL_BENCH:-deploy laptop status tunnel} "
+want() { [[ $sections == *" $1 "* ]]; }
 runs=5
+if want deploy; then
 echo "== deploy readiness ($runs runs, simulator load time 2 s)"
 : > "$work/results"
 for i in $(seq 1 "$runs"); do
@@ -56,6 +60,9 @@ print(f"  scheduler calls per deploy: median {statistics.median(calls):.0f}; "
       f"worst ratio to budget (1 per 2 s of waiting) {worst:.2f} (goal <= 1.00)")
 PY
 
+fi
+
+if want laptop; then
 # The same from the laptop (issue 11): vllmctl in the vc-laptop namespace, which reaches only
 # the login host's sshd; every Slurm call, file read and HTTP check goes over one SSH session.
 echo
@@ -108,6 +115,9 @@ print(f"  peer: ssh login squeue from the laptop: median {ssh*1000:.0f} ms; "
       f"ratio laptop status / ssh squeue: {laptop/ssh:.2f}")
 PY
 
+fi
+
+if want status; then
 # status with 1,000 jobs in the queue: held jobs carrying vllmctl's tag, timed beside squeue
 # alone (the peer, same run); plus the number of scheduler calls status makes.
 echo
@@ -137,6 +147,10 @@ print(f"  squeue alone: median {ms*1000:.0f} ms; vllmctl status: median {mt*1000
 print(f"  ratio status/squeue: {mt/ms:.2f} (goal <= 2.00); scheduler calls per status: {sys.argv[3]} (goal 1)")
 PY
 
+fi
+
+if want tunnel; then
 # vllmctl tunnel vs ssh -L through the same sshd (issue 4): Tests/bench/tunnel.sh.
 echo
 bash "$repo/Tests/bench/tunnel.sh" "$bin"
+fi

@@ -124,6 +124,13 @@ public struct DeployPlan: Sendable {
         }
     }
 
+    /// The address the job probes its own server at: the bind address when the server binds
+    /// one (`--bind-host 10.1.2.3`), else loopback (it binds every address).
+    static func probeHost(bind: String?) -> String {
+        guard let bind, !["", "0.0.0.0", "::", "[::]", "*"].contains(bind) else { return "127.0.0.1" }
+        return bind.hasPrefix("[") && bind.hasSuffix("]") ? String(bind.dropFirst().dropLast()) : bind
+    }
+
     /// Whether vLLM's argument parser reads `flag` as `--api-key`: it takes `_` for `-`, and
     /// argparse takes any unambiguous prefix (`--api-k`; `--api` in versions without
     /// `--api-server-count`).
@@ -170,6 +177,8 @@ public struct DeployPlan: Sendable {
             "server_argv": serverArgv,
             "port": String(s.port ?? Self.defaultPort),
             "host": s.host ?? "ip",
+            "probe_host": Self.probeHost(bind: s.bindHost),
+            "ready_timeout": String(Int((s.readyTimeout ?? Self.defaultReadyTimeout).rounded(.up))),
             "model": model,
             "served_name": servedName,
             "json_model": ConnectionInfo.jsonStringBody(model),

@@ -123,7 +123,7 @@ public struct Deployer: Sendable {
         let key = request.apiKey ?? APIKey.generate()
         let host = context.host
 
-        try await host.makeDirectory(plan.deployDir, mode: 0o700)
+        try await host.makeNewDirectory(plan.deployDir, mode: 0o700)
         let jobID: String
         do {
             try await host.writeFileAtomically(Data(key.value.utf8), to: plan.keyPath, mode: 0o600)

@@ -37,6 +37,11 @@ public protocol ClusterHost: Sendable {
     /// Creates `path` and its parents with `mode` (existing directories are left as they are).
     func makeDirectory(_ path: String, mode: Int) async throws
 
+    /// Creates `path` itself with `mode` from the start (mkdir, never mkdir then chmod), its
+    /// parents as needed; fails if `path` already exists, so that nobody else's directory (or a
+    /// symlink planted there) is ever taken for a new deployment's.
+    func makeNewDirectory(_ path: String, mode: Int) async throws
+
     /// Removes a file; a missing file is not an error.
     func removeFile(_ path: String) async throws
 

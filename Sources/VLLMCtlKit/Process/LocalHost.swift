@@ -101,6 +101,19 @@ public struct LocalHost: ClusterHost {
         }
     }
 
+    public func makeNewDirectory(_ path: String, mode: Int) async throws {
+        let parent = (path as NSString).deletingLastPathComponent
+        if !parent.isEmpty { try await makeDirectory(parent, mode: 0o700) }
+        guard mkdir(path, mode_t(mode)) == 0 else {
+            let reason = errno == EEXIST ? "it exists already" : String(cString: strerror(errno))
+            throw VLLMCtlError.file(
+                path: path,
+                message:
+                    "cannot create the deployment directory: \(reason). Deploy again (a new directory name is picked each time)"
+            )
+        }
+    }
+
     public func removeFile(_ path: String) async throws {
         if unlink(path) != 0 && errno != ENOENT {
             throw VLLMCtlError.file(

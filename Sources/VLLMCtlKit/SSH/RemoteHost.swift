@@ -122,6 +122,10 @@ public final class RemoteHost: ClusterHost, @unchecked Sendable {
         try await session().perform { try $0.sftp().makeDirectory(path, mode: mode) }
     }
 
+    public func makeNewDirectory(_ path: String, mode: Int) async throws {
+        try await session().perform { try $0.sftp().makeNewDirectory(path, mode: mode) }
+    }
+
     public func removeFile(_ path: String) async throws {
         try await session().perform { try $0.sftp().unlink(path) }
     }

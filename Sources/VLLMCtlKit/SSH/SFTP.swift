@@ -146,6 +146,15 @@ public final class SFTP {
         }
     }
 
+    /// `path` itself with `mode`, its parents as needed; fails if `path` exists.
+    public func makeNewDirectory(_ path: String, mode: Int) throws {
+        let parent = (path as NSString).deletingLastPathComponent
+        if !parent.isEmpty { try makeDirectory(parent, mode: 0o700) }
+        if libssh2_sftp_mkdir_ex(raw, path, UInt32(path.utf8.count), mode) != 0 {
+            throw failure(path, "cannot create the deployment directory (it may exist already; deploy again)")
+        }
+    }
+
     private func isDirectory(_ path: String) -> Bool {
         var attrs = LIBSSH2_SFTP_ATTRIBUTES()
         guard libssh2_sftp_stat_ex(raw, path, UInt32(path.utf8.count), LIBSSH2_SFTP_STAT, &attrs) == 0 else {
