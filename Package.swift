@@ -5,6 +5,12 @@ let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny")
 ]
 
+/// The commit this checkout is at (`+dirty` with uncommitted changes), for `vllmctl --version`.
+let commit: String = {
+    guard let git = Context.gitInformation else { return "unknown" }
+    return String(git.currentCommit.prefix(12)) + (git.hasUncommittedChanges ? "+dirty" : "")
+}()
+
 let package = Package(
     name: "vllmctl",
     platforms: [.macOS(.v15)],
@@ -33,10 +39,13 @@ let package = Package(
             pkgConfig: "libssh2",
             providers: [.apt(["libssh2-1-dev"])]
         ),
+        // The commit vllmctl was built from, as a C string (Swift defines carry no values).
+        .target(name: "CBuildInfo", cSettings: [.define("VLLMCTL_COMMIT", to: "\"\(commit)\"")]),
         // All of vllmctl's logic.
         .target(
             name: "VLLMCtlKit",
             dependencies: [
+                "CBuildInfo",
                 "CCurl",
                 "CLibSSH2",
                 .product(name: "Mustache", package: "swift-mustache"),
