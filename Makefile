@@ -68,8 +68,11 @@ format:
 BIN ?= .build/release/vllmctl
 MANIFEST = $(PREFIX)/share/vllmctl/install-manifest
 
+## The commit for `vllmctl --version` (see Package.swift).
+COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo +dirty)
+
 install: deps
-	$(SWIFT) build -c release --static-swift-stdlib --product vllmctl
+	VLLMCTL_COMMIT=$(COMMIT) $(SWIFT) build -c release --static-swift-stdlib --product vllmctl
 	$(MAKE) install-files PREFIX=$(PREFIX) BIN=$(BIN)
 
 ## Installs an already built BIN (tests use it with the debug binary).

@@ -6,7 +6,10 @@ let strict: [SwiftSetting] = [
 ]
 
 /// The commit this checkout is at (`+dirty` with uncommitted changes), for `vllmctl --version`.
+/// `$VLLMCTL_COMMIT` wins: `make install` sets it, which also makes SwiftPM evaluate this
+/// manifest again (it caches the evaluation across commits otherwise).
 let commit: String = {
+    if let given = Context.environment["VLLMCTL_COMMIT"], !given.isEmpty { return given }
     guard let git = Context.gitInformation else { return "unknown" }
     return String(git.currentCommit.prefix(12)) + (git.hasUncommittedChanges ? "+dirty" : "")
 }()
