@@ -6,7 +6,7 @@ PREFIX ?= /usr/local
 export VLLMCTL_CONFIG ?= $(CURDIR)/.cluster/vllmctl.yaml
 
 .PHONY: all deps build test unit-test integration-test sim-test cluster-test demo bench lint format \
-        cluster-up cluster-down cluster-status install clean
+        cluster-up cluster-down cluster-status install install-files uninstall man clean
 
 all: build
 
@@ -60,12 +60,57 @@ lint:
 format:
 	swift-format format --in-place --recursive Sources Tests Package.swift
 
-## A release binary with the Swift runtime linked in (starts faster; runs without a Swift toolchain).
+## A release binary with the Swift runtime linked in (starts faster; runs without a Swift toolchain),
+## installed with its templates, man pages and shell completions under PREFIX. Files go where
+## each tool looks: man in share/man/man1, bash in share/bash-completion/completions, zsh in
+## share/zsh/site-functions, fish in share/fish/vendor_completions.d. `make uninstall` removes
+## exactly the files listed in PREFIX/share/vllmctl/install-manifest.
+BIN ?= .build/release/vllmctl
+MANIFEST = $(PREFIX)/share/vllmctl/install-manifest
+
+## The commit for `vllmctl --version` (see Package.swift).
+COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo +dirty)
+
 install: deps
-	$(SWIFT) build -c release --static-swift-stdlib --product vllmctl
-	install -d $(PREFIX)/bin $(PREFIX)/share/vllmctl/templates
-	install -m 0755 .build/release/vllmctl $(PREFIX)/bin/vllmctl
-	install -m 0644 templates/*.mustache $(PREFIX)/share/vllmctl/templates/
+	VLLMCTL_COMMIT=$(COMMIT) $(SWIFT) build -c release --static-swift-stdlib --product vllmctl
+	$(MAKE) install-files PREFIX=$(PREFIX) BIN=$(BIN)
+
+## Installs an already built BIN (tests use it with the debug binary).
+install-files:
+	@set -euo pipefail; \
+	p="$(PREFIX)"; files=(); \
+	put() { install -D -m "$$1" "$$2" "$$p/$$3"; files+=("$$3"); }; \
+	put 0755 "$(BIN)" bin/vllmctl; \
+	for t in templates/*.mustache; do put 0644 "$$t" "share/vllmctl/templates/$${t##*/}"; done; \
+	for m in man/*.1; do put 0644 "$$m" "share/man/man1/$${m##*/}"; done; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	"$(BIN)" --generate-completion-script bash > "$$tmp/bash"; \
+	"$(BIN)" --generate-completion-script zsh > "$$tmp/zsh"; \
+	"$(BIN)" --generate-completion-script fish > "$$tmp/fish"; \
+	put 0644 "$$tmp/bash" share/bash-completion/completions/vllmctl; \
+	put 0644 "$$tmp/zsh" share/zsh/site-functions/_vllmctl; \
+	put 0644 "$$tmp/fish" share/fish/vendor_completions.d/vllmctl.fish; \
+	printf '%s\n' "$${files[@]}" share/vllmctl/install-manifest > "$(MANIFEST)"; \
+	echo "Installed $$("$$p/bin/vllmctl" --version) in $$p ($${#files[@]} files; \`make uninstall PREFIX=$$p\` removes them)."
+
+## Removes what `make install` put under PREFIX, and the directories that leaves empty.
+uninstall:
+	@set -euo pipefail; p="$(PREFIX)"; \
+	test -f "$(MANIFEST)" || { echo "no $(MANIFEST): nothing installed by make install under $$p"; exit 1; }; \
+	mapfile -t files < "$(MANIFEST)"; \
+	for f in "$${files[@]}"; do rm -f -- "$$p/$$f"; done; \
+	for f in "$${files[@]}"; do d=$$(dirname "$$p/$$f"); \
+	  while [ "$$d" != "$$p" ] && rmdir -- "$$d" 2>/dev/null; do d=$$(dirname "$$d"); done; done; \
+	echo "Removed $${#files[@]} files from $$p."
+
+## Regenerates the committed man pages (man/) with swift-argument-parser's generate-manual
+## plugin, and the help dump a test compares with the binary's to keep them up to date.
+man:
+	mkdir -p man
+	$(SWIFT) package --allow-writing-to-directory man generate-manual --multi-page --configuration debug \
+		--authors "the vllmctl authors" --output-directory man
+	$(SWIFT) build --product vllmctl
+	.build/debug/vllmctl --experimental-dump-help > man/vllmctl.help.json
 
 clean:
 	rm -rf .build

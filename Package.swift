@@ -5,6 +5,15 @@ let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny")
 ]
 
+/// The commit this checkout is at (`+dirty` with uncommitted changes), for `vllmctl --version`.
+/// `$VLLMCTL_COMMIT` wins: `make install` sets it, which also makes SwiftPM evaluate this
+/// manifest again (it caches the evaluation across commits otherwise).
+let commit: String = {
+    if let given = Context.environment["VLLMCTL_COMMIT"], !given.isEmpty { return given }
+    guard let git = Context.gitInformation else { return "unknown" }
+    return String(git.currentCommit.prefix(12)) + (git.hasUncommittedChanges ? "+dirty" : "")
+}()
+
 let package = Package(
     name: "vllmctl",
     platforms: [.macOS(.v15)],
@@ -33,10 +42,13 @@ let package = Package(
             pkgConfig: "libssh2",
             providers: [.apt(["libssh2-1-dev"])]
         ),
+        // The commit vllmctl was built from, as a C string (Swift defines carry no values).
+        .target(name: "CBuildInfo", cSettings: [.define("VLLMCTL_COMMIT", to: "\"\(commit)\"")]),
         // All of vllmctl's logic.
         .target(
             name: "VLLMCtlKit",
             dependencies: [
+                "CBuildInfo",
                 "CCurl",
                 "CLibSSH2",
                 .product(name: "Mustache", package: "swift-mustache"),

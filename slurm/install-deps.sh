@@ -11,6 +11,7 @@ PACKAGES=(
     libpam-modules passwd
     libcurl4-openssl-dev libssh2-1-dev pkg-config
     curl python3 iproute2 nftables util-linux openssl
+    man-db groff-base
 )
 
 missing=()

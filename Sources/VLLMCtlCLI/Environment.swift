@@ -63,9 +63,7 @@ struct CLIEnvironment {
         let host: any ClusterHost
         var route: (any HTTPRoute)? = nil
         if let sshHost = profile.sshHost {
-            let home = environment["HOME"] ?? FileManager.default.homeDirectoryForCurrentUser.path
-            let sshConfig =
-                environment["VLLMCTL_SSH_CONFIG"].flatMap { $0.isEmpty ? nil : $0 } ?? home + "/.ssh/config"
+            let sshConfig = SSHConfig.defaultPath(environment: environment)
             let prompts = SSHTerminalPrompts.available
             let remote = try RemoteHost(
                 alias: sshHost, configPath: sshConfig, environment: environment,

@@ -6,11 +6,11 @@ public struct VLLMCtlCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "vllmctl",
         abstract: "Run vLLM model servers on Slurm clusters and hand out connections that work.",
-        version: VLLMCtl.version,
+        version: VLLMCtl.versionLine,
         subcommands: [
             DeployCommand.self, StatusCommand.self, InfoCommand.self, QueryCommand.self, LogsCommand.self,
             MetricsCommand.self, TunnelCommand.self, TeardownCommand.self, TemplatesCommand.self,
-            ConfigCommand.self,
+            ConfigCommand.self, DoctorCommand.self,
         ])
 
     public init() {}

@@ -1,3 +1,4 @@
+import CBuildInfo
 import Foundation
 
 /// A deployment fully decided and checked, before anything touches the cluster: the resolved
@@ -201,8 +202,15 @@ public struct DeployPlan: Sendable {
     }
 }
 
+/// vllmctl's own version.
 public enum VLLMCtl {
+    /// The release version, `0.1.0`.
     public static let version = "0.1.0"
+    /// The git commit it was built from (12 hex digits, `+dirty` with uncommitted changes), or
+    /// `unknown` outside a git checkout.
+    public static let commit = String(cString: vc_build_commit())
+    /// What `vllmctl --version` prints: `0.1.0 (commit 0123456789ab)`.
+    public static var versionLine: String { "\(version) (commit \(commit))" }
 }
 
 /// Checks on values before they reach a script or sbatch.

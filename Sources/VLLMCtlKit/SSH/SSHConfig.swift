@@ -7,6 +7,30 @@ public enum HostKeyPolicy: String, Sendable, Equatable {
     case strict
     /// Append the key of an unknown host to known_hosts and go on (`accept-new`, `no`, `off`).
     case acceptNew
+    /// Go on with an unknown host's key for this session only, recording nothing: for
+    /// `vllmctl doctor`, which reports the unknown key and still tries the login. Public-key
+    /// authentication signs the session, so a key never helps an impostor; keyboard-interactive
+    /// (a password) is not offered to such a host.
+    case acceptOnce
+}
+
+/// What the server showed of itself before authentication, as `vllmctl doctor` reports it.
+public struct SSHHostKeyFinding: Sendable, Equatable {
+    public enum Status: Sendable, Equatable {
+        case known
+        case unknown
+        /// known_hosts holds another key of this type for the host, at `file:line`.
+        case changed(file: String, line: Int)
+    }
+    /// `ssh-ed25519`, `ecdsa-sha2-nistp256`, ...
+    public var typeName: String
+    /// `SHA256:…` as OpenSSH prints it.
+    public var fingerprint: String
+    public var status: Status
+    /// The server's identification string, e.g. `SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3`.
+    public var serverBanner: String?
+    /// The name known_hosts uses for the host: `host` or `[host]:port`.
+    public var hostPattern: String
 }
 
 /// The settings of one Host alias, resolved from an ssh_config file the way OpenSSH does:
@@ -43,6 +67,13 @@ public struct SSHHostConfig: Sendable, Equatable {
 /// `Key=value`, quoted values, `~` and the `%d %u %h %r %p %%` tokens. `Match` blocks are
 /// skipped and `Include` is not followed.
 public enum SSHConfig {
+    /// The ssh_config file vllmctl reads: `$VLLMCTL_SSH_CONFIG`, else `~/.ssh/config`.
+    public static func defaultPath(environment: [String: String]) -> String {
+        if let path = environment["VLLMCTL_SSH_CONFIG"], !path.isEmpty { return path }
+        let home = environment["HOME"] ?? FileManager.default.homeDirectoryForCurrentUser.path
+        return home + "/.ssh/config"
+    }
+
     /// The config for `alias` from the file at `path`; a missing file gives the defaults.
     public static func resolve(alias: String, path: String, home: String, localUser: String) throws
         -> SSHHostConfig

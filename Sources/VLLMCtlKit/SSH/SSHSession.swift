@@ -67,6 +67,9 @@ public struct SSHConnectOptions: Sendable {
     }
     /// ProxyJump: the session goes through a direct-tcpip channel of a session to this host.
     public var jumpHosts: [SSHConnectOptions] = []
+    /// Told what the server's host key is and whether known_hosts knows it, before the
+    /// host-key decision (so also when connecting fails afterwards). For `vllmctl doctor`.
+    public var onHostKey: (@Sendable (SSHHostKeyFinding) -> Void)?
 
     public init(
         displayName: String, host: String, port: Int = 22, user: String, identityFiles: [String] = [],
@@ -180,6 +183,13 @@ public final class SSHSession: @unchecked Sendable {
     private var sftpHandle: SFTP?
     /// The ProxyJump hop this session runs through, if any.
     private var proxy: ProxyJumpPump?
+    /// The server's identification string (`SSH-2.0-OpenSSH_9.2p1 …`).
+    public private(set) var serverBanner: String?
+    /// What the login succeeded with: `ssh-agent key COMMENT`, a key file's path, or
+    /// `keyboard-interactive`.
+    public private(set) var authenticatedWith: String?
+    /// The host key was unknown and accepted for this session only (`HostKeyPolicy.acceptOnce`).
+    private var unknownHostAccepted = false
 
     /// Connects, checks the host key and authenticates. Blocks: call it off the cooperative
     /// pool (`SSHSession.connect` does).
@@ -212,6 +222,7 @@ public final class SSHSession: @unchecked Sendable {
         libssh2_session_set_blocking(raw, 1)
         libssh2_session_set_timeout(raw, Int(options.connectTimeout * 1000))
         try handshake()
+        serverBanner = libssh2_session_banner_get(raw).map { String(cString: $0) }
         try checkHostKey()
         try authenticate()
         if options.serverAliveInterval > 0 {
@@ -421,7 +432,21 @@ public final class SSHSession: @unchecked Sendable {
         let known = KnownHosts(session: self, files: options.knownHostsFiles + options.globalKnownHostsFiles)
         let keyType = KnownHosts.keyType(forHostKeyType: type)
         let typeName = KnownHosts.typeName(keyType)
-        switch known.check(host: options.host, port: options.port, key: key, keyType: keyType) {
+        let result = known.check(host: options.host, port: options.port, key: key, keyType: keyType)
+        if let observe = options.onHostKey {
+            let status: SSHHostKeyFinding.Status
+            switch result {
+            case .match: status = .known
+            case .unknown: status = .unknown
+            case .changed(let file, let line): status = .changed(file: file, line: line)
+            }
+            observe(
+                SSHHostKeyFinding(
+                    typeName: typeName, fingerprint: hostKeyFingerprint(), status: status,
+                    serverBanner: serverBanner,
+                    hostPattern: KnownHosts.hostPattern(options.host, options.port)))
+        }
+        switch result {
         case .match:
             return
         case .revoked(let file, let line):
@@ -442,6 +467,10 @@ public final class SSHSession: @unchecked Sendable {
             )
         case .unknown:
             let fingerprint = hostKeyFingerprint()
+            if options.hostKeyPolicy == .acceptOnce {
+                unknownHostAccepted = true
+                return
+            }
             guard options.hostKeyPolicy == .acceptNew else {
                 let files =
                     options.knownHostsFiles.isEmpty
@@ -497,7 +526,10 @@ public final class SSHSession: @unchecked Sendable {
                     rc = libssh2_userauth_publickey_fromfile_ex(
                         raw, user, UInt32(user.utf8.count), nil, file, passphrase)
                 }
-                if rc == 0 { return }
+                if rc == 0 {
+                    authenticatedWith = file
+                    return
+                }
                 let last = lastError.message
                 if rc == LIBSSH2_ERROR_FILE {
                     tried.append(
@@ -515,12 +547,17 @@ public final class SSHSession: @unchecked Sendable {
         }
 
         if methods.contains("keyboard-interactive") {
-            if box.keyboardInteractive == nil {
+            if unknownHostAccepted {
+                tried.append("keyboard-interactive (not offered to a host whose key is unknown)")
+            } else if box.keyboardInteractive == nil {
                 tried.append("keyboard-interactive (no terminal to answer its prompts)")
             } else {
                 let rc = libssh2_userauth_keyboard_interactive_ex(
                     raw, user, UInt32(user.utf8.count), keyboardInteractiveCallback)
-                if rc == 0 { return }
+                if rc == 0 {
+                    authenticatedWith = "keyboard-interactive"
+                    return
+                }
                 tried.append("keyboard-interactive (refused)")
             }
         }
@@ -567,7 +604,10 @@ public final class SSHSession: @unchecked Sendable {
             prev = id
             let blob = Data(bytes: id.pointee.blob, count: Int(id.pointee.blob_len))
             if let allowed, !allowed.contains(blob) { continue }
-            if libssh2_agent_userauth(agent, options.user, id) == 0 { return true }
+            if libssh2_agent_userauth(agent, options.user, id) == 0 {
+                authenticatedWith = "ssh-agent key \(id.pointee.comment.map { String(cString: $0) } ?? "")"
+                return true
+            }
             tried.append("ssh-agent key \(id.pointee.comment.map { String(cString: $0) } ?? "") (refused)")
         }
         return false
