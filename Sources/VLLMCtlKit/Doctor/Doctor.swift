@@ -250,6 +250,14 @@ private struct Run {
                         "CHANGED: the server shows a different \(found.typeName) key (\(found.fingerprint)) than \(file):\(line)",
                         "Ask the cluster admins for the new key's fingerprint; once confirmed, `ssh-keygen -R '\(found.hostPattern)' -f \(file)` and record the new one"
                     ))
+            case .revoked(let file, let line):
+                add(
+                    "ssh.hostkey", "host key",
+                    (
+                        .problem,
+                        "REVOKED: the server's \(found.typeName) key (\(found.fingerprint)) is marked @revoked at \(file):\(line)",
+                        "Ask the cluster admins for the host's current key; do not remove the @revoked line unless they confirm the key is safe again"
+                    ))
             }
         }
         let libssh2 = String(cString: libssh2_version(0))
@@ -494,8 +502,9 @@ private struct Run {
             }
             try? await Task.sleep(for: .milliseconds(250))
         }
-        let sacct = try? await host.run(Sacct(jobIDs: [jobID]).argv)
-        let job = sacct.flatMap { Sacct.parse($0.stdout).first }
+        let accounting = Sacct(jobIDs: [jobID])
+        let sacct = try? await host.run(accounting.argv)
+        let job = sacct.flatMap { accounting.parse($0.stdout).first }
         let ended = job.map { " ended \($0.state.rawValue.uppercased()) on \($0.nodes)" } ?? " ended"
         return (
             .problem,

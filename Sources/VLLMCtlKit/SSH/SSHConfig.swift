@@ -21,6 +21,8 @@ public struct SSHHostKeyFinding: Sendable, Equatable {
         case unknown
         /// known_hosts holds another key of this type for the host, at `file:line`.
         case changed(file: String, line: Int)
+        /// The key is marked `@revoked` at `file:line`.
+        case revoked(file: String, line: Int)
     }
     /// `ssh-ed25519`, `ecdsa-sha2-nistp256`, ...
     public var typeName: String

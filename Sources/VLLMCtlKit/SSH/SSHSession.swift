@@ -439,6 +439,7 @@ public final class SSHSession: @unchecked Sendable {
             case .match: status = .known
             case .unknown: status = .unknown
             case .changed(let file, let line): status = .changed(file: file, line: line)
+            case .revoked(let file, let line): status = .revoked(file: file, line: line)
             }
             observe(
                 SSHHostKeyFinding(
