@@ -37,7 +37,16 @@ struct InfoCommand: AsyncParsableCommand {
         }
         let info = record.connection
         if share {
-            try await shareFile(info, name: resolved.name, profile: environment.profile, context: context)
+            let shared = try await SharedConnectionFile(context: context, profile: environment.profile)
+                .share(info, name: resolved.name, jobID: resolved.jobID)
+            context.terminal.print("Shared \(shared.path) (mode 0640).")
+            let who =
+                shared.members.isEmpty
+                ? "everyone whose group is `\(shared.group)`"
+                : "the \(shared.members.count) member\(shared.members.count == 1 ? "" : "s") of group `\(shared.group)` (\(shared.members.joined(separator: ", ")))"
+            context.terminal.note(
+                "Everyone in that file's group can now read the API key and use the server: \(who). `vllmctl teardown \(resolved.name)` replaces the file with a notice when it stops."
+            )
         }
         if json {
             let encoder = JSONEncoder()
@@ -50,21 +59,5 @@ struct InfoCommand: AsyncParsableCommand {
         } else if !share {
             context.terminal.print(info.text)
         }
-    }
-
-    func shareFile(_ info: ConnectionInfo, name: String, profile: ClusterProfile, context: Context)
-        async throws
-    {
-        guard let dir = profile.shareDir else {
-            throw VLLMCtlError.invalidInput(
-                "The cluster profile `\(profile.name)` has no share_dir",
-                hint: "Add `share_dir: /path/your/group/can/read` to it in the configuration.")
-        }
-        let path = dir + "/" + name + "-" + DeploymentFiles.infoText
-        try await context.host.writeFileAtomically(Data(info.text.utf8), to: path, mode: 0o640)
-        context.terminal.print("Shared \(path) (mode 0640).")
-        context.terminal.note(
-            "Everyone in that file's group can now read the API key and use the server. `vllmctl teardown \(name)` replaces the file with a notice when it stops."
-        )
     }
 }

@@ -203,6 +203,9 @@ struct TunnelCommand: AsyncParsableCommand {
             return "tunnel: the SSH session was lost (\(reason)); reconnecting, the local port stays open"
         case .reconnected:
             return "tunnel: reconnected"
+        case .acceptFailed(let reason):
+            return
+                "tunnel: cannot accept more connections: \(reason); new ones wait until some close (raise the limit with `ulimit -n`)"
         case .reconnectFailed(let reason, let retryIn):
             return "tunnel: reconnecting failed (\(reason)); next try in \(String(format: "%.1f", retryIn)) s"
         }

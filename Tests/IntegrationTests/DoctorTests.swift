@@ -55,6 +55,11 @@ extension LocalCluster {
                 "config", "slurm.commands", "slurm.controller", "slurm.partition", "slurm.request", "workdir",
                 "proxy", "libcurl", "tunnel.port",
             ] {
+                // A clone under /tmp (as CI may make one) puts the workdir there: doctor rightly warns.
+                if id == "workdir" && repoRoot.hasPrefix("/tmp/") {
+                    #expect(out.verdict(id) != "problem", "\(id): \(out.detail(id))")
+                    continue
+                }
                 #expect(out.verdict(id) == "ok", "\(id): \(out.detail(id))")
             }
             if cluster == "local-ssh" {
@@ -62,8 +67,8 @@ extension LocalCluster {
                     #expect(out.verdict(id) == "ok", "\(id): \(out.detail(id))")
                 }
             }
-            // Fast without --submit-probe (the process, SSH login included).
-            #expect(out.seconds < 2, "took \(out.seconds) s")
+            // Its speed (goal: under 2 s) is measured in `make bench`, not here: timed tests
+            // fail under parallel load.
         }
 
         @Test func submitProbeSeesTheWorkdirFromAComputeNode() async throws {

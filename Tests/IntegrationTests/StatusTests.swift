@@ -187,13 +187,14 @@ extension LocalCluster {
                     of: "    partition: debug\n", with: "    partition: debug\n    share_dir: \(shareDir)\n")
             cli.configPath = try temporaryDirectory() + "/config.yaml"
             try config.write(toFile: cli.configPath, atomically: true, encoding: .utf8)
-            defer { Task { [cli] in await cli.cancelAll() } }
             let deployed = try await deployJSON(cli, ["--name", "shared"])
+            let jobID = try #require(deployed["job_id"] as? String)
             let shared = try await cli.run(["info", "shared", "--share"])
-            await cli.cancelAll()
             #expect(shared.status == 0, "\(shared.stderr)")
             #expect(shared.stderr.contains("Everyone in that file's group"))
-            let path = shareDir + "/shared-server_connection_info.txt"
+            #expect(shared.stderr.contains("`root`"), "\(shared.stderr)")
+            // Named by user and job: two users' `sim` never collide (issue 12 item 11).
+            let path = shareDir + "/\(LocalSSH.user)-shared-\(jobID)-server_connection_info.txt"
             let mode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int
             #expect(mode == 0o640)
             let original = try String(
@@ -204,6 +205,20 @@ extension LocalCluster {
                 try FileManager.default.attributesOfItem(
                     atPath: try #require(deployed["info_file"] as? String))[.posixPermissions] as? Int
             #expect(own == 0o600)
+            // Someone else's file where ours would go is refused and never replaced.
+            let second = try await deployJSON(cli, ["--name", "shared2"])
+            let secondID = try #require(second["job_id"] as? String)
+            let planted = shareDir + "/\(LocalSSH.user)-shared2-\(secondID)-server_connection_info.txt"
+            try "theirs\n".write(toFile: planted, atomically: true, encoding: .utf8)
+            #expect(chown(planted, 65534, 65534) == 0)
+            let refused = try await cli.run(["info", "shared2", "--share"])
+            #expect(refused.status != 0)
+            #expect(refused.stderr.contains("belongs to nobody"), "\(refused.stderr)")
+            let down = try await cli.run(["teardown", "shared", "shared2", "--yes"])
+            #expect(down.status == 0, "\(down.stderr)")
+            #expect(try String(contentsOfFile: path, encoding: .utf8).hasPrefix("Stopped at "))
+            #expect(try String(contentsOfFile: planted, encoding: .utf8) == "theirs\n")
+            await cli.cancelAll()
         }
     }
 }

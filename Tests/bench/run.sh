@@ -25,8 +25,8 @@ time_cmd() { # prints seconds for one run of "$@"
   local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); python3 -c "print($e - $s)"
 }
 
-# Sections: VLLMCTL_BENCH="deploy laptop status tunnel" (default: all).
-sections=" ${VLLMCTL_BENCH:-deploy laptop status tunnel} "
+# Sections: VLLMCTL_BENCH="deploy laptop status doctor tunnel" (default: all).
+sections=" ${VLLMCTL_BENCH:-deploy laptop status doctor tunnel} "
 want() { [[ $sections == *" $1 "* ]]; }
 runs=5
 if want deploy; then
@@ -147,6 +147,22 @@ print(f"  squeue alone: median {ms*1000:.0f} ms; vllmctl status: median {mt*1000
 print(f"  ratio status/squeue: {mt/ms:.2f} (goal <= 2.00); scheduler calls per status: {sys.argv[3]} (goal 1)")
 PY
 
+fi
+
+if want doctor; then
+echo
+echo "== vllmctl doctor (no --submit-probe), 5 runs each; goal: under 2 s"
+for cluster in local local-ssh; do
+  : > "$work/doctor"
+  for r in $(seq 1 5); do
+    VLLMCTL_SSH_CONFIG="$repo/.cluster/ssh/ssh_config" time_cmd "$bin" doctor --cluster "$cluster" >> "$work/doctor" || true
+  done
+  python3 - "$work/doctor" "$cluster" <<'PY'
+import statistics, sys
+t = [float(l) for l in open(sys.argv[1])]
+print(f"  {sys.argv[2]}: median {statistics.median(t)*1000:.0f} ms, worst {max(t)*1000:.0f} ms (goal < 2000 ms)")
+PY
+done
 fi
 
 if want tunnel; then

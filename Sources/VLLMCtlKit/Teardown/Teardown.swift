@@ -329,8 +329,9 @@ public struct Teardown: Sendable {
             problems.append("\(error)")
         }
         do {
-            if let shared = try await replaceSharedCopy(
-                name: action.record?.name ?? action.name, jobID: action.jobID)
+            if let shared = try await SharedConnectionFile(context: context, profile: profile)
+                .replaceWithNotice(
+                    name: action.record?.name ?? action.name, jobID: action.jobID)
             {
                 done.append("replaced the shared copy \(shared) with a stopped notice")
             }
@@ -356,21 +357,7 @@ public struct Teardown: Sendable {
         return dir
     }
 
-    /// With `share_dir` configured, a shared `NAME-server_connection_info.txt` becomes a one-line
-    /// notice, so colleagues learn the server is gone instead of trying a dead URL.
-    func replaceSharedCopy(name: String, jobID: String) async throws -> String? {
-        guard var dir = profile.shareDir, !dir.isEmpty else { return nil }
-        if dir.hasPrefix("~") { dir = try await context.host.homeDirectory() + dir.dropFirst() }
-        let path = dir + "/" + name + "-" + DeploymentFiles.infoText
-        guard let data = try await context.host.readFile(path) else { return nil }
-        if String(decoding: data, as: UTF8.self).hasPrefix(Self.stoppedPrefix) { return nil }
-        let notice =
-            "\(Self.stoppedPrefix)\(ISO8601DateFormatter().string(from: context.clock.now())): vllmctl teardown ended job \(jobID) (\(name)); this server is gone.\n"
-        try await context.host.writeFileAtomically(Data(notice.utf8), to: path, mode: 0o644)
-        return path
-    }
-
-    static let stoppedPrefix = "Stopped at "
+    static let stoppedPrefix = SharedConnectionFile.stoppedPrefix
 }
 
 extension String {

@@ -18,6 +18,9 @@ public enum ForwarderEvent: Sendable, Equatable {
     case reconnected
     /// A reconnect attempt failed; the next one follows after `retryIn` seconds.
     case reconnectFailed(reason: String, retryIn: Double)
+    /// New connections could not be accepted (out of file descriptors); they wait in the
+    /// backlog and accepting resumes after a pause. Said at most once a minute.
+    case acceptFailed(reason: String)
 }
 
 /// Settings of a forwarder; the defaults suit an interactive tunnel.
@@ -109,6 +112,10 @@ public final class PortForwarder: @unchecked Sendable {
     private var lastHandshake: UInt64 = 0
     private var lossStreak = 0
     private var sessionSince: UInt64 = 0
+    /// After an accept failed for want of descriptors: no accepting (nor polling the listener,
+    /// which stays readable) until then; and whether that was said.
+    private var acceptPausedUntil: UInt64 = 0
+    private var acceptFailureSaidAt: UInt64 = 0
     /// Rate limit of `channelOpenFailed`: when it was last said, and failures since.
     private var lastOpenFailureEvent: UInt64 = 0
     private var openFailuresUnsaid = 0
@@ -496,10 +503,26 @@ public final class PortForwarder: @unchecked Sendable {
     }
 
     private func accept() {
-        guard let listener else { return }
+        guard let listener, Self.now() >= acceptPausedUntil else { return }
         while active.count + waiting.count < settings.maxConnections {
             let fd = Glibc.accept(listener, nil, nil)
-            if fd < 0 { return }
+            if fd < 0 {
+                let code = errno
+                if code == EMFILE || code == ENFILE || code == ENOBUFS || code == ENOMEM {
+                    // The listener stays readable: polling it now would spin.
+                    acceptPausedUntil = Self.now() + 1_000_000_000
+                    // Said at most once a minute.
+                    if acceptFailureSaidAt == 0 || Self.now() - acceptFailureSaidAt > 60_000_000_000 {
+                        acceptFailureSaidAt = Self.now()
+                        onEvent(
+                            .acceptFailed(
+                                reason:
+                                    "\(String(cString: strerror(code))) (\(active.count + waiting.count) connections open)"
+                            ))
+                    }
+                }
+                return
+            }
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             _ = fcntl(fd, F_SETFL, O_NONBLOCK)
             var one: Int32 = 1
@@ -669,7 +692,8 @@ public final class PortForwarder: @unchecked Sendable {
             sessionEvents = 0
         }
         fds.append(pollfd(fd: s.socket, events: sessionEvents, revents: 0))
-        if let listener, active.count + waiting.count < settings.maxConnections {
+        let now = Self.now()
+        if let listener, active.count + waiting.count < settings.maxConnections, now >= acceptPausedUntil {
             fds.append(pollfd(fd: listener, events: Int16(POLLIN), revents: 0))
         }
         for f in active {
@@ -680,6 +704,9 @@ public final class PortForwarder: @unchecked Sendable {
         }
         var timeout: Int32 = 1000
         if !waiting.isEmpty || !closing.isEmpty || opening != nil { timeout = 100 }
+        if now < acceptPausedUntil {
+            timeout = min(timeout, Int32((acceptPausedUntil - now) / 1_000_000) + 1)
+        }
         _ = poll(&fds, nfds_t(fds.count), timeout)
         if fds[0].revents != 0 {
             var drain = [UInt8](repeating: 0, count: 64)
