@@ -5,7 +5,7 @@ BUILD_FLAGS ?= -Xswiftc -warnings-as-errors
 PREFIX ?= /usr/local
 export VLLMCTL_CONFIG ?= $(CURDIR)/.cluster/vllmctl.yaml
 
-.PHONY: all deps build test unit-test integration-test sim-test cluster-test demo bench lint format \
+.PHONY: all deps build test unit-test integration-test sim-test cluster-test demo bench docs lint format \
         cluster-up cluster-down cluster-status install install-files uninstall man clean
 
 all: build
@@ -44,6 +44,15 @@ demo: build cluster-up
 bench: deps cluster-up
 	$(SWIFT) build -c release --static-swift-stdlib --product vllmctl
 	bash Tests/bench/run.sh
+
+## VLLMCtlKit's DocC documentation (swift-docc-plugin), as a static site in DOCS_DIR:
+## `python3 -m http.server -d $(DOCS_DIR)` and open /documentation/vllmctlkit. A warning (a
+## broken symbol link in Sources/VLLMCtlKit/VLLMCtlKit.docc) fails it. Not part of `make test`.
+DOCS_DIR ?= .build/docs
+docs:
+	$(SWIFT) package --allow-writing-to-directory $(DOCS_DIR) generate-documentation --target VLLMCtlKit \
+		--warnings-as-errors --transform-for-static-hosting --output-path $(DOCS_DIR)
+	@echo "Documentation in $(DOCS_DIR): python3 -m http.server -d $(DOCS_DIR), then /documentation/vllmctlkit"
 
 cluster-up:
 	bash slurm/cluster-up.sh

@@ -3,11 +3,17 @@ import Yams
 
 /// The user's configuration file: cluster profiles and model presets.
 public struct Config: Sendable, Equatable {
+    /// The file it was read from; nil for a configuration made in code.
     public var path: String?
+    /// The profile used when none is named (`default_cluster`).
     public var defaultCluster: String?
+    /// The cluster profiles by name (`clusters:`).
     public var clusters: [String: ClusterProfile]
+    /// The model presets by name (`models:`).
     public var models: [String: ModelPreset]
 
+    /// A configuration made in code; ``ConfigLocation/load(explicit:environment:)`` reads one
+    /// from a file.
     public init(
         path: String? = nil, defaultCluster: String? = nil, clusters: [String: ClusterProfile] = [:],
         models: [String: ModelPreset] = [:]
@@ -56,6 +62,8 @@ public enum ConfigLocation {
         return (configDirectory(environment: environment) + "/config.yaml", false)
     }
 
+    /// `$XDG_CONFIG_HOME/vllmctl`, else `~/.config/vllmctl`: where config.yaml and the user's
+    /// templates live.
     public static func configDirectory(environment: [String: String]) -> String {
         if let xdg = environment["XDG_CONFIG_HOME"], xdg.hasPrefix("/") { return xdg + "/vllmctl" }
         return (environment["HOME"] ?? NSHomeDirectory()) + "/.config/vllmctl"

@@ -96,6 +96,7 @@ public struct DeploySettings: Sendable, Equatable {
 
 /// A cluster: where Slurm runs and how jobs are shaped there.
 public struct ClusterProfile: Sendable, Equatable {
+    /// The profile's key under `clusters:`.
     public var name: String
     /// An SSH host (alias in ~/.ssh/config) to reach the login node; nil runs Slurm locally.
     public var sshHost: String?
@@ -107,8 +108,10 @@ public struct ClusterProfile: Sendable, Equatable {
     /// (`http://proxy:3128`). Without it no proxy is used: the environment's `http_proxy` is
     /// for reaching the internet, not the cluster's nodes.
     public var httpProxy: String?
+    /// The job settings every deployment on this cluster starts from.
     public var defaults: DeploySettings
 
+    /// A profile made in code.
     public init(
         name: String, sshHost: String? = nil, workdir: String? = nil, shareDir: String? = nil,
         httpProxy: String? = nil, defaults: DeploySettings = .init()
@@ -124,9 +127,12 @@ public struct ClusterProfile: Sendable, Equatable {
 
 /// A named model, like vec-inf's models file: what to serve and what it needs.
 public struct ModelPreset: Sendable, Equatable {
+    /// The preset's key under `models:`, and the base of its deployments' names.
     public var name: String
+    /// What it sets, over the profile's defaults.
     public var settings: DeploySettings
 
+    /// A preset made in code.
     public init(name: String, settings: DeploySettings) {
         self.name = name
         self.settings = settings

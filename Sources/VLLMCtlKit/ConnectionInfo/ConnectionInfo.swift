@@ -2,11 +2,16 @@ import Foundation
 
 /// What a colleague needs to use a deployment: the seed's `server_connection_info.txt`.
 public struct ConnectionInfo: Sendable, Equatable, Codable {
+    /// The server's host: the compute node's address or name.
     public var host: String
+    /// The server's port.
     public var port: Int
+    /// The key the server requires (`Authorization: Bearer …`).
     public var apiKey: String
+    /// The model name requests use.
     public var servedModelName: String
 
+    /// Connection info from its parts.
     public init(host: String, port: Int, apiKey: String, servedModelName: String) {
         self.host = host
         self.port = port
@@ -14,7 +19,9 @@ public struct ConnectionInfo: Sendable, Equatable, Codable {
         self.servedModelName = servedModelName
     }
 
+    /// `http://HOST:PORT`.
     public var serverURL: String { "http://\(Self.urlHost(host)):\(port)" }
+    /// `http://HOST:PORT/v1`, the base URL OpenAI clients take.
     public var baseURL: String { serverURL + "/v1" }
 
     /// IPv6 literals go in brackets inside URLs.
@@ -77,16 +84,27 @@ public struct ConnectionInfo: Sendable, Equatable, Codable {
 
 /// The JSON sidecar the job writes beside the text file.
 public struct ConnectionRecord: Sendable, Equatable, Codable {
+    /// `http://HOST:PORT` (`server_url`).
     public var serverURL: String
+    /// The key the server requires (`api_key`).
     public var apiKey: String
+    /// The server's host, as in its URL (the node's address).
     public var host: String
+    /// The server's port.
     public var port: Int
+    /// The model the server loaded.
     public var model: String
+    /// The model name requests use (`served_model_name`).
     public var servedModelName: String
+    /// The Slurm job that wrote it (`job_id`).
     public var jobID: String
+    /// The node the job runs on.
     public var node: String
+    /// When the job started the server (ISO 8601).
     public var startedAt: String
+    /// When the server first answered (ISO 8601).
     public var readyAt: String?
+    /// When the job stopped the server (ISO 8601); nil while it runs.
     public var endedAt: String?
 
     /// Whether what the job wrote can be used as it is: a key of the safe alphabet (it is
@@ -108,6 +126,7 @@ public struct ConnectionRecord: Sendable, Equatable, Codable {
         case endedAt = "ended_at"
     }
 
+    /// The part colleagues need, as in `server_connection_info.txt`.
     public var connection: ConnectionInfo {
         ConnectionInfo(host: host, port: port, apiKey: apiKey, servedModelName: servedModelName)
     }
@@ -115,10 +134,16 @@ public struct ConnectionRecord: Sendable, Equatable, Codable {
 
 /// File names inside a deployment's directory on the cluster.
 public enum DeploymentFiles {
+    /// The seed's connection file, ``ConnectionInfo/text`` (0600).
     public static let infoText = "server_connection_info.txt"
+    /// The JSON sidecar, a ``ConnectionRecord`` (0600).
     public static let infoJSON = "server_connection_info.json"
+    /// The API key, read by the job into `VLLM_API_KEY` (0600).
     public static let apiKey = "api_key"
+    /// The job script.
     public static let script = "job.sbatch"
+    /// The job's standard output.
     public static func stdout(jobID: String) -> String { "slurm-\(jobID).out" }
+    /// The job's standard error.
     public static func stderr(jobID: String) -> String { "slurm-\(jobID).err" }
 }

@@ -4,21 +4,35 @@ import Foundation
 /// A deployment fully decided and checked, before anything touches the cluster: the resolved
 /// settings, where its files go, and the values its template is rendered with.
 public struct DeployPlan: Sendable {
+    /// The tag in front of every job name vllmctl submits; teardown acts only on tagged jobs.
     public static let jobNamePrefix = "vllmctl-"
+    /// The Slurm time limit when neither flags, preset nor profile set one.
     public static let defaultTime = "02:00:00"
+    /// The port the server asks for first (the job takes the next free one if it is taken).
     public static let defaultPort = 8000
+    /// Seconds a running job has to answer before the wait gives up.
     public static let defaultReadyTimeout = 1800.0
 
+    /// The deployment's name, unique among this cluster's records.
     public var name: String
+    /// The cluster profile's name.
     public var cluster: String
+    /// Flags over preset over profile, merged.
     public var settings: DeploySettings
+    /// The model the server loads.
     public var model: String
+    /// The name clients use in requests (`--served-model-name`).
     public var servedName: String
+    /// The deployment's directory on the cluster: key, script, logs, connection files.
     public var deployDir: String
+    /// The name of the template the script is rendered from.
     public var template: String
 
+    /// The Slurm job name: ``jobNamePrefix`` and the name.
     public var jobName: String { Self.jobNamePrefix + name }
+    /// The job script's path on the cluster.
     public var scriptPath: String { deployDir + "/" + DeploymentFiles.script }
+    /// The API key file's path on the cluster (0600).
     public var keyPath: String { deployDir + "/" + DeploymentFiles.apiKey }
 
     /// Decides and validates. `workdir` is absolute; `stamp` makes the directory unique.

@@ -2,13 +2,21 @@ import Foundation
 
 /// What the user asked `deploy` for.
 public struct DeployRequest: Sendable {
+    /// A preset of the configuration (`models:`), or else a model id to serve as it is.
     public var modelOrPreset: String
+    /// The deployment's name; nil derives a free one from the preset or model.
     public var name: String?
+    /// Settings from the command line; they win over the preset, which wins over the profile.
     public var flags: DeploySettings
+    /// The key the server requires; nil generates a new one (``APIKey/generate()``).
     public var apiKey: APIKey?
+    /// Plan and render only: nothing is written or submitted.
     public var dryRun: Bool
+    /// Wait until the server answers before returning (the default); false returns right
+    /// after submission.
     public var wait: Bool
 
+    /// A request; only the model or preset is required.
     public init(
         modelOrPreset: String, name: String? = nil, flags: DeploySettings = .init(), apiKey: APIKey? = nil,
         dryRun: Bool = false, wait: Bool = true
@@ -24,19 +32,29 @@ public struct DeployRequest: Sendable {
 
 /// What `deploy` produced.
 public struct DeployOutcome: Sendable {
+    /// The resolved and checked deployment.
     public var plan: DeployPlan
+    /// The job script as rendered (it holds no key).
     public var script: String
+    /// The local record of the submitted job; nil for a dry run.
     public var record: DeploymentRecord?
+    /// What the ready server's job published: URL, key, curl command; nil for a dry run or
+    /// when not waiting.
     public var connection: ConnectionInfo?
 }
 
 /// `vllmctl deploy`: plan, render, submit, follow, and wait until the server answers.
 public struct Deployer: Sendable {
+    /// Where Slurm runs, how HTTP travels, the records, the terminal.
     public let context: Context
+    /// The configuration whose presets requests may name.
     public let config: Config
+    /// The cluster to deploy on.
     public let profile: ClusterProfile
+    /// Where job script templates come from.
     public let templates: ScriptTemplates
 
+    /// A deployer for `profile`, whose cluster `context.host` reaches.
     public init(context: Context, config: Config, profile: ClusterProfile, templates: ScriptTemplates) {
         self.context = context
         self.config = config
@@ -82,6 +100,7 @@ public struct Deployer: Sendable {
         return f.string(from: date) + "-" + String(UInt32.random(in: 0...0xFFFF), radix: 16)
     }
 
+    /// The job script for `plan`, from its template.
     public func render(_ plan: DeployPlan) throws -> String {
         try templates.render(plan.template, context: plan.renderContext)
     }
@@ -312,6 +331,7 @@ public struct Deployer: Sendable {
 
 /// The OpenAI model list.
 public enum ModelList {
+    /// The model ids in a `/v1/models` response body; empty when it is not one.
     public static func names(_ body: Data) -> [String] {
         struct List: Decodable {
             struct Model: Decodable { var id: String }

@@ -2,9 +2,13 @@ import Foundation
 
 /// An HTTP request as vllmctl sends it.
 public struct HTTPRequest: Sendable {
+    /// `GET`, `POST`, ….
     public var method: String
+    /// The full URL.
     public var url: String
+    /// Header names and values, in order.
     public var headers: [(String, String)]
+    /// The request body, if any.
     public var body: Data?
     /// Seconds to establish the connection.
     public var connectTimeout: Double
@@ -13,6 +17,7 @@ public struct HTTPRequest: Sendable {
     /// A CA bundle for HTTPS.
     public var caCertificate: String?
 
+    /// A request; a GET with a 5 s connect and 30 s total limit unless told otherwise.
     public init(
         method: String = "GET", url: String, headers: [(String, String)] = [], body: Data? = nil,
         connectTimeout: Double = 5, timeout: Double? = 30, caCertificate: String? = nil
@@ -42,17 +47,25 @@ public struct HTTPRequest: Sendable {
     }
 }
 
+/// An HTTP response.
 public struct HTTPResponse: Sendable {
+    /// The status code.
     public var status: Int
+    /// The headers, by lowercased name.
     public var headers: [String: String]
+    /// The body (empty for a streamed response, whose body went to the chunk handler).
     public var body: Data
 
+    /// The body as UTF-8 text.
     public var text: String { String(decoding: body, as: UTF8.self) }
 }
 
 /// Sends HTTP requests through libcurl. Each transfer runs on its own thread outside Swift's
 /// cooperative pool, since libcurl's easy interface blocks.
 public protocol HTTPClient: Sendable {
+    /// Sends `request` and returns the whole response. Throws ``VLLMCtlError/http(url:message:hint:)``
+    /// when the server refused or broke the connection, ``VLLMCtlError/unreachable(url:message:hint:)``
+    /// when the request could not get there.
     func send(_ request: HTTPRequest) async throws -> HTTPResponse
     /// Calls `onChunk` with each piece of the body as it arrives. The response's `body` is
     /// empty.
@@ -60,6 +73,8 @@ public protocol HTTPClient: Sendable {
         -> HTTPResponse
 }
 
+/// The ``HTTPClient`` of vllmctl: libcurl (loaded on first use), connecting directly, or
+/// through a ``HTTPRoute`` such as a ``RemoteHost`` for addresses that are not this machine's.
 public struct CurlHTTPClient: HTTPClient {
     /// Where connections come from; nil: libcurl connects directly.
     public var route: (any HTTPRoute)?
@@ -68,6 +83,8 @@ public struct CurlHTTPClient: HTTPClient {
     /// the like, and a proxy outside the cluster cannot reach its compute nodes.
     public var proxy: String?
 
+    /// A client; with `route`, every request to a non-loopback address (or to `proxy`) goes
+    /// through it.
     public init(route: (any HTTPRoute)? = nil, proxy: String? = nil) {
         self.route = route
         self.proxy = proxy

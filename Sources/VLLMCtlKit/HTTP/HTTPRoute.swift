@@ -15,8 +15,11 @@ public protocol HTTPRoute: Sendable {
 
 /// The parts of a URL a route needs.
 public struct URLTarget: Sendable, Equatable {
+    /// The host, without brackets around an IPv6 address.
     public var host: String
+    /// The port; 80 or 443 when the URL gives none.
     public var port: Int
+    /// Whether the scheme is `https`.
     public var isTLS: Bool
 
     /// `http(s)://HOST[:PORT]/…`; nil for anything else.

@@ -4,7 +4,9 @@ import Foundation
 ///
 /// 32 symbols from an alphabet of 36 carry log2(36^32) ≈ 165 bits.
 public struct APIKey: Sendable, Equatable, CustomStringConvertible {
+    /// What every key starts with.
     public static let prefix = "sk-"
+    /// The number of random symbols after the prefix.
     public static let length = 32
     static let alphabet = Array("abcdefghijklmnopqrstuvwxyz0123456789")
 
@@ -62,5 +64,6 @@ public struct APIKey: Sendable, Equatable, CustomStringConvertible {
         return body.count == length && body.allSatisfy { alphabet.contains($0) }
     }
 
+    /// A redacted form, so that a key printed by accident shows nothing secret.
     public var description: String { "sk-…(redacted)" }
 }

@@ -2,10 +2,14 @@ import Foundation
 
 /// What a program printed and how it ended.
 public struct CommandResult: Sendable, Equatable {
+    /// The exit status.
     public var status: Int32
+    /// Standard output, as UTF-8.
     public var stdout: String
+    /// Standard error, as UTF-8.
     public var stderr: String
 
+    /// A result; tests make them by hand.
     public init(status: Int32, stdout: String, stderr: String) {
         self.status = status
         self.stdout = stdout
@@ -57,15 +61,18 @@ public protocol ClusterHost: Sendable {
 }
 
 extension ClusterHost {
+    /// `id -un` on the host.
     public func userName() async throws -> String {
         try await output(["id", "-un"]).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// The whole file read, then cut at `offset`; hosts that can seek do better.
     public func readFile(_ path: String, from offset: Int) async throws -> Data? {
         guard let data = try await readFile(path) else { return nil }
         return offset >= data.count ? Data() : data.subdata(in: offset..<data.count)
     }
 
+    /// Runs `argv` with no standard input.
     public func run(_ argv: [String], timeout: Duration = .seconds(60)) async throws -> CommandResult {
         try await run(argv, input: nil, timeout: timeout)
     }

@@ -8,6 +8,7 @@ import Subprocess
 /// Runs programs on this machine through swift-subprocess (argv, no shell) and uses the local
 /// filesystem.
 public struct LocalHost: ClusterHost {
+    /// This machine.
     public init() {}
 
     public var displayName: String { "local" }

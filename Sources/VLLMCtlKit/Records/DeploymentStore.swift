@@ -6,23 +6,41 @@ import Foundation
 
 /// vllmctl's own note of a deployment, kept on the machine where vllmctl runs.
 public struct DeploymentRecord: Sendable, Equatable, Codable {
+    /// How far the deployment got, as far as vllmctl saw.
     public enum Phase: String, Sendable, Codable {
-        case submitted, ready, ended
+        /// Submitted to Slurm; the server has not been seen answering.
+        case submitted
+        /// The server answered with the deployment's key.
+        case ready
+        /// Torn down, or seen to have ended.
+        case ended
     }
 
+    /// The deployment's name, unique among the cluster's records.
     public var name: String
+    /// The cluster profile's name.
     public var cluster: String
+    /// The Slurm job id.
     public var jobID: String
+    /// The model the server loads.
     public var model: String
+    /// The model name requests use.
     public var servedModelName: String
+    /// The deployment's directory on the cluster.
     public var deployDir: String
+    /// How far it got.
     public var phase: Phase
+    /// When it was submitted.
     public var createdAt: Date
+    /// `http://HOST:PORT`, once the server was ready.
     public var url: String?
+    /// The node the job ran on, once the server was ready.
     public var node: String?
+    /// The server's port, once it was ready.
     public var port: Int?
     /// The API key. The record file is 0600, like an SSH key.
     public var apiKey: String
+    /// When it ended, once it has.
     public var endedAt: Date?
 
     enum CodingKeys: String, CodingKey {
@@ -38,6 +56,7 @@ public struct DeploymentRecord: Sendable, Equatable, Codable {
         case endedAt = "ended_at"
     }
 
+    /// The path of `server_connection_info.txt` on the cluster.
     public var infoFile: String { deployDir + "/" + DeploymentFiles.infoText }
 }
 
@@ -45,10 +64,14 @@ public struct DeploymentRecord: Sendable, Equatable, Codable {
 /// `$XDG_STATE_HOME/vllmctl/deployments/CLUSTER/JOBID.json`, each written atomically. Name
 /// allocation holds an flock so that two vllmctl processes never pick the same name.
 public struct DeploymentStore: Sendable {
+    /// The directory holding one folder per cluster.
     public let directory: String
 
+    /// The records under `directory`, which is created when the first record is saved.
     public init(directory: String) { self.directory = directory }
 
+    /// `$VLLMCTL_STATE_DIR`, else `$XDG_STATE_HOME/vllmctl/deployments`, else
+    /// `~/.local/state/vllmctl/deployments`.
     public static func defaultDirectory(environment: [String: String]) -> String {
         if let dir = environment["VLLMCTL_STATE_DIR"], !dir.isEmpty { return dir }
         if let xdg = environment["XDG_STATE_HOME"], xdg.hasPrefix("/") { return xdg + "/vllmctl/deployments" }
@@ -57,6 +80,7 @@ public struct DeploymentStore: Sendable {
 
     private func clusterDir(_ cluster: String) -> String { directory + "/" + cluster }
 
+    /// Writes `record` (0600, atomically), replacing the one with its job id.
     public func save(_ record: DeploymentRecord) throws {
         let dir = clusterDir(record.cluster)
         try ensure(dir)
@@ -67,6 +91,7 @@ public struct DeploymentStore: Sendable {
         try LocalFiles.writeAtomically(data + Data("\n".utf8), to: dir + "/\(record.jobID).json", mode: 0o600)
     }
 
+    /// Every readable record of `cluster`; unreadable files are skipped.
     public func all(cluster: String) -> [DeploymentRecord] {
         let dir = clusterDir(cluster)
         guard let files = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return [] }

@@ -4,17 +4,24 @@ import Foundation
 /// channels, files move over SFTP. The session is opened on first use, so one invocation of
 /// vllmctl makes at most one handshake, and commands that never touch the cluster make none.
 public final class RemoteHost: ClusterHost, @unchecked Sendable {
+    /// How the session connects: host, port, user, keys, known hosts.
     public let options: SSHConnectOptions
     private let lock = NSLock()
     private var connecting: Task<SSHSession, any Error>?
     /// Carries HTTP requests over the session (RemoteHost+HTTP); made on first use.
     private var forwarder: (session: SSHSession, forwarder: PortForwarder)?
 
+    /// A host that connects with `options` on first use.
     public init(options: SSHConnectOptions) {
         self.options = options
     }
 
-    /// A host for the ssh_config alias `alias`, read from `configPath`.
+    /// A host for the ssh_config alias `alias`, read from `configPath`
+    /// (``SSHConfig/defaultPath(environment:)`` is the one vllmctl uses). A missing file gives
+    /// OpenSSH's defaults. `acceptNewHostKey` records an unknown host's key in known_hosts, as
+    /// `StrictHostKeyChecking=accept-new` does; a changed key is always refused.
+    /// `passphrase` answers for an encrypted key file, `keyboardInteractive` for a server that
+    /// asks questions (a password, a one-time code).
     public convenience init(
         alias: String, configPath: String, environment: [String: String], acceptNewHostKey: Bool,
         passphrase: (@Sendable (String) -> String?)? = nil,

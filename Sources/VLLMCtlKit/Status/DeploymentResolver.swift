@@ -2,18 +2,26 @@ import Foundation
 
 /// A deployment found by job id or name.
 public struct ResolvedDeployment: Sendable {
+    /// The deployment's name.
     public var name: String
+    /// Its Slurm job id.
     public var jobID: String
+    /// The local record; nil for a deployment made from another machine.
     public var record: DeploymentRecord?
     /// The scheduler's view, when it still knows the job.
     public var job: JobSnapshot?
+    /// The deployment's directory on the cluster.
     public var deployDir: String
     /// The job's connection file, once it has written one.
     public var connection: ConnectionRecord?
 
+    /// The path of `server_connection_info.txt` on the cluster.
     public var infoFile: String { deployDir + "/" + DeploymentFiles.infoText }
+    /// The path of the job's standard output on the cluster.
     public var stdoutPath: String { deployDir + "/" + DeploymentFiles.stdout(jobID: jobID) }
+    /// The path of the job's standard error on the cluster.
     public var stderrPath: String { deployDir + "/" + DeploymentFiles.stderr(jobID: jobID) }
+    /// Whether Slurm reports the job RUNNING.
     public var isRunning: Bool { job?.state == .running }
 
     /// The job's connection file, or an error saying why there is none yet and what to do.
@@ -40,14 +48,19 @@ public struct ResolvedDeployment: Sendable {
 /// vllmctl's tag (deployed from another machine), whose working directory is the deployment
 /// directory.
 public struct DeploymentResolver: Sendable {
+    /// Where Slurm runs and the records.
     public let context: Context
+    /// The cluster profile's name.
     public let cluster: String
 
+    /// A resolver for deployments on `cluster`.
     public init(context: Context, cluster: String) {
         self.context = context
         self.cluster = cluster
     }
 
+    /// The deployment with job id or name `idOrName`, with the scheduler's view and its
+    /// connection file; throws ``VLLMCtlError/notFound(what:name:hint:)`` when there is none.
     public func resolve(_ idOrName: String) async throws -> ResolvedDeployment {
         let watcher = JobWatcher(host: context.host)
         if let record = context.records.find(idOrName, cluster: cluster) {

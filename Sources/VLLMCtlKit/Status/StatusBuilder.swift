@@ -4,10 +4,14 @@ import Foundation
 /// sacct call for ended ones), merged with the local records, then health checked
 /// concurrently through libcurl.
 public struct StatusBuilder: Sendable {
+    /// Where Slurm runs, HTTP for the health checks, the records.
     public let context: Context
+    /// The cluster profile's name, whose records are merged in.
     public let cluster: String
+    /// Seconds for each server's /health check.
     public var healthTimeout: Double = 2
 
+    /// A builder for the deployments on `cluster`.
     public init(context: Context, cluster: String) {
         self.context = context
         self.cluster = cluster
@@ -39,6 +43,8 @@ public struct StatusBuilder: Sendable {
         return jobs
     }
 
+    /// Every deployment of the user on this cluster that Slurm runs or the records know, with
+    /// its health; with `includeEnded`, also those that ended in the last seven days.
     public func build(includeEnded: Bool) async throws -> [DeploymentStatus] {
         let user = try await context.host.userName()
         let jobs = try await scheduledJobs(user: user, includeEnded: includeEnded)

@@ -35,8 +35,10 @@ public enum VLLMCtlError: Error, Equatable, Sendable {
 }
 
 extension VLLMCtlError: CustomStringConvertible, LocalizedError {
+    /// The same text as ``description``.
     public var errorDescription: String? { description }
 
+    /// The error as a sentence a user can act on, ending with what to do next.
     public var description: String {
         switch self {
         case .config(let file, let line, let key, let problem):

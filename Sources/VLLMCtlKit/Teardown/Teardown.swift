@@ -8,8 +8,11 @@ import Foundation
 /// nothing is cancelled. `execute` then sends one scancel, waits for Slurm to confirm the
 /// ends, marks the records ended and removes the connection files.
 public struct Teardown: Sendable {
+    /// Where Slurm runs, HTTP for the health checks, the records.
     public let context: Context
+    /// The cluster whose deployments are torn down.
     public let profile: ClusterProfile
+    /// Which jobs count as ours: the user's, with vllmctl's tag.
     public let ownership: Ownership
     /// The limit for each squeue, sacct and scancel call.
     public var schedulerTimeout: Duration = .seconds(30)

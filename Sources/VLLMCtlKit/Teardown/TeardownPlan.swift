@@ -54,6 +54,7 @@ public enum HealthObservation: Sendable, Equatable {
 
 /// One thing `teardown` will do, and why.
 public struct TeardownAction: Sendable, Equatable {
+    /// What is done.
     public enum Kind: String, Sendable {
         /// scancel the job, wait for Slurm to end it, then clean up.
         case cancel
@@ -67,10 +68,15 @@ public struct TeardownAction: Sendable, Equatable {
         case undecided
     }
 
+    /// What is done.
     public var kind: Kind
+    /// The Slurm job id.
     public var jobID: String
+    /// The deployment's name (the job name without vllmctl's tag, for jobs without a record).
     public var name: String
+    /// Why, in words for the user.
     public var reason: String
+    /// The local record, if this machine has one.
     public var record: DeploymentRecord?
     /// The job's deployment directory, where its connection files are.
     public var deployDir: String?
@@ -124,7 +130,9 @@ public struct TeardownSurvey: Sendable {
 
 /// The decided actions, before any is carried out.
 public struct TeardownPlan: Sendable {
+    /// What teardown was asked to act on.
     public var scope: TeardownScope
+    /// One decision per deployment in scope.
     public var actions: [TeardownAction]
     /// The unhealthy marks to keep after this survey.
     public var unhealthySince: [String: Date]
@@ -135,7 +143,9 @@ public struct TeardownPlan: Sendable {
         self.unhealthySince = unhealthySince
     }
 
+    /// The actions that cancel a job.
     public var toCancel: [TeardownAction] { actions.filter { $0.kind == .cancel } }
+    /// The actions that only clean up after a job that already ended.
     public var toCleanUp: [TeardownAction] { actions.filter { $0.kind == .cleanUp } }
     /// Whether carrying the plan out would change anything.
     public var changesSomething: Bool { actions.contains(where: \.changesSomething) }
@@ -143,8 +153,11 @@ public struct TeardownPlan: Sendable {
 
 /// How one action went.
 public struct TeardownOutcome: Sendable, Equatable {
+    /// The action carried out.
     public var action: TeardownAction
+    /// Whether it did all it should; false says the message holds a problem.
     public var succeeded: Bool
+    /// What happened, in a sentence for the user.
     public var message: String
 
     public init(action: TeardownAction, succeeded: Bool, message: String) {

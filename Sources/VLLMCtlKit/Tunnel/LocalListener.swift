@@ -6,7 +6,9 @@ import Foundation
 
 /// A bound, listening TCP socket on this machine.
 public struct LocalListener: Sendable {
+    /// The listening socket; a ``Tunnel`` owns and closes it.
     public let fd: Int32
+    /// The address bound (`localhost` given is `127.0.0.1` here).
     public let address: String
     /// The port actually bound (the kernel's choice when 0 was asked for).
     public let port: Int

@@ -3,8 +3,11 @@ import Foundation
 /// A local port forwarded to a deployment's server through the login node: a bound listener
 /// and a `PortForwarder` on its own thread.
 public final class Tunnel: @unchecked Sendable {
+    /// The local port it listens on.
     public let listener: LocalListener
+    /// The server's host, as the login node sees it (the compute node's address).
     public let targetHost: String
+    /// The server's port.
     public let targetPort: Int
     /// The SSH server the tunnel runs through, for messages.
     public let via: String
