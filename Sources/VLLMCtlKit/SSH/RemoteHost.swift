@@ -76,6 +76,33 @@ public final class RemoteHost: ClusterHost, @unchecked Sendable {
         return session
     }
 
+    /// Closes the session (and stops the HTTP forwarder first, so that it no longer runs on
+    /// the session's queue). A later use connects anew. Dropping the host frees the session
+    /// too; `close()` does it now and says goodbye to the server.
+    public func close() async {
+        let (task, carrier) = lock.withLock { () -> (Task<SSHSession, any Error>?, PortForwarder?) in
+            defer {
+                connecting = nil
+                forwarder = nil
+            }
+            return (connecting, forwarder?.forwarder)
+        }
+        carrier?.stop()
+        if let session = try? await task?.value { await session.close() }
+    }
+
+    /// Runs `body` with this host and closes it afterwards, also when `body` throws.
+    public func closing<T: Sendable>(_ body: (RemoteHost) async throws -> T) async throws -> T {
+        do {
+            let result = try await body(self)
+            await close()
+            return result
+        } catch {
+            await close()
+            throw error
+        }
+    }
+
     public func run(_ argv: [String], input: String?, timeout: Duration) async throws -> CommandResult {
         guard !argv.isEmpty else {
             throw VLLMCtlError.invalidInput("An empty command was given", hint: "This is a bug in vllmctl.")

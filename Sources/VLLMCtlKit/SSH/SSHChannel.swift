@@ -12,6 +12,7 @@ public final class SSHChannel {
     let raw: OpaquePointer
 
     init(session: SSHSession) throws {
+        try session.checkOpen()
         self.session = session
         libssh2_session_set_blocking(session.raw, 1)
         guard
@@ -30,6 +31,8 @@ public final class SSHChannel {
     private var finished = false
 
     deinit {
+        // A closed session has freed its channels with it.
+        if session.isClosed { return }
         // Freeing a channel whose command still runs (after a timeout) would block until the
         // command ends: give it half a second, then leave the rest to the session's cleanup.
         // (libssh2 1.10 cannot send a signal; the remote command runs on without its output.)
