@@ -386,8 +386,28 @@ public final class SSHSession: @unchecked Sendable {
     func error(_ what: String, hint: String) -> SSHError {
         let last = lastError
         let said = last.message.isEmpty ? "" : " (libssh2: \(last.message))"
-        return SSHError(host: options.place, message: what + said, hint: hint)
+        return SSHError(
+            host: options.place, message: what + said, hint: hint,
+            connectionLost: Self.connectionErrors.contains(last.code))
     }
+
+    /// A libssh2 error code in words, for when libssh2's last message belongs to another call.
+    static func describe(_ code: Int32) -> String {
+        switch code {
+        case LIBSSH2_ERROR_SOCKET_RECV: return "reading from the connection failed"
+        case LIBSSH2_ERROR_SOCKET_SEND: return "writing to the connection failed"
+        case LIBSSH2_ERROR_SOCKET_DISCONNECT: return "the server disconnected"
+        case LIBSSH2_ERROR_SOCKET_TIMEOUT, LIBSSH2_ERROR_TIMEOUT: return "the server stopped answering"
+        default: return "libssh2 error \(code)"
+        }
+    }
+
+    /// libssh2's errors that mean the connection itself failed (not a refusal by the server).
+    static let connectionErrors: Set<Int32> = [
+        LIBSSH2_ERROR_SOCKET_SEND, LIBSSH2_ERROR_SOCKET_RECV, LIBSSH2_ERROR_SOCKET_DISCONNECT,
+        LIBSSH2_ERROR_SOCKET_TIMEOUT, LIBSSH2_ERROR_TIMEOUT, LIBSSH2_ERROR_BANNER_RECV,
+        LIBSSH2_ERROR_DECRYPT,
+    ]
 
     // MARK: connect
 
@@ -444,8 +464,8 @@ public final class SSHSession: @unchecked Sendable {
         throw SSHError(
             host: options.place, message: "cannot connect: \(lastProblem)",
             hint:
-                "Check that the host is up and reachable from here (VPN?), and HostName/Port in your ssh_config"
-        )
+                "Check that the host is up and reachable from here (VPN?), and HostName/Port in your ssh_config",
+            connectionLost: true)
     }
 
     private func handshake() throws {
