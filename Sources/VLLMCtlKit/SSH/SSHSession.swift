@@ -71,6 +71,9 @@ public struct SSHConnectOptions: Sendable {
     }
     /// ProxyJump: the session goes through a direct-tcpip channel of a session to this host.
     public var jumpHosts: [SSHConnectOptions] = []
+    /// For tests: the TCP socket's send buffer (SO_SNDBUF) in bytes, small so that sends would
+    /// block often (libssh2's EAGAIN on sending); nil leaves the system's.
+    var sendBufferSize: Int32?
     /// Told what the server's host key is and whether known_hosts knows it, before the
     /// host-key decision (so also when connecting fails afterwards). For `vllmctl doctor`.
     public var onHostKey: (@Sendable (SSHHostKeyFinding) -> Void)?
@@ -457,6 +460,9 @@ public final class SSHSession: @unchecked Sendable {
                 _ = fcntl(fd, F_SETFL, flags)
                 var one: Int32 = 1
                 setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+                if var size = options.sendBufferSize {
+                    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+                }
                 return fd
             }
             Glibc.close(fd)
