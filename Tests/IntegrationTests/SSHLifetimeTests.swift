@@ -66,7 +66,8 @@ final class SessionTrace: @unchecked Sendable {
     /// its SFTP, which held the session), with its socket and sshd's process on the cluster.
     @Test func sessionsAndTheirSocketsAreReleased() async throws {
         let http = CurlHTTPClient()
-        let sim = try SimulatorProcess()
+        // Not loopback: only cluster addresses are routed over the session.
+        let sim = try SimulatorProcess(bindHost: "10.77.0.1")
         defer { sim.stop() }
         try await sim.waitHealthy(http: http)
         let dir = try temporaryDirectory()
@@ -81,7 +82,7 @@ final class SessionTrace: @unchecked Sendable {
                 // HTTP over the same session: a PortForwarder on the session's queue.
                 let routed = CurlHTTPClient(route: host)
                 let health = try await routed.send(
-                    HTTPRequest(url: "http://127.0.0.1:\(sim.port)/health", connectTimeout: 5, timeout: 10))
+                    HTTPRequest(url: sim.url + "/health", connectTimeout: 5, timeout: 10))
                 #expect(health.status == 200)
             }
             trace.add(try await host.session())
