@@ -50,6 +50,8 @@ final class SessionTrace: @unchecked Sendable {
 
     var traced: Int { lock.withLock { sessions.count } }
     var alive: Int { lock.withLock { sessions.filter { $0.session != nil }.count } }
+    /// Which of the traced sessions are still alive, in the order they were added.
+    var aliveIndices: [Int] { lock.withLock { sessions.indices.filter { sessions[$0].session != nil } } }
     var socketsOpen: Int { lock.withLock { inodes.intersection(OpenDescriptors.socketInodes).count } }
 
     /// Waits up to `seconds` for every traced session and socket to be gone.

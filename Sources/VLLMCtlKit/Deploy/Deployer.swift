@@ -206,12 +206,18 @@ public struct Deployer: Sendable {
         var lastHTTPError: String?
         let jsonPath = plan.deployDir + "/" + DeploymentFiles.infoJSON
         let watcher = JobWatcher(host: context.host)
+        // Every call here only reads, so a lost SSH connection is replaced and the call repeated.
+        let host = context.host
+        let terminal = context.terminal
 
         while true {
             try Task.checkCancellation()
             let now = clock.now()
             if now >= nextPoll {
-                guard let job = try await watcher.snapshot(jobID: jobID) else {
+                let snapshot = try await host.retryingReads(terminal: terminal) {
+                    try await watcher.snapshot(jobID: jobID)
+                }
+                guard let job = snapshot else {
                     throw VLLMCtlError.jobEnded(
                         jobID: jobID, state: "gone (neither squeue nor sacct knows it)", reason: nil,
                         logTail: await logTail(plan: plan, jobID: jobID))
@@ -222,7 +228,10 @@ public struct Deployer: Sendable {
                     if job.state == .completing {
                         // Let Slurm finish the job, then read its final state.
                         try await clock.sleep(seconds: 1)
-                        state = try await watcher.snapshot(jobID: jobID)?.state ?? .completing
+                        state =
+                            try await host.retryingReads(terminal: terminal) {
+                                try await watcher.snapshot(jobID: jobID)
+                            }?.state ?? .completing
                     }
                     throw VLLMCtlError.jobEnded(
                         jobID: jobID, state: state.rawValue, reason: job.reason,
@@ -247,7 +256,8 @@ public struct Deployer: Sendable {
             } else {
                 context.terminal.progress("job \(jobID) submitted, \(elapsed)s")
             }
-            if let data = try await context.host.readFile(jsonPath),
+            if let data = try await host.retryingReads(
+                terminal: terminal, { try await host.readFile(jsonPath) }),
                 let info = try? JSONDecoder().decode(ConnectionRecord.self, from: data), info.jobID == jobID,
                 info.endedAt == nil
             {

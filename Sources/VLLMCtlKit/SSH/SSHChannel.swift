@@ -150,6 +150,7 @@ public final class SSHChannel {
             // libssh2's last message may be an older EAGAIN's; say the failing call's own code.
             let last = session.lastError
             let said = last.code == lost && !last.message.isEmpty ? last.message : SSHSession.describe(lost)
+            session.markBroken()
             throw SSHError(
                 host: session.options.place,
                 message:

@@ -197,6 +197,13 @@ public final class SSHSession: @unchecked Sendable {
     private var sftpRaw: OpaquePointer?
     /// Set by `close()` (on the queue): the handles are freed, every later use throws.
     private(set) var isClosed = false
+    /// Whether the connection failed (or the session was closed); safe from any thread.
+    var isBroken: Bool { brokenLock.withLock { broken } }
+    private let brokenLock = NSLock()
+    private var broken = false
+
+    /// Notes that the connection failed: `RemoteHost` then replaces the session.
+    func markBroken() { brokenLock.withLock { broken = true } }
     /// The ProxyJump hop this session runs through, if any.
     private var proxy: ProxyJumpPump?
     /// The server's identification string (`SSH-2.0-OpenSSH_9.2p1 …`).
@@ -258,6 +265,7 @@ public final class SSHSession: @unchecked Sendable {
     private func release() {
         if isClosed { return }
         isClosed = true
+        markBroken()
         libssh2_session_set_blocking(raw, 1)
         libssh2_session_set_timeout(raw, 2000)
         if let sftpRaw {
@@ -389,9 +397,9 @@ public final class SSHSession: @unchecked Sendable {
     func error(_ what: String, hint: String) -> SSHError {
         let last = lastError
         let said = last.message.isEmpty ? "" : " (libssh2: \(last.message))"
-        return SSHError(
-            host: options.place, message: what + said, hint: hint,
-            connectionLost: Self.connectionErrors.contains(last.code))
+        let lost = Self.connectionErrors.contains(last.code)
+        if lost { markBroken() }
+        return SSHError(host: options.place, message: what + said, hint: hint, connectionLost: lost)
     }
 
     /// A libssh2 error code in words, for when libssh2's last message belongs to another call.
