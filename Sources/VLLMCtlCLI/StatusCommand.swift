@@ -28,7 +28,12 @@ struct StatusCommand: AsyncParsableCommand {
         let terminal = env.context.terminal
         try await cancellingOnSignal {
             repeat {
-                let text = try await render(env)
+                // With --watch a lost SSH connection is replaced (status only reads).
+                let host = env.context.host
+                let text =
+                    watch
+                    ? try await host.retryingReads(terminal: terminal) { try await render(env) }
+                    : try await render(env)
                 if watch && terminal.isInteractive {
                     terminal.print("\u{1B}[H\u{1B}[2J" + text)
                 } else {

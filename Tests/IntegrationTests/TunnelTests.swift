@@ -17,9 +17,9 @@ struct TestTunnel {
 
     init(
         targetHost: String = "127.0.0.1", targetPort: Int, settings: ForwarderSettings? = nil,
-        sshHost: String = "127.0.0.1"
+        sshHost: String = "127.0.0.1", options: SSHConnectOptions? = nil
     ) async throws {
-        let session = try await SSHSession.connect(LocalSSH.options(host: sshHost))
+        let session = try await SSHSession.connect(options ?? LocalSSH.options(host: sshHost))
         sessionPort = Self.localPort(of: session.socket)
         let listener = try LocalListener.bind(address: "127.0.0.1", port: 0)
         let events = EventLog()
@@ -124,11 +124,37 @@ func isListening(_ port: Int) -> Bool {
     }
 
     @Test func oneGiBEachWayArrivesIntact() async throws {
+        try await bulkBothWays(options: LocalSSH.options())
+    }
+
+    /// Issue 12 item 9: through a ProxyJump session (the 2223 sshd as jump host, to the 2222
+    /// one), whose pump made another libssh2 call after an outbound EAGAIN on write.
+    @Test func oneGiBEachWayThroughAJumpHostArrivesIntact() async throws {
+        var options = LocalSSH.options()
+        options.jumpHosts = [LocalSSH.options(port: 2223)]
+        let started = Date()
+        try await bulkBothWays(options: options)
+        print(
+            "TunnelTests: 1 GiB each way through a jump host in \(Int(Date().timeIntervalSince(started))) s")
+    }
+
+    /// The same with a small send buffer toward the jump host, so that the pump's calls often
+    /// block half-sent: before the fix the session broke within a second.
+    @Test func halfSentPacketsToAJumpHostAreFinished() async throws {
+        var options = LocalSSH.options()
+        var jump = LocalSSH.options(port: 2223)
+        jump.sendBufferSize = 16 * 1024
+        options.jumpHosts = [jump]
+        try await bulkBothWays(options: options, size: 64 << 20)
+    }
+
+    /// `size` bytes (1 GiB) each way at once through a tunnel over a session made with
+    /// `options`, with equal SHA-256 on both ends (Tests/bench/bulk.py).
+    func bulkBothWays(options: SSHConnectOptions, size: Int = 1 << 30) async throws {
         let server = try BulkServer()
         defer { server.stop() }
-        let t = try await TestTunnel(targetPort: server.port)
+        let t = try await TestTunnel(targetPort: server.port, options: options)
         defer { t.tunnel.stop() }
-        let size = 1 << 30
         let client = try await sh(
             [
                 "python3", repoRoot + "/Tests/bench/bulk.py", "client", "--port", String(t.port), "--size",
@@ -144,6 +170,8 @@ func isListening(_ port: Int) -> Bool {
         #expect(theirs["received"] as? Int == size)
         #expect(mine["sent_sha256"] as? String == theirs["received_sha256"] as? String)
         #expect(mine["received_sha256"] as? String == theirs["sent_sha256"] as? String)
+        #expect(
+            !t.events.all.contains { if case .sessionLost = $0 { true } else { false } }, "\(t.events.all)")
     }
 
     @Test func aKilledSessionIsReplacedAndThePortStaysBound() async throws {

@@ -144,10 +144,12 @@ public struct Deployer: Sendable {
 
         try await host.makeNewDirectory(plan.deployDir, mode: 0o700)
         let jobID: String
+        var sbatchSent = false
         do {
             try await host.writeFileAtomically(Data(key.value.utf8), to: plan.keyPath, mode: 0o600)
             try await host.writeFileAtomically(Data(script.utf8), to: plan.scriptPath, mode: 0o600)
             let sbatch = Sbatch(scriptPath: plan.scriptPath)
+            sbatchSent = true
             let result = try await host.run(sbatch.argv, input: nil, timeout: .seconds(60))
             jobID = try Sbatch.parseJobID(result, argv: sbatch.argv)
             if !result.stderr.isEmpty {
@@ -155,6 +157,15 @@ public struct Deployer: Sendable {
                     "sbatch: " + result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))
             }
         } catch {
+            // The connection died while sbatch ran: the job may exist. Its files stay, and the
+            // user is told how to find out.
+            if sbatchSent, let lost = error as? SSHError, lost.connectionLost {
+                throw VLLMCtlError.invalidInput(
+                    "The SSH connection was lost while sbatch ran, so whether `\(plan.jobName)` was submitted is unknown (\(lost.message)); its files are kept in \(plan.deployDir)",
+                    hint:
+                        "Check with `vllmctl status --cluster \(profile.name)`: if `\(plan.name)` is listed, it runs (tear it down with `vllmctl teardown \(plan.name)` if unwanted); if not, deploy again."
+                )
+            }
             // Nothing half-made is left behind: no key file, no script, no empty directory.
             try? await host.removeFile(plan.keyPath)
             try? await host.removeFile(plan.scriptPath)
@@ -225,12 +236,18 @@ public struct Deployer: Sendable {
         var lastHTTPError: String?
         let jsonPath = plan.deployDir + "/" + DeploymentFiles.infoJSON
         let watcher = JobWatcher(host: context.host)
+        // Every call here only reads, so a lost SSH connection is replaced and the call repeated.
+        let host = context.host
+        let terminal = context.terminal
 
         while true {
             try Task.checkCancellation()
             let now = clock.now()
             if now >= nextPoll {
-                guard let job = try await watcher.snapshot(jobID: jobID) else {
+                let snapshot = try await host.retryingReads(terminal: terminal) {
+                    try await watcher.snapshot(jobID: jobID)
+                }
+                guard let job = snapshot else {
                     throw VLLMCtlError.jobEnded(
                         jobID: jobID, state: "gone (neither squeue nor sacct knows it)", reason: nil,
                         logTail: await logTail(plan: plan, jobID: jobID))
@@ -241,7 +258,10 @@ public struct Deployer: Sendable {
                     if job.state == .completing {
                         // Let Slurm finish the job, then read its final state.
                         try await clock.sleep(seconds: 1)
-                        state = try await watcher.snapshot(jobID: jobID)?.state ?? .completing
+                        state =
+                            try await host.retryingReads(terminal: terminal) {
+                                try await watcher.snapshot(jobID: jobID)
+                            }?.state ?? .completing
                     }
                     throw VLLMCtlError.jobEnded(
                         jobID: jobID, state: state.rawValue, reason: job.reason,
@@ -266,7 +286,8 @@ public struct Deployer: Sendable {
             } else {
                 context.terminal.progress("job \(jobID) submitted, \(elapsed)s")
             }
-            if let data = try await context.host.readFile(jsonPath),
+            if let data = try await host.retryingReads(
+                terminal: terminal, { try await host.readFile(jsonPath) }),
                 let info = try? JSONDecoder().decode(ConnectionRecord.self, from: data), info.jobID == jobID,
                 info.endedAt == nil
             {

@@ -58,9 +58,56 @@ public protocol ClusterHost: Sendable {
     /// The file's bytes from `offset` on (empty when it has no more), or nil when it does
     /// not exist.
     func readFile(_ path: String, from offset: Int) async throws -> Data?
+
+    /// When `error` means the connection to the host was lost, forgets that connection so
+    /// that the next call connects anew, and says why and when; nil when the error stands
+    /// (always, for this machine).
+    func recover(from error: any Error) async -> ConnectionLoss?
+}
+
+/// A lost connection to the cluster host, and when the next attempt will be made.
+public struct ConnectionLoss: Sendable, Equatable {
+    /// What failed, in the SSH layer's words.
+    public var reason: String
+    /// Seconds until the next handshake may start (backoff, and at most one per 2 s).
+    public var retryIn: Double
+    /// It was a reconnect attempt that failed, not an established connection.
+    public var reconnectFailed: Bool
 }
 
 extension ClusterHost {
+    public func recover(from error: any Error) async -> ConnectionLoss? { nil }
+
+    /// Runs `body`, which must only read (squeue, sacct, files: running it twice does no
+    /// harm), and when the connection to the host was lost says so on `terminal` and runs it
+    /// again on a new connection, paced by the host. Gives up, with the last error, once the
+    /// connection has been gone for `giveUpAfter` seconds. Never use it for sbatch or scancel.
+    public func retryingReads<T: Sendable>(
+        terminal: any Terminal, giveUpAfter: Double = 300, _ body: () async throws -> T
+    ) async throws -> T {
+        var lostSince: Date?
+        while true {
+            do {
+                let result = try await body()
+                if lostSince != nil { terminal.note("Reconnected to \(displayName).") }
+                return result
+            } catch {
+                guard let loss = await recover(from: error) else { throw error }
+                let since = lostSince ?? Date()
+                lostSince = since
+                guard Date().timeIntervalSince(since) < giveUpAfter else { throw error }
+                try Task.checkCancellation()
+                let when = loss.retryIn < 0.05 ? "now" : "in \(Self.seconds(loss.retryIn)) s"
+                terminal.note(
+                    loss.reconnectFailed
+                        ? "Reconnecting to \(displayName) failed (\(loss.reason)); trying again \(when)…"
+                        : "Lost the SSH connection to \(displayName) (\(loss.reason)); reconnecting \(when)…")
+            }
+        }
+    }
+
+    private static func seconds(_ value: Double) -> String { String(format: "%.1f", value) }
+
     /// `id -un` on the host.
     public func userName() async throws -> String {
         try await output(["id", "-un"]).trimmingCharacters(in: .whitespacesAndNewlines)

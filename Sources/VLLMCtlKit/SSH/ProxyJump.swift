@@ -60,6 +60,10 @@ final class ProxyJumpPump: @unchecked Sendable {
     func stop() { stopLock.withLock { stopped = true } }
     private var isStopped: Bool { stopLock.withLock { stopped } }
 
+    /// A libssh2 call on the jump session that returned EAGAIN while blocked on sending: its
+    /// packet is half-sent and only the same call may finish it, so it is the next call made.
+    private enum Call { case write, read }
+
     private func run() {
         let s = jump.raw
         libssh2_session_set_blocking(s, 0)
@@ -67,6 +71,9 @@ final class ProxyJumpPump: @unchecked Sendable {
         var up = [UInt8](), down = [UInt8]()  // up: target → jump host; down: jump host → target
         var buffer = [UInt8](repeating: 0, count: 65536)
         var targetClosed = false
+        var pending: Call?
+        /// Whether a call that just returned EAGAIN left a packet half-sent.
+        func halfSent() -> Bool { libssh2_session_block_directions(s) & LIBSSH2_SESSION_BLOCK_OUTBOUND != 0 }
         loop: while !isStopped {
             var progressed = false
             if up.isEmpty && !targetClosed {
@@ -78,31 +85,39 @@ final class ProxyJumpPump: @unchecked Sendable {
                     targetClosed = true
                 }
             }
-            if !up.isEmpty {
+            // `up` is left as it is while its write is pending: the same call, the same bytes.
+            if !up.isEmpty && (pending == nil || pending == .write) {
                 let n = up.withUnsafeBytes {
                     libssh2_channel_write_ex(
                         channel, 0, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count)
                 }
                 if n > 0 {
                     up.removeFirst(n)
+                    pending = nil
                     progressed = true
-                } else if n != Int(LIBSSH2_ERROR_EAGAIN) {
+                } else if n == 0 || n == Int(LIBSSH2_ERROR_EAGAIN) {
+                    // 0: the window is full; reading below takes in the server's window adjust.
+                    pending = n != 0 && halfSent() ? .write : nil
+                } else {
                     break loop
                 }
             }
-            if targetClosed && up.isEmpty { break loop }
-            if down.isEmpty {
+            if targetClosed && up.isEmpty && pending == nil { break loop }
+            if down.isEmpty && (pending == nil || pending == .read) {
                 let n = buffer.withUnsafeMutableBytes {
                     libssh2_channel_read_ex(
                         channel, 0, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count)
                 }
                 if n > 0 {
                     down.append(contentsOf: buffer[0..<n])
+                    pending = nil
                     progressed = true
                 } else if n < 0 && n != Int(LIBSSH2_ERROR_EAGAIN) {
                     break loop
-                } else if libssh2_channel_eof(channel) != 0 {
-                    break loop
+                } else {
+                    // A read sends window adjusts: it too may leave a packet half-sent.
+                    pending = n != 0 && halfSent() ? .read : nil
+                    if pending == nil && libssh2_channel_eof(channel) != 0 { break loop }
                 }
             }
             if !down.isEmpty {
@@ -118,9 +133,13 @@ final class ProxyJumpPump: @unchecked Sendable {
             var events: Int16 = 0
             if up.isEmpty && !targetClosed { events |= Int16(POLLIN) }
             if !down.isEmpty { events |= Int16(POLLOUT) }
-            let directions = libssh2_session_block_directions(s)
+            // While a packet is half-sent only writability matters.
             var sessionEvents = Int16(POLLIN)
-            if directions & LIBSSH2_SESSION_BLOCK_OUTBOUND != 0 { sessionEvents |= Int16(POLLOUT) }
+            if pending != nil {
+                sessionEvents = Int16(POLLOUT)
+            } else if halfSent() {
+                sessionEvents |= Int16(POLLOUT)
+            }
             var pfds = [
                 pollfd(fd: fd, events: events, revents: 0),
                 pollfd(fd: jump.socket, events: sessionEvents, revents: 0),

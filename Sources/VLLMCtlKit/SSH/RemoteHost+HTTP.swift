@@ -17,12 +17,12 @@ extension RemoteHost: HTTPRoute {
         do {
             forwarder = try await httpForwarder()
         } catch let error as SSHError {
-            close(client)
+            Glibc.close(client)
             throw VLLMCtlError.unreachable(
                 url: url, message: "cannot reach the login node \(displayName): \(error.message)",
                 hint: error.hint)
         } catch {
-            close(client)
+            Glibc.close(client)
             throw error
         }
         let failure = await withCheckedContinuation { (continuation: CheckedContinuation<String?, Never>) in

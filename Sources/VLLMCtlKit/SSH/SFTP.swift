@@ -1,28 +1,18 @@
 import CLibSSH2
 import Foundation
 
-/// The SFTP subsystem of a session. It holds its session; use it only inside
-/// `SSHSession.perform`. Paths that are not absolute are relative to the remote home.
+/// The SFTP subsystem of a session. It holds its session, which owns the subsystem's handle
+/// (and shuts it down when it closes); use it only inside `SSHSession.perform`. Paths that are
+/// not absolute are relative to the remote home.
 public final class SFTP {
     let session: SSHSession
+    /// Borrowed from the session: valid while the session is open, which every public method
+    /// checks first.
     let raw: OpaquePointer
 
-    init(session: SSHSession) throws {
+    init(session: SSHSession, raw: OpaquePointer) {
         self.session = session
-        libssh2_session_set_blocking(session.raw, 1)
-        guard let sftp = libssh2_sftp_init(session.raw) else {
-            throw session.error(
-                "cannot start SFTP",
-                hint:
-                    "The server must allow the sftp subsystem (Subsystem sftp in sshd_config); ask the cluster admins"
-            )
-        }
-        raw = sftp
-    }
-
-    deinit {
-        libssh2_session_set_blocking(session.raw, 1)
-        libssh2_sftp_shutdown(raw)
+        self.raw = raw
     }
 
     /// The SFTP status of the last failure (LIBSSH2_FX_*), 0 when the failure was not SFTP's.
@@ -56,6 +46,7 @@ public final class SFTP {
 
     /// The file's bytes from `offset`, or nil when it does not exist.
     public func read(_ path: String, from offset: Int = 0) throws -> Data? {
+        try session.checkOpen()
         guard
             let handle = libssh2_sftp_open_ex(
                 raw, path, UInt32(path.utf8.count), UInt(LIBSSH2_FXF_READ), 0, LIBSSH2_SFTP_OPENFILE)
@@ -85,6 +76,7 @@ public final class SFTP {
     public func writeAtomically(
         _ data: Data, to path: String, mode: Int, fallbackRename: (String, String) throws -> Void
     ) throws {
+        try session.checkOpen()
         let directory = (path as NSString).deletingLastPathComponent
         let base = (path as NSString).lastPathComponent
         let temp =
@@ -134,6 +126,7 @@ public final class SFTP {
 
     /// Creates `path` and its missing parents with `mode`.
     public func makeDirectory(_ path: String, mode: Int) throws {
+        try session.checkOpen()
         var prefix = path.hasPrefix("/") ? "/" : ""
         for part in path.split(separator: "/") where part != "." {
             prefix += (prefix.isEmpty || prefix == "/" ? "" : "/") + part
@@ -148,6 +141,7 @@ public final class SFTP {
 
     /// `path` itself with `mode`, its parents as needed; fails if `path` exists.
     public func makeNewDirectory(_ path: String, mode: Int) throws {
+        try session.checkOpen()
         let parent = (path as NSString).deletingLastPathComponent
         if !parent.isEmpty { try makeDirectory(parent, mode: 0o700) }
         if libssh2_sftp_mkdir_ex(raw, path, UInt32(path.utf8.count), mode) != 0 {
@@ -165,6 +159,7 @@ public final class SFTP {
 
     /// The file's permission bits, or nil when it does not exist.
     public func mode(_ path: String) throws -> Int? {
+        try session.checkOpen()
         var attrs = LIBSSH2_SFTP_ATTRIBUTES()
         guard libssh2_sftp_stat_ex(raw, path, UInt32(path.utf8.count), LIBSSH2_SFTP_STAT, &attrs) == 0 else {
             if missing { return nil }
@@ -175,6 +170,7 @@ public final class SFTP {
 
     /// Removes a file; a missing one is fine.
     public func unlink(_ path: String) throws {
+        try session.checkOpen()
         if libssh2_sftp_unlink_ex(raw, path, UInt32(path.utf8.count)) != 0 && !missing {
             throw failure(path, "cannot be removed")
         }
@@ -182,6 +178,7 @@ public final class SFTP {
 
     /// The absolute form of `path` on the server (`.` is the home directory).
     public func realpath(_ path: String) throws -> String {
+        try session.checkOpen()
         var buffer = [CChar](repeating: 0, count: 4097)
         let n = libssh2_sftp_symlink_ex(
             raw, path, UInt32(path.utf8.count), &buffer, UInt32(buffer.count - 1), LIBSSH2_SFTP_REALPATH)

@@ -12,6 +12,7 @@ public final class SSHChannel {
     let raw: OpaquePointer
 
     init(session: SSHSession) throws {
+        try session.checkOpen()
         self.session = session
         libssh2_session_set_blocking(session.raw, 1)
         guard
@@ -30,6 +31,8 @@ public final class SSHChannel {
     private var finished = false
 
     deinit {
+        // A closed session has freed its channels with it.
+        if session.isClosed { return }
         // Freeing a channel whose command still runs (after a timeout) would block until the
         // command ends: give it half a second, then leave the rest to the session's cleanup.
         // (libssh2 1.10 cannot send a signal; the remote command runs on without its output.)
@@ -119,19 +122,42 @@ public final class SSHChannel {
             }
             try waitSocket(until: deadline)
         }
-        // Wait for the exit status, which comes with or just after the end of output.
+        // The exit status arrives after the end of output and before the server closes the
+        // channel. Only a close that completed proves it arrived: libssh2 reports 0 for a status
+        // it never received, so a connection lost now must not read as success.
+        var lost: Int32 = 0
         while true {
             let r = libssh2_channel_close(raw)
             if r == 0 { break }
-            if r != LIBSSH2_ERROR_EAGAIN { break }
+            if r != LIBSSH2_ERROR_EAGAIN {
+                lost = r
+                break
+            }
             guard Date() < deadline else { throw VLLMCtlError.commandTimedOut(argv: argv, seconds: seconds) }
             try waitSocket(until: deadline)
         }
-        while true {
+        while lost == 0 {
             let r = libssh2_channel_wait_closed(raw)
-            if r != LIBSSH2_ERROR_EAGAIN { break }
-            guard Date() < deadline else { break }
+            if r == 0 { break }
+            if r != LIBSSH2_ERROR_EAGAIN {
+                lost = r
+                break
+            }
+            guard Date() < deadline else { throw VLLMCtlError.commandTimedOut(argv: argv, seconds: seconds) }
             try waitSocket(until: deadline)
+        }
+        if lost != 0 {
+            // libssh2's last message may be an older EAGAIN's; say the failing call's own code.
+            let last = session.lastError
+            let said = last.code == lost && !last.message.isEmpty ? last.message : SSHSession.describe(lost)
+            session.markBroken()
+            throw SSHError(
+                host: session.options.place,
+                message:
+                    "the connection was lost after `\(argv.first ?? "")` ended its output but before its exit status arrived (\(said)), so whether it succeeded is unknown",
+                hint:
+                    "Check what it was to do before running it again (for a deployment: `vllmctl status`); the login node or the network may have dropped the connection",
+                connectionLost: true)
         }
         finished = true
         var status = libssh2_channel_get_exit_status(raw)

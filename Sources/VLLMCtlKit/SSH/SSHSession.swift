@@ -12,11 +12,15 @@ public struct SSHError: Error, Equatable, Sendable, CustomStringConvertible, Loc
     public var host: String
     public var message: String
     public var hint: String
+    /// The connection to the server broke (or could not be made): a new session may work.
+    /// False for refusals (host key, authentication) and for the server's own errors.
+    public var connectionLost: Bool
 
-    public init(host: String, message: String, hint: String) {
+    public init(host: String, message: String, hint: String, connectionLost: Bool = false) {
         self.host = host
         self.message = message
         self.hint = hint
+        self.connectionLost = connectionLost
     }
 
     public var description: String { "ssh \(host): \(message). \(hint)" }
@@ -67,6 +71,9 @@ public struct SSHConnectOptions: Sendable {
     }
     /// ProxyJump: the session goes through a direct-tcpip channel of a session to this host.
     public var jumpHosts: [SSHConnectOptions] = []
+    /// For tests: the TCP socket's send buffer (SO_SNDBUF) in bytes, small so that sends would
+    /// block often (libssh2's EAGAIN on sending); nil leaves the system's.
+    var sendBufferSize: Int32?
     /// Told what the server's host key is and whether known_hosts knows it, before the
     /// host-key decision (so also when connecting fails afterwards). For `vllmctl doctor`.
     public var onHostKey: (@Sendable (SSHHostKeyFinding) -> Void)?
@@ -173,6 +180,11 @@ public struct SSHConnectOptions: Sendable {
 ///
 /// libssh2 lets one thread at a time use a session and everything opened on it, so a session
 /// is used only through `perform`, which runs its body on the session's own serial queue.
+///
+/// The session is the one owner of its C handles: libssh2's session, its SFTP subsystem and
+/// the socket. Children (`SSHChannel`, `SFTP`) hold the session; the session holds none of
+/// them, so dropping the last reference frees everything. `close()` (or `withSession`) frees
+/// it at a known moment; `deinit` is the safety net.
 public final class SSHSession: @unchecked Sendable {
     public let options: SSHConnectOptions
     let raw: OpaquePointer
@@ -180,7 +192,18 @@ public final class SSHSession: @unchecked Sendable {
     private let queue: DispatchQueue
     /// Holds the keyboard-interactive responder for libssh2's callback (the session's abstract).
     private let box: CallbackBox
-    private var sftpHandle: SFTP?
+    /// libssh2's SFTP subsystem, started on first use and shut down with the session. `SFTP`
+    /// objects borrow it.
+    private var sftpRaw: OpaquePointer?
+    /// Set by `close()` (on the queue): the handles are freed, every later use throws.
+    private(set) var isClosed = false
+    /// Whether the connection failed (or the session was closed); safe from any thread.
+    var isBroken: Bool { brokenLock.withLock { broken } }
+    private let brokenLock = NSLock()
+    private var broken = false
+
+    /// Notes that the connection failed: `RemoteHost` then replaces the session.
+    func markBroken() { brokenLock.withLock { broken = true } }
     /// The ProxyJump hop this session runs through, if any.
     private var proxy: ProxyJumpPump?
     /// The server's identification string (`SSH-2.0-OpenSSH_9.2p1 …`).
@@ -212,7 +235,7 @@ public final class SSHSession: @unchecked Sendable {
         box = CallbackBox(keyboardInteractive: options.keyboardInteractive)
         let abstract = Unmanaged.passUnretained(box).toOpaque()
         guard let session = libssh2_session_init_ex(nil, nil, nil, abstract) else {
-            close(socket)
+            Glibc.close(socket)
             proxy?.stop()
             throw SSHError(
                 host: options.place, message: "libssh2 could not create a session", hint: "Try again")
@@ -234,13 +257,51 @@ public final class SSHSession: @unchecked Sendable {
     }
 
     deinit {
-        sftpHandle = nil
+        release()
+    }
+
+    /// Says goodbye, frees the SFTP subsystem, the session (and with it any channel still
+    /// open) and closes the socket. On the session's queue, or from `deinit`.
+    private func release() {
+        if isClosed { return }
+        isClosed = true
+        markBroken()
         libssh2_session_set_blocking(raw, 1)
         libssh2_session_set_timeout(raw, 2000)
+        if let sftpRaw {
+            libssh2_sftp_shutdown(sftpRaw)
+            self.sftpRaw = nil
+        }
         _ = libssh2_session_disconnect_ex(raw, SSH_DISCONNECT_BY_APPLICATION, "bye", "")
         libssh2_session_free(raw)
-        close(socket)
+        Glibc.close(socket)
         proxy?.stop()
+    }
+
+    /// Closes the session now: waits for the work queued before it (a forwarder's loop
+    /// included), then disconnects and frees everything. Later uses throw. Idempotent.
+    public func close() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            queue.async {
+                self.release()
+                continuation.resume()
+            }
+        }
+    }
+
+    /// Connects, runs `body` with the session, and closes it, also when `body` throws.
+    public static func withSession<T: Sendable>(
+        _ options: SSHConnectOptions, _ body: (SSHSession) async throws -> T
+    ) async throws -> T {
+        let session = try await connect(options)
+        do {
+            let result = try await body(session)
+            await session.close()
+            return result
+        } catch {
+            await session.close()
+            throw error
+        }
     }
 
     /// Opens a session on its own serial queue.
@@ -257,8 +318,21 @@ public final class SSHSession: @unchecked Sendable {
     public func perform<T: Sendable>(_ body: @escaping @Sendable (SSHSession) throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
             queue.async {
-                continuation.resume(with: Result { try body(self) })
+                continuation.resume(
+                    with: Result {
+                        try self.checkOpen()
+                        return try body(self)
+                    })
             }
+        }
+    }
+
+    /// Throws once the session was closed. Only on the session's queue.
+    func checkOpen() throws {
+        if isClosed {
+            throw SSHError(
+                host: options.place, message: "the SSH session was closed",
+                hint: "This is a bug in vllmctl if it was not interrupted", connectionLost: true)
         }
     }
 
@@ -270,10 +344,18 @@ public final class SSHSession: @unchecked Sendable {
 
     /// The session's SFTP subsystem, started on first use. Only inside `perform`.
     public func sftp() throws -> SFTP {
-        if let sftpHandle { return sftpHandle }
-        let s = try SFTP(session: self)
-        sftpHandle = s
-        return s
+        try checkOpen()
+        if let sftpRaw { return SFTP(session: self, raw: sftpRaw) }
+        libssh2_session_set_blocking(raw, 1)
+        guard let started = libssh2_sftp_init(raw) else {
+            throw error(
+                "cannot start SFTP",
+                hint:
+                    "The server must allow the sftp subsystem (Subsystem sftp in sshd_config); ask the cluster admins"
+            )
+        }
+        sftpRaw = started
+        return SFTP(session: self, raw: started)
     }
 
     // MARK: errors
@@ -315,8 +397,28 @@ public final class SSHSession: @unchecked Sendable {
     func error(_ what: String, hint: String) -> SSHError {
         let last = lastError
         let said = last.message.isEmpty ? "" : " (libssh2: \(last.message))"
-        return SSHError(host: options.place, message: what + said, hint: hint)
+        let lost = Self.connectionErrors.contains(last.code)
+        if lost { markBroken() }
+        return SSHError(host: options.place, message: what + said, hint: hint, connectionLost: lost)
     }
+
+    /// A libssh2 error code in words, for when libssh2's last message belongs to another call.
+    static func describe(_ code: Int32) -> String {
+        switch code {
+        case LIBSSH2_ERROR_SOCKET_RECV: return "reading from the connection failed"
+        case LIBSSH2_ERROR_SOCKET_SEND: return "writing to the connection failed"
+        case LIBSSH2_ERROR_SOCKET_DISCONNECT: return "the server disconnected"
+        case LIBSSH2_ERROR_SOCKET_TIMEOUT, LIBSSH2_ERROR_TIMEOUT: return "the server stopped answering"
+        default: return "libssh2 error \(code)"
+        }
+    }
+
+    /// libssh2's errors that mean the connection itself failed (not a refusal by the server).
+    static let connectionErrors: Set<Int32> = [
+        LIBSSH2_ERROR_SOCKET_SEND, LIBSSH2_ERROR_SOCKET_RECV, LIBSSH2_ERROR_SOCKET_DISCONNECT,
+        LIBSSH2_ERROR_SOCKET_TIMEOUT, LIBSSH2_ERROR_TIMEOUT, LIBSSH2_ERROR_BANNER_RECV,
+        LIBSSH2_ERROR_DECRYPT,
+    ]
 
     // MARK: connect
 
@@ -366,15 +468,18 @@ public final class SSHSession: @unchecked Sendable {
                 _ = fcntl(fd, F_SETFL, flags)
                 var one: Int32 = 1
                 setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+                if var size = options.sendBufferSize {
+                    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+                }
                 return fd
             }
-            close(fd)
+            Glibc.close(fd)
         }
         throw SSHError(
             host: options.place, message: "cannot connect: \(lastProblem)",
             hint:
-                "Check that the host is up and reachable from here (VPN?), and HostName/Port in your ssh_config"
-        )
+                "Check that the host is up and reachable from here (VPN?), and HostName/Port in your ssh_config",
+            connectionLost: true)
     }
 
     private func handshake() throws {

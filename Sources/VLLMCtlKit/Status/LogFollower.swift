@@ -13,7 +13,10 @@ public struct LogFollower: Sendable {
         async throws
     {
         var offset = 0
-        if let data = try await context.host.readFile(path) {
+        // Everything here only reads: a lost SSH connection is replaced and the read repeated.
+        let host = context.host
+        let terminal = context.terminal
+        if let data = try await host.retryingReads(terminal: terminal, { try await host.readFile(path) }) {
             let text = String(decoding: data, as: UTF8.self)
             var tail = text.split(separator: "\n", omittingEmptySubsequences: false)
             if tail.last == "" { tail.removeLast() }
@@ -31,13 +34,18 @@ public struct LogFollower: Sendable {
         var ended = false
         while true {
             try Task.checkCancellation()
-            if let more = try await context.host.readFile(path, from: offset), !more.isEmpty {
+            let more = try await host.retryingReads(terminal: terminal) {
+                try await host.readFile(path, from: offset)
+            }
+            if let more, !more.isEmpty {
                 offset += more.count
                 emit(String(decoding: more, as: UTF8.self))
             }
             if ended { return }
             if context.clock.now() >= nextCheck {
-                let job = try await watcher.snapshot(jobID: jobID)
+                let job = try await host.retryingReads(terminal: terminal) {
+                    try await watcher.snapshot(jobID: jobID)
+                }
                 // One more read after the end, for the last lines.
                 ended = job.map { $0.state.isFinal } ?? true
                 nextCheck = context.clock.now().addingTimeInterval(schedulerSeconds)

@@ -1,0 +1,125 @@
+import Foundation
+import Testing
+
+@testable import VLLMCtlKit
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The process's open descriptors and the socket inodes among them (/proc/self/fd).
+enum OpenDescriptors {
+    static var count: Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+    }
+
+    /// The inodes of every socket this process holds open.
+    static var socketInodes: Set<UInt64> {
+        let dir = "/proc/self/fd"
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        var inodes: Set<UInt64> = []
+        for name in names {
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + name),
+                let match = target.firstMatch(of: /^socket:\[(\d+)\]$/), let inode = UInt64(match.1)
+            else { continue }
+            inodes.insert(inode)
+        }
+        return inodes
+    }
+
+    static func inode(of fd: Int32) -> UInt64 {
+        var st = stat()
+        return fstat(fd, &st) == 0 ? UInt64(st.st_ino) : 0
+    }
+}
+
+/// What is left of a session once its users let go: a weak reference and its socket's inode.
+final class SessionTrace: @unchecked Sendable {
+    private let lock = NSLock()
+    private var sessions: [Weak] = []
+    private var inodes: Set<UInt64> = []
+    private struct Weak { weak var session: SSHSession? }
+
+    func add(_ s: SSHSession) {
+        let inode = OpenDescriptors.inode(of: s.socket)
+        lock.withLock {
+            sessions.append(Weak(session: s))
+            inodes.insert(inode)
+        }
+    }
+
+    var traced: Int { lock.withLock { sessions.count } }
+    var alive: Int { lock.withLock { sessions.filter { $0.session != nil }.count } }
+    /// Which of the traced sessions are still alive, in the order they were added.
+    var aliveIndices: [Int] { lock.withLock { sessions.indices.filter { sessions[$0].session != nil } } }
+    var socketsOpen: Int { lock.withLock { inodes.intersection(OpenDescriptors.socketInodes).count } }
+
+    /// Waits up to `seconds` for every traced session and socket to be gone.
+    func waitReleased(seconds: Double = 5) async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while (alive > 0 || socketsOpen > 0) && Date() < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+}
+
+@Suite struct SSHLifetimeTests {
+    /// Issue 12 item 10: a session that did SFTP used to stay alive forever (SSHSession held
+    /// its SFTP, which held the session), with its socket and sshd's process on the cluster.
+    @Test func sessionsAndTheirSocketsAreReleased() async throws {
+        let http = CurlHTTPClient()
+        // Not loopback: only cluster addresses are routed over the session.
+        let sim = try SimulatorProcess(bindHost: "10.77.0.1")
+        defer { sim.stop() }
+        try await sim.waitHealthy(http: http)
+        let dir = try temporaryDirectory()
+        try Data("hello".utf8).write(to: URL(fileURLWithPath: dir + "/file"))
+        let trace = SessionTrace()
+        let before = OpenDescriptors.count
+        for i in 0..<30 {
+            let host = RemoteHost(options: LocalSSH.options())
+            #expect(try await host.readFile(dir + "/file") == Data("hello".utf8))
+            #expect(try await host.output(["echo", "\(i)"]) == "\(i)\n")
+            if i % 3 == 0 {
+                // HTTP over the same session: a PortForwarder on the session's queue.
+                let routed = CurlHTTPClient(route: host)
+                let health = try await routed.send(
+                    HTTPRequest(url: sim.url + "/health", connectTimeout: 5, timeout: 10))
+                #expect(health.status == 200)
+            }
+            trace.add(try await host.session())
+            // Half are closed, half only dropped (deinit is the safety net).
+            if i % 2 == 0 { await host.close() }
+        }
+        // The scoped form, with SFTP and an exec on the session itself.
+        try await SSHSession.withSession(LocalSSH.options()) { session in
+            trace.add(session)
+            let read = try await session.perform { try $0.sftp().read(dir + "/file") }
+            #expect(read == Data("hello".utf8))
+            let r = try await session.perform {
+                try SSHChannel.execute("true", input: nil, on: $0, timeout: .seconds(30), argv: ["true"])
+            }
+            #expect(r.status == 0)
+        }
+        try await trace.waitReleased()
+        let after = OpenDescriptors.count
+        print("SSHLifetimeTests: \(before) descriptors before 31 sessions, \(after) after")
+        #expect(trace.traced == 31)
+        #expect(trace.alive == 0, "descriptors: \(before) before, \(after) after")
+        #expect(trace.socketsOpen == 0, "descriptors: \(before) before, \(after) after")
+    }
+
+    @Test func aClosedSessionSaysSoInsteadOfCrashing() async throws {
+        let session = try await SSHSession.connect(LocalSSH.options())
+        // An SFTP object kept past its session (only a bug would do that) fails, not crashes.
+        final class Kept: @unchecked Sendable { var sftp: SFTP? }
+        let kept = Kept()
+        try await session.perform { kept.sftp = try $0.sftp() }
+        await session.close()
+        await session.close()  // idempotent
+        let text = await thrownText { try await session.perform { _ in 1 } }
+        #expect(text?.contains("the SSH session was closed") == true, "\(text ?? "no error")")
+        let stale = await thrownText { try await session.perform { _ in try kept.sftp?.realpath(".") } }
+        #expect(stale?.contains("closed") == true, "\(stale ?? "no error")")
+    }
+}
