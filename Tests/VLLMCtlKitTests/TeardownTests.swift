@@ -620,9 +620,16 @@ func squeueOutput(_ jobs: [JobSnapshot], for argv: [String]) -> String {
         let store = DeploymentStore(directory: dir + "/records")
         try store.save(record("20", "shared", dir: dir))
         try FileManager.default.createDirectory(atPath: dir + "/share", withIntermediateDirectories: true)
-        let shared = dir + "/share/shared-" + DeploymentFiles.infoText
+        // Named by user and job (issue 12 item 11); only the user's own file is replaced.
+        let shared = dir + "/share/" + SharedConnectionFile.fileName(user: me, name: "shared", jobID: "20")
         try "Server URL: http://dead:1\n".write(toFile: shared, atomically: true, encoding: .utf8)
-        let host = ScriptedHost { _ in CommandResult(status: 0, stdout: "", stderr: "") }
+        let host = ScriptedHost { argv in
+            // `id -un` and the owner (`stat -c %U`) are the user.
+            if argv[0] == "id" || argv[0] == "stat" {
+                return CommandResult(status: 0, stdout: me + "\n", stderr: "")
+            }
+            return CommandResult(status: 0, stdout: "", stderr: "")
+        }
         let context = Context(
             host: host, http: FixedHTTP(status: 200), clock: SteppingClock(t0), terminal: QuietTerminal(),
             records: store, environment: [:])
@@ -633,6 +640,28 @@ func squeueOutput(_ jobs: [JobSnapshot], for argv: [String]) -> String {
         let text = try String(contentsOfFile: shared, encoding: .utf8)
         #expect(text.hasPrefix("Stopped at 2027-01-15T08:00:00Z"))
         #expect(text.split(separator: "\n").count == 1)
+    }
+
+    /// A file at the user's shared path that belongs to someone else is never replaced.
+    @Test func anotherUsersSharedFileIsLeftAlone() async throws {
+        let dir = try temporaryDirectory()
+        let store = DeploymentStore(directory: dir + "/records")
+        try store.save(record("20", "shared", dir: dir))
+        try FileManager.default.createDirectory(atPath: dir + "/share", withIntermediateDirectories: true)
+        let shared = dir + "/share/" + SharedConnectionFile.fileName(user: me, name: "shared", jobID: "20")
+        try "theirs\n".write(toFile: shared, atomically: true, encoding: .utf8)
+        let host = ScriptedHost { argv in
+            if argv[0] == "id" { return CommandResult(status: 0, stdout: me + "\n", stderr: "") }
+            if argv[0] == "stat" { return CommandResult(status: 0, stdout: "mallory\n", stderr: "") }
+            return CommandResult(status: 0, stdout: "", stderr: "")
+        }
+        let context = Context(
+            host: host, http: FixedHTTP(status: 200), clock: SteppingClock(t0), terminal: QuietTerminal(),
+            records: store, environment: [:])
+        let t = Teardown(
+            context: context, profile: ClusterProfile(name: "local", shareDir: dir + "/share"), user: me)
+        _ = await t.execute(try await t.plan(.named(["shared"])))
+        #expect(try String(contentsOfFile: shared, encoding: .utf8) == "theirs\n")
     }
 }
 
