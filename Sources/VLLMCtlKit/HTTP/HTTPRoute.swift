@@ -40,5 +40,10 @@ public struct URLTarget: Sendable, Equatable {
     }
 
     /// `host:port`, with brackets around an IPv6 address.
-    public var hostPort: String { (host.contains(":") ? "[\(host)]" : host) + ":\(port)" }
+    public var hostPort: String { Self.hostPort(host, port) }
+
+    /// `host:port`, with brackets around an IPv6 address.
+    public static func hostPort(_ host: String, _ port: Int) -> String {
+        (host.contains(":") ? "[\(host)]" : host) + ":\(port)"
+    }
 }

@@ -11,7 +11,7 @@ import Foundation
 /// exec and SFTP keep using the same session in between.
 extension RemoteHost: HTTPRoute {
     public func carry(_ client: Int32, host: String, port: Int, timeout: Double) async throws {
-        let target = (host.contains(":") ? "[\(host)]" : host) + ":\(port)"
+        let target = URLTarget.hostPort(host, port)
         let url = "http://\(target)"
         let forwarder: PortForwarder
         do {

@@ -119,8 +119,9 @@ public final class PortForwarder: @unchecked Sendable {
     /// Rate limit of `channelOpenFailed`: when it was last said, and failures since.
     private var lastOpenFailureEvent: UInt64 = 0
     private var openFailuresUnsaid = 0
-    /// The direct-tcpip open's own data for the listener's target.
+    /// The direct-tcpip open's own data for the listener's target, and that target for messages.
     private let openMessage: [CChar]
+    private let listenerTarget: String
     /// The largest packet each channel accepts (libssh2's default; it refuses more than 40000).
     static let packetSize: UInt32 = 32768
 
@@ -144,6 +145,7 @@ public final class PortForwarder: @unchecked Sendable {
         self.connect = connect
         self.onEvent = onEvent
         openMessage = Self.openMessage(host: targetHost, port: targetPort)
+        listenerTarget = URLTarget.hostPort(targetHost, targetPort)
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else {
             throw VLLMCtlError.invalidInput(
@@ -181,7 +183,7 @@ public final class PortForwarder: @unchecked Sendable {
         _ = fcntl(client, F_SETFL, O_NONBLOCK)
         let f = Forward(client: client, bufferSize: settings.bufferSize, now: Self.now())
         f.openMessage = Self.openMessage(host: host, port: port)
-        f.target = (host.contains(":") ? "[\(host)]" : host) + ":\(port)"
+        f.target = URLTarget.hostPort(host, port)
         f.openTimeout = timeout
         f.opened = opened
         f.closeOnClientEOF = true
@@ -528,7 +530,7 @@ public final class PortForwarder: @unchecked Sendable {
             var one: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             let f = Forward(client: fd, bufferSize: settings.bufferSize, now: Self.now())
-            f.target = "\(targetHost.contains(":") ? "[\(targetHost)]" : targetHost):\(targetPort)"
+            f.target = listenerTarget
             f.openTimeout = settings.channelOpenTimeout
             waiting.append(f)
         }
