@@ -15,16 +15,17 @@ struct ConfigCommand: AsyncParsableCommand {
             String?
         @Flag(help: "Replace an existing file.") var force = false
 
-        func run() async throws {
-            let environment = ProcessInfo.processInfo.environment
-            let path = ConfigLocation.resolve(explicit: config, environment: environment).path
+        func run() async throws { try await run(.live) }
+
+        func run(_ ctx: CLIContext) async throws {
+            let path = ConfigLocation.resolve(explicit: config, environment: ctx.environment).path
             if FileManager.default.fileExists(atPath: path) && !force {
                 throw VLLMCtlError.file(path: path, message: "already exists; pass --force to replace it")
             }
             try FileManager.default.createDirectory(
                 atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             try LocalFiles.writeAtomically(Data(StarterConfig.text.utf8), to: path, mode: 0o600)
-            StandardTerminal().print(
+            ctx.terminal.print(
                 "Wrote \(path). Edit the cluster profile, then try `vllmctl deploy PRESET --dry-run`.")
         }
     }
@@ -34,11 +35,11 @@ struct ConfigCommand: AsyncParsableCommand {
             commandName: "check", abstract: "Read the configuration and report problems.")
         @OptionGroup var cluster: ClusterOptions
 
-        func run() async throws {
-            let environment = ProcessInfo.processInfo.environment
-            let loaded = try ConfigLocation.load(explicit: cluster.config, environment: environment)
-            let terminal = StandardTerminal()
-            terminal.print(
+        func run() async throws { try await run(.live) }
+
+        func run(_ ctx: CLIContext) async throws {
+            let loaded = try ConfigLocation.load(explicit: cluster.config, environment: ctx.environment)
+            ctx.terminal.print(
                 "\(loaded.path ?? "(no file)"): \(loaded.clusters.count) cluster(s), \(loaded.models.count) model preset(s); default cluster: \(loaded.defaultCluster ?? "none")"
             )
         }

@@ -114,8 +114,10 @@ struct DeployCommand: AsyncParsableCommand {
         return s
     }
 
-    func run() async throws {
-        let env = try CLIEnvironment(options: cluster)
+    func run() async throws { try await run(.live) }
+
+    func run(_ ctx: CLIContext) async throws {
+        let env = try ctx.cluster(cluster)
         if tunnel && env.profile.sshHost == nil {
             throw ValidationError(
                 "--tunnel needs a profile with ssh_host; `\(env.profile.name)` runs on the cluster, where the server's URL works directly."
@@ -132,7 +134,7 @@ struct DeployCommand: AsyncParsableCommand {
         let request = DeployRequest(
             modelOrPreset: model, name: name, flags: flags, apiKey: key, dryRun: dryRun, wait: !noWait)
         let deployer = Deployer(
-            context: env.context, config: env.config, profile: env.profile, templates: env.templates)
+            context: env.context, config: env.config, profile: env.profile, templates: ctx.templates)
         let terminal = env.context.terminal
         let outcome: DeployOutcome
         do {
@@ -157,7 +159,7 @@ struct DeployCommand: AsyncParsableCommand {
         if tunnel, outcome.connection != nil {
             do {
                 tunnelRecord = try await TunnelCommand.startInBackground(
-                    env: env, options: cluster, deployment: record.jobID, localPort: tunnelPort,
+                    ctx, cluster: env, options: cluster, deployment: record.jobID, localPort: tunnelPort,
                     bind: "127.0.0.1")
             } catch {
                 terminal.note(

@@ -34,13 +34,15 @@ struct DoctorCommand: AsyncParsableCommand {
     @Option(name: .long, help: "The local port `vllmctl tunnel` would use.")
     var localPort: Int = 8000
 
-    func run() async throws {
+    func run() async throws { try await run(.live) }
+
+    func run(_ ctx: CLIContext) async throws {
         let doctor = Doctor(
             options: DoctorOptions(
-                configPath: config, cluster: cluster, environment: ProcessInfo.processInfo.environment,
+                configPath: config, cluster: cluster, environment: ctx.environment,
                 submitProbe: submitProbe, tunnelPort: localPort))
         let report = await doctor.run()
-        StandardTerminal().print(json ? report.json : report.text)
+        ctx.terminal.print(json ? report.json : report.text)
         if report.exitStatus != 0 { throw ExitCode(report.exitStatus) }
     }
 }

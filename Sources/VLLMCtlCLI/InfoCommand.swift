@@ -26,8 +26,10 @@ struct InfoCommand: AsyncParsableCommand {
         }
     }
 
-    func run() async throws {
-        let environment = try CLIEnvironment(options: cluster)
+    func run() async throws { try await run(.live) }
+
+    func run(_ ctx: CLIContext) async throws {
+        let environment = try ctx.cluster(cluster)
         let context = environment.context
         let resolved = try await DeploymentResolver(context: context, cluster: environment.profile.name)
             .resolve(deployment)
@@ -49,9 +51,7 @@ struct InfoCommand: AsyncParsableCommand {
             )
         }
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            context.terminal.print(String(decoding: try encoder.encode(record), as: UTF8.self))
+            context.terminal.print(try PrettyJSON.string(record))
         } else if env {
             context.terminal.print(info.environmentExports)
         } else if curl {

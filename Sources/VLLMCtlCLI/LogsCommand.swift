@@ -12,17 +12,19 @@ struct LogsCommand: AsyncParsableCommand {
     @Flag(help: "The job's stderr instead of stdout.") var stderr = false
     @Option(help: "How many last lines to show first.") var lines: Int = 50
 
-    func run() async throws {
-        let env = try CLIEnvironment(options: cluster)
+    func run() async throws { try await run(.live) }
+
+    func run(_ ctx: CLIContext) async throws {
+        let env = try ctx.cluster(cluster)
         let resolved = try await DeploymentResolver(context: env.context, cluster: env.profile.name).resolve(
             deployment)
         let follower = LogFollower(context: env.context)
         let path = stderr ? resolved.stderrPath : resolved.stdoutPath
         let terminal = env.context.terminal
+        let write = ctx.write
         try await cancellingOnSignal {
-            try await follower.run(path: path, jobID: resolved.jobID, lines: lines, follow: follow) { text in
-                FileHandle.standardOutput.write(Data(text.utf8))
-            }
+            try await follower.run(
+                path: path, jobID: resolved.jobID, lines: lines, follow: follow, emit: write)
         }
         if follow { terminal.note("vllmctl: job \(resolved.jobID) has ended.") }
     }

@@ -17,8 +17,10 @@ struct MetricsCommand: AsyncParsableCommand {
         }
     }
 
-    func run() async throws {
-        let env = try CLIEnvironment(options: cluster)
+    func run() async throws { try await run(.live) }
+
+    func run(_ ctx: CLIContext) async throws {
+        let env = try ctx.cluster(cluster)
         let resolved = try await DeploymentResolver(context: env.context, cluster: env.profile.name).resolve(
             deployment)
         guard let info = resolved.connection, resolved.isRunning else {

@@ -2,10 +2,6 @@ import ArgumentParser
 import Foundation
 import VLLMCtlKit
 
-#if canImport(Glibc)
-    import Glibc
-#endif
-
 struct QueryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "query",
@@ -97,60 +93,52 @@ struct QueryCommand: AsyncParsableCommand {
         }
     }
 
-    func run() async throws {
-        let (server, http) = try await resolveServer()
+    func run() async throws { try await run(.live) }
+
+    func run(_ ctx: CLIContext) async throws {
+        let (server, http) = try await resolveServer(ctx)
         let client = QueryClient(http: http, server: server)
-        let terminal = StandardTerminal()
         if info {
             let facts = try await client.info()
-            if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-                terminal.print(String(decoding: try encoder.encode(facts), as: UTF8.self))
-            } else {
-                terminal.print(facts.text)
-            }
+            ctx.terminal.print(json ? try PrettyJSON.string(facts) : facts.text)
             return
         }
-
         // Everything that can be checked locally is checked before the first request.
         let options = QueryOptions(
-            prompt: try readPrompt(), chat: chat, system: system, maxTokens: maxTokens,
+            prompt: try readPrompt(ctx.input), chat: chat, system: system, maxTokens: maxTokens,
             temperature: temperature, topP: topP,
             model: model, stream: stream, image: try image.map { try ImageAttachment.load(path: $0) },
             structuredOutput: try jsonSchema.map { try StructuredOutput.parse(argument: $0) })
 
-        let out = FileHandle.standardOutput
+        let write = ctx.write
         let json = self.json
-        let printed = PrintedFlag()
+        let printed = Locked(false)
         let result: QueryResult
         do {
             result = try await client.run(
                 options,
                 onText: { piece in
                     if !json {
-                        out.write(Data(piece.utf8))
-                        printed.set()
+                        write(piece)
+                        printed.withLock { $0 = true }
                     }
                 },
-                onEvent: { event in if json { out.write(Data((event + "\n").utf8)) } })
+                onEvent: { event in if json { write(event + "\n") } })
         } catch {
             // A stream that broke off leaves its partial line open; end it before the error.
-            if printed.value { out.write(Data("\n".utf8)) }
+            if printed.value { write("\n") }
             throw error
         }
-
         if !stream {
-            terminal.print(json ? String(decoding: result.rawBody, as: UTF8.self) : result.text)
+            ctx.terminal.print(json ? String(decoding: result.rawBody, as: UTF8.self) : result.text)
         } else if !json {
-            out.write(Data("\n".utf8))
+            write("\n")
         }
         if let saveDir {
-            let path = try QueryArchive.save(result, directory: saveDir)
-            terminal.note("Saved \(path)")
+            ctx.terminal.note("Saved \(try QueryArchive.save(result, directory: saveDir))")
         }
         if result.truncated {
-            terminal.note("(The answer stopped at --max-tokens \(maxTokens); raise it for a longer one.)")
+            ctx.terminal.note("(The answer stopped at --max-tokens \(maxTokens); raise it for a longer one.)")
         }
         if let schema = options.structuredOutput {
             _ = try schema.check(answer: result.text, truncated: result.truncated)
@@ -159,64 +147,33 @@ struct QueryCommand: AsyncParsableCommand {
 
     /// The server from the deployment (and HTTP through the profile's login node when it has
     /// `ssh_host`), or from --url / --host (HTTP straight from here).
-    func resolveServer() async throws -> (QueryServer, any HTTPClient) {
-        let environment = ProcessInfo.processInfo.environment
+    func resolveServer(_ ctx: CLIContext) async throws -> (QueryServer, any HTTPClient) {
         let total: Double? = timeout == 0 ? nil : timeout
         if let deployment {
-            let cli = try CLIEnvironment(options: cluster)
-            let resolved = try await DeploymentResolver(context: cli.context, cluster: cli.profile.name)
-                .resolve(deployment)
-            let record = try resolved.requireConnection()
-            if resolved.hasEnded {
-                throw VLLMCtlError.invalidInput(
-                    "Job \(resolved.jobID) (\(resolved.name)) has ended, so its server no longer answers",
-                    hint: "Deploy again with `vllmctl deploy`; `vllmctl status --all` lists your deployments."
-                )
-            }
-            // An open tunnel to this job is preferred: from a laptop the node is out of reach.
-            let tunnel = TunnelStore(records: cli.context.records).open(
-                cluster: cli.profile.name, jobID: resolved.jobID
-            ).first
-            var url = tunnel?.serverURL ?? record.serverURL
-            if ssl, url.hasPrefix("http://") { url = "https://" + url.dropFirst("http://".count) }
-            let server = try QueryServer(
-                url: url, apiKey: apiKey ?? record.apiKey, caCertificate: cacert,
-                connectTimeout: connectTimeout, timeout: total,
-                deploymentName: resolved.name, servedModelName: record.servedModelName)
-            return (server, cli.context.http)
+            let cluster = try ctx.cluster(self.cluster)
+            let server = try await QueryServer.deployment(
+                deployment, context: cluster.context, cluster: cluster.profile.name, apiKey: apiKey, ssl: ssl,
+                caCertificate: cacert, connectTimeout: connectTimeout, timeout: total)
+            return (server, cluster.context.http)
         }
-        let url: String
-        if let explicit = self.url {
-            url = explicit
-        } else if let host {
-            url = QueryServer.url(host: host, port: port ?? 8000, ssl: ssl)
-        } else {
+        guard let url = url ?? host.map({ QueryServer.url(host: $0, port: port ?? 8000, ssl: ssl) }) else {
             throw ValidationError("Name a deployment (JOB|NAME), or give the server with --url or --host.")
         }
         let server = try QueryServer(
-            url: url, apiKey: apiKey ?? environment["VLLMCTL_API_KEY"], caCertificate: cacert,
-            connectTimeout: connectTimeout,
-            timeout: total)
-        return (server, CurlHTTPClient())
+            url: url, apiKey: apiKey ?? ctx.environment["VLLMCTL_API_KEY"], caCertificate: cacert,
+            connectTimeout: connectTimeout, timeout: total)
+        return (server, ctx.directHTTP)
     }
 
-    func readPrompt() throws -> String {
+    func readPrompt(_ input: any CommandInput) throws -> String {
         if let prompt { return prompt }
-        guard isatty(STDIN_FILENO) != 1 else {
+        guard !input.isTerminal else {
             throw ValidationError("Give the prompt with --prompt, or pipe it in on stdin.")
         }
-        let text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+        let text = input.readAll()
         guard !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
             throw ValidationError("stdin was empty; give the prompt with --prompt, or pipe it in.")
         }
         return text.hasSuffix("\n") ? String(text.dropLast()) : text
     }
-}
-
-/// Whether a stream has printed anything yet (set on libcurl's thread).
-private final class PrintedFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var printed = false
-    func set() { lock.withLock { printed = true } }
-    var value: Bool { lock.withLock { printed } }
 }

@@ -2,10 +2,6 @@ import ArgumentParser
 import Foundation
 import VLLMCtlKit
 
-#if canImport(Glibc)
-    import Glibc
-#endif
-
 struct TeardownCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "teardown",
@@ -66,34 +62,30 @@ struct TeardownCommand: AsyncParsableCommand {
         }
     }
 
-    func run() async throws {
-        let env = try CLIEnvironment(options: cluster)
-        let terminal = env.context.terminal
+    func run() async throws { try await run(.live) }
+
+    func run(_ ctx: CLIContext) async throws {
+        let cluster = try ctx.cluster(self.cluster)
+        let terminal = ctx.terminal
+        let profile = cluster.profile
         let teardown = Teardown(
-            context: env.context, profile: env.profile, user: try await env.context.host.userName())
+            context: cluster.context, profile: profile, user: try await cluster.context.host.userName())
         var scope = try scope
         if case .stale(var criteria) = scope {
-            criteria.startupAllowance = env.profile.defaults.readyTimeout ?? DeployPlan.defaultReadyTimeout
+            criteria.startupAllowance = profile.defaults.readyTimeout ?? DeployPlan.defaultReadyTimeout
             scope = .stale(criteria)
         }
         let plan = try await teardown.plan(scope)
-        let named: Bool
-        if case .named = scope { named = true } else { named = false }
-
+        let named = !deployments.isEmpty
         if plan.actions.isEmpty {
             terminal.print(
                 stale
-                    ? "No stale deployments on \(env.profile.name)."
-                    : "No vllmctl deployments of yours on \(env.profile.name).")
+                    ? "No stale deployments on \(profile.name)."
+                    : "No vllmctl deployments of yours on \(profile.name).")
             return
         }
-        if !named || dryRun {
-            terminal.print(Self.render(plan))
-        }
-        if dryRun {
-            terminal.print("Dry run: nothing was changed.")
-            return
-        }
+        if !named || dryRun { terminal.print(plan.text) }
+        if dryRun { return terminal.print("Dry run: nothing was changed.") }
         if !plan.changesSomething {
             if !named {
                 terminal.print("Nothing to tear down.")
@@ -101,51 +93,20 @@ struct TeardownCommand: AsyncParsableCommand {
                 return
             }
         } else if !named && !yes {
-            guard isatty(STDIN_FILENO) == 1 else {
+            guard ctx.input.isTerminal else {
                 throw VLLMCtlError.invalidInput(
                     "Not asking for confirmation: stdin is not a terminal",
                     hint: "Pass --yes to go ahead, or --dry-run to only list. Nothing was changed.")
             }
-            FileHandle.standardError.write(
-                Data("\(Self.question(plan, cluster: env.profile.name)) [y/N] ".utf8))
-            let answer = readLine()?.trimmingCharacters(in: .whitespaces).lowercased() ?? ""
-            guard answer == "y" || answer == "yes" else {
-                terminal.print("Nothing was changed.")
-                return
-            }
+            let answer =
+                ctx.input.ask("\(plan.question(cluster: profile.name)) [y/N] ")?
+                .trimmingCharacters(in: .whitespaces).lowercased() ?? ""
+            guard answer == "y" || answer == "yes" else { return terminal.print("Nothing was changed.") }
         }
-
         let outcomes = await teardown.execute(plan)
         for outcome in outcomes where !(outcome.action.kind == .keep && !named) {
             if outcome.succeeded { terminal.print(outcome.message) } else { terminal.note(outcome.message) }
         }
         if outcomes.contains(where: { !$0.succeeded }) { throw ExitCode.failure }
-    }
-
-    /// One line per job: what will happen and why.
-    static func render(_ plan: TeardownPlan) -> String {
-        let verbs: [TeardownAction.Kind: String] = [
-            .cancel: "cancel", .cleanUp: "clean up", .alreadyDone: "done", .keep: "keep",
-            .undecided: "unsure",
-        ]
-        let idWidth = plan.actions.map(\.jobID.count).max() ?? 0
-        let nameWidth = min(plan.actions.map(\.name.count).max() ?? 0, 30)
-        return plan.actions.map { action in
-            let verb = (verbs[action.kind] ?? "").padding(toLength: 9, withPad: " ", startingAt: 0)
-            let id = action.jobID.padding(toLength: idWidth, withPad: " ", startingAt: 0)
-            let name =
-                action.name.count >= nameWidth
-                ? action.name : action.name.padding(toLength: nameWidth, withPad: " ", startingAt: 0)
-            return "\(verb) \(id)  \(name)  \(action.reason)"
-        }.joined(separator: "\n")
-    }
-
-    static func question(_ plan: TeardownPlan, cluster: String) -> String {
-        var parts: [String] = []
-        let cancel = plan.toCancel.count, clean = plan.toCleanUp.count
-        if cancel > 0 { parts.append("cancel \(cancel) job\(cancel == 1 ? "" : "s")") }
-        if clean > 0 { parts.append("clean up \(clean) record\(clean == 1 ? "" : "s")") }
-        return parts.joined(separator: " and ").prefix(1).uppercased()
-            + parts.joined(separator: " and ").dropFirst() + " on \(cluster)?"
     }
 }

@@ -12,10 +12,11 @@ struct TemplatesCommand: AsyncParsableCommand {
 
     @Argument(help: "A template to show.") var name: String?
 
-    func run() async throws {
-        let environment = ProcessInfo.processInfo.environment
-        let templates = CLIEnvironment.templates(environment: environment)
-        let terminal = StandardTerminal()
+    func run() async throws { try await run(.live) }
+
+    func run(_ ctx: CLIContext) async throws {
+        let templates = ctx.templates
+        let terminal = ctx.terminal
         if let name {
             let path = try templates.path(of: name)
             terminal.note("# \(path)")

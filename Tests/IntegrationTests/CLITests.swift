@@ -37,6 +37,19 @@ struct CLI {
         return try await sh((host?.prefix ?? []) + argv, timeout: timeout)
     }
 
+    /// Runs `body`, then cancels every job this CLI deployed, pass or fail (awaited, so that no
+    /// job outlives its test).
+    func cleaningUp<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            let result = try await body()
+            await cancelAll()
+            return result
+        } catch {
+            await cancelAll()
+            throw error
+        }
+    }
+
     func cancelAll() async {
         let store = DeploymentStore(directory: stateDir)
         let ids = store.all(cluster: "local").map(\.jobID)
@@ -73,41 +86,42 @@ extension LocalCluster {
 
         @Test func interruptLeavesTheJobRunningAndSaysHowToCancel() async throws {
             let cli = try CLI()
-            defer { Task { [cli] in await cli.cancelAll() } }
-            // A long load keeps deploy waiting; SIGINT arrives while it waits.
-            let argv =
-                ["env"] + cli.environment.map { "\($0)=\($1)" }
-                + [
-                    vllmctlBinary, "deploy", "sim", "--name", "cli-int", "--setup",
-                    "export VLLM_SIM_LOAD_SECONDS=60",
-                ]
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = Array(argv.dropFirst())
-            let errPath = try temporaryDirectory() + "/stderr"
-            _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-            process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-            process.standardOutput = FileHandle.nullDevice
-            try process.run()
-            let store = DeploymentStore(directory: cli.stateDir)
-            var record: DeploymentRecord?
-            for _ in 0..<100 where record == nil {
-                try await Task.sleep(for: .milliseconds(100))
-                record = store.all(cluster: "local").first
+            try await cli.cleaningUp {
+                // A long load keeps deploy waiting; SIGINT arrives while it waits.
+                let argv =
+                    ["env"] + cli.environment.map { "\($0)=\($1)" }
+                    + [
+                        vllmctlBinary, "deploy", "sim", "--name", "cli-int", "--setup",
+                        "export VLLM_SIM_LOAD_SECONDS=60",
+                    ]
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+                process.arguments = Array(argv.dropFirst())
+                let errPath = try temporaryDirectory() + "/stderr"
+                _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+                process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+                process.standardOutput = FileHandle.nullDevice
+                try process.run()
+                let store = DeploymentStore(directory: cli.stateDir)
+                var record: DeploymentRecord?
+                for _ in 0..<100 where record == nil {
+                    try await Task.sleep(for: .milliseconds(100))
+                    record = store.all(cluster: "local").first
+                }
+                let job = try #require(record)
+                try await Task.sleep(for: .seconds(1))
+                kill(process.processIdentifier, SIGINT)
+                for _ in 0..<50 where process.isRunning { try await Task.sleep(for: .milliseconds(100)) }
+                #expect(!process.isRunning)
+                #expect(process.terminationStatus == 130)
+                let stderr = try String(contentsOfFile: errPath, encoding: .utf8)
+                #expect(stderr.contains("keeps running"))
+                #expect(stderr.contains(job.jobID))
+                let squeue = Squeue(jobIDs: [job.jobID])
+                let state = squeue.parse(try await sh(squeue.argv).stdout).first?.state
+                #expect(state == .running || state == .pending)
+                await cli.cancelAll()
             }
-            let job = try #require(record)
-            try await Task.sleep(for: .seconds(1))
-            kill(process.processIdentifier, SIGINT)
-            for _ in 0..<50 where process.isRunning { try await Task.sleep(for: .milliseconds(100)) }
-            #expect(!process.isRunning)
-            #expect(process.terminationStatus == 130)
-            let stderr = try String(contentsOfFile: errPath, encoding: .utf8)
-            #expect(stderr.contains("keeps running"))
-            #expect(stderr.contains(job.jobID))
-            let squeue = Squeue(jobIDs: [job.jobID])
-            let state = squeue.parse(try await sh(squeue.argv).stdout).first?.state
-            #expect(state == .running || state == .pending)
-            await cli.cancelAll()
         }
 
         @Test func concurrentDeploysTakeDistinctNames() async throws {

@@ -142,6 +142,58 @@ extension LocalCluster {
             }
         }
 
+        /// Two jobs starting on one node can both find a port free; the one whose server loses
+        /// the bind must not take the other's /health for its own (it answers, but not to this
+        /// job's key), and moves on to the next port.
+        @Test func aServerThatLosesItsPortToAnotherIsNotTakenForReady() async throws {
+            let dir = try temporaryDirectory()
+            let sim = repoRoot + "/slurm/sim/bin/vllm"
+            let wrapper = dir + "/serve-after-another"
+            // The first start lets another server (another key) take the port, then binds it.
+            try """
+            #!/bin/bash
+            port=""; prev=""
+            for a in "$@"; do [[ "$prev" == --port ]] && port="$a"; prev="$a"; done
+            if [[ ! -e \(dir)/foreign.pid ]]; then
+              VLLM_API_KEY=sk-foreign0foreign0foreign0foreign VLLM_SIM_LOAD_SECONDS=0 \
+                setsid \(sim) serve other --host 0.0.0.0 --port "$port" </dev/null >/dev/null 2>&1 &
+              echo $! > \(dir)/foreign.pid
+              for _ in $(seq 100); do
+                [[ "$(exec 3<>/dev/tcp/127.0.0.1/$port && printf 'GET /health HTTP/1.0\r\n\r\n' >&3 && head -c 12 <&3)" == *200* ]] && break
+                sleep 0.1
+              done
+            fi
+            exec \(sim) serve "$@"
+            """.write(toFile: wrapper, atomically: true, encoding: .utf8)
+            chmod(wrapper, 0o755)
+            var flags = DeploySettings()
+            flags.serverCommand = [wrapper]
+            flags.port = 18_000 + Int.random(in: 0..<2000)
+            let foreign = dir + "/foreign.pid"
+            defer {
+                let pid = try? String(contentsOfFile: foreign, encoding: .utf8)
+                if let pid = pid.flatMap({ Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }) {
+                    kill(pid, SIGKILL)
+                }
+            }
+            try await cleaningUp {
+                let outcome = try await deployer.deploy(
+                    DeployRequest(modelOrPreset: "sim", name: "lost-port", flags: flags))
+                #expect(FileManager.default.fileExists(atPath: foreign), "the other server was not started")
+                let connection = try #require(outcome.connection)
+                #expect(connection.port == flags.port! + 1)
+                // The URL deploy hands out is this job's server: it takes this job's key.
+                let models = try await CurlHTTPClient().send(
+                    HTTPRequest(url: connection.serverURL + "/v1/models").authorized(
+                        try APIKey(connection.apiKey)))
+                #expect(models.status == 200)
+                let log = try String(
+                    contentsOfFile: outcome.plan.deployDir + "/"
+                        + DeploymentFiles.stderr(jobID: outcome.record!.jobID), encoding: .utf8)
+                #expect(log.contains("was taken while the server started"), "\(log)")
+            }
+        }
+
         @Test func aServerThatFailsAtStartupIsReportedWithItsLog() async throws {
             try await cleaningUp {
                 var flags = DeploySettings()

@@ -83,8 +83,11 @@ extension LocalCluster {
                 let node = try #require(object["node"] as? String)
                 // The URL carries the node's own address, which the laptop cannot reach itself.
                 let n = try #require(Int(node.dropFirst("node".count)))
-                #expect(url == "http://\(TestHost.nodeAddress(n)):8000/v1")
-                #expect(!(try await TestHost.laptop.canConnect(TestHost.nodeAddress(n), 8000)))
+                let port = try #require(
+                    url.firstMatch(of: /^http:\/\/10\.77\.0\.1[12]:(\d+)\/v1$/).flatMap { Int($0.1) },
+                    "\(url)")
+                #expect(url == "http://\(TestHost.nodeAddress(n)):\(port)/v1")
+                #expect(!(try await TestHost.laptop.canConnect(TestHost.nodeAddress(n), port)))
 
                 let status = try await cli.run(["status", "--cluster", "hpc", "--json"])
                 #expect(status.status == 0, "stderr: \(status.stderr)")

@@ -343,22 +343,23 @@ extension LocalCluster {
 
         @Test func theCLITearsDownByNameAndSaysSoTwice() async throws {
             let cli = try CLI()
-            defer { Task { [cli] in await cli.cancelAll() } }
-            let deploy = try await cli.run(["deploy", "sim", "--name", "td-cli", "--no-wait"])
-            #expect(deploy.status == 0, "stderr: \(deploy.stderr)")
-            let first = try await cli.run(["teardown", "td-cli"])
-            #expect(first.status == 0, "stderr: \(first.stderr)")
-            #expect(first.stdout.contains("Cancelled job"))
-            let second = try await cli.run(["teardown", "td-cli"])
-            #expect(second.status == 0, "stderr: \(second.stderr)")
-            #expect(second.stdout.contains("already torn down"))
-            let unknown = try await cli.run(["teardown", "no-such-deployment"])
-            #expect(unknown.status != 0)
-            #expect(unknown.stderr.contains("no-such-deployment"))
-            // A duration it cannot read is refused before anything runs.
-            let flags = try await cli.run(["teardown", "--stale", "--grace", "soon"])
-            #expect(flags.status != 0)
-            #expect(flags.stderr.contains("HH:MM:SS"))
+            try await cli.cleaningUp {
+                let deploy = try await cli.run(["deploy", "sim", "--name", "td-cli", "--no-wait"])
+                #expect(deploy.status == 0, "stderr: \(deploy.stderr)")
+                let first = try await cli.run(["teardown", "td-cli"])
+                #expect(first.status == 0, "stderr: \(first.stderr)")
+                #expect(first.stdout.contains("Cancelled job"))
+                let second = try await cli.run(["teardown", "td-cli"])
+                #expect(second.status == 0, "stderr: \(second.stderr)")
+                #expect(second.stdout.contains("already torn down"))
+                let unknown = try await cli.run(["teardown", "no-such-deployment"])
+                #expect(unknown.status != 0)
+                #expect(unknown.stderr.contains("no-such-deployment"))
+                // A duration it cannot read is refused before anything runs.
+                let flags = try await cli.run(["teardown", "--stale", "--grace", "soon"])
+                #expect(flags.status != 0)
+                #expect(flags.stderr.contains("HH:MM:SS"))
+            }
         }
     }
 }

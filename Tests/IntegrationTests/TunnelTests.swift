@@ -456,12 +456,15 @@ extension LocalCluster {
                     (try JSONSerialization.jsonObject(with: Data(deploy.stdout.utf8)) as? [String: Any])?[
                         "url"]
                         as? String)
-                let port = try #require(url.firstMatch(of: /:(\d+)\/v1/).map { String($0.1) })
-                let pids = try await sh(["pgrep", "-f", "vllm_sim.py serve .*--port \(port)( |$)"])
-                #expect(pids.status == 0, "no server process on port \(port)")
-                for pid in pids.stdout.split(separator: "\n").compactMap({ pid_t(String($0)) }) {
-                    kill(pid, SIGKILL)
-                }
+                let address = try #require(url.firstMatch(of: /\/\/([0-9.]+):(\d+)\/v1/))
+                let node = try #require((1...2).first { TestHost.nodeAddress($0) == String(address.1) })
+                // The process listening on that node's port: this job's server, and no other
+                // test's (a server on the other node may have the same port).
+                let ss = try await sh(
+                    TestHost.node(node).prefix + ["ss", "-ltnpH", "( sport = :\(address.2) )"])
+                let pids = ss.stdout.matches(of: /pid=(\d+)/).compactMap { pid_t(String($0.1)) }
+                #expect(!pids.isEmpty, "no server process on \(url): \(ss.stdout)")
+                for pid in Set(pids) { kill(pid, SIGKILL) }
                 let started = Date()
                 let tunnel = try await cli.run(
                     ["tunnel", "tun-dead", "--cluster", "local-ssh", "--local-port", "0"],

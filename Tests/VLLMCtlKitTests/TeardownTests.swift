@@ -405,10 +405,14 @@ func squeueOutput(_ jobs: [JobSnapshot], for argv: [String]) -> String {
     let format = argv.first { $0.hasPrefix("--format=\u{1E}") } ?? ""
     let token = String(format.dropFirst("--format=\u{1E}".count).prefix { $0 != "%" })
     let marks = SchedulerMarks(token: token)
+    let detail = format.contains("%P")
     return jobs.map { j in
-        let fields = [
+        var fields = [
             j.jobID, j.user, j.state.rawValue, j.reason, j.nodes, j.elapsed, "10:00", j.name, j.workDir,
         ]
+        if detail {
+            fields += Squeue.detailKeys.map { key in j.resources.first { $0.key == key }?.value ?? "N/A" }
+        }
         return marks.row + fields.joined(separator: marks.field) + "\n"
     }.joined()
 }

@@ -118,6 +118,35 @@ PY
 fi
 
 if want status; then
+# status JOB (the detail view) of a running deployment, beside `squeue --jobs=ID` (the peer)
+# and the server's own HTTP time (curl asking the same three URLs); plus its scheduler calls.
+echo
+echo "== status JOB (detail view) of a running deployment"
+out="$("$bin" deploy sim --name bench-detail --json)"
+job=$(printf '%s' "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["job_id"])')
+url=$(printf '%s' "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["url"][:-3])')
+key_file="$(dirname "$(printf '%s' "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["info_file"])')")/api_key"
+printf 'header = "Authorization: Bearer %s"\n' "$(cat "$key_file")" > "$work/curl-auth"
+chmod 600 "$work/curl-auth"
+: > "$work/dsq"; : > "$work/dst"; : > "$work/dhttp"
+for r in $(seq 1 15); do
+  time_cmd squeue --jobs="$job" >> "$work/dsq"
+  time_cmd "$bin" status bench-detail >> "$work/dst"
+  time_cmd curl -s -o /dev/null "$url/health" -o /dev/null "$url/version" -K "$work/curl-auth" -o /dev/null "$url/v1/models" >> "$work/dhttp"
+done
+: > "$work/calls"
+PATH="$work/shim:$PATH" "$bin" status bench-detail >/dev/null
+detail_calls=$(grep -cE '^(squeue|sacct|scontrol)$' "$work/calls" || true)
+scancel "$job"
+python3 - "$work/dsq" "$work/dst" "$work/dhttp" "$detail_calls" <<'PY'
+import statistics, sys
+sq, st, http = (statistics.median(float(l) for l in open(f)) for f in sys.argv[1:4])
+print(f"  squeue --jobs: median {sq*1000:.0f} ms; vllmctl status JOB: median {st*1000:.0f} ms; "
+      f"the server's three answers (curl): {http*1000:.0f} ms")
+print(f"  status JOB without the server's HTTP time: {(st-http)*1000:.0f} ms (goal <= 50 ms); "
+      f"scheduler calls: {sys.argv[4]} (goal 1)")
+PY
+
 # status with 1,000 jobs in the queue: held jobs carrying vllmctl's tag, timed beside squeue
 # alone (the peer, same run); plus the number of scheduler calls status makes.
 echo

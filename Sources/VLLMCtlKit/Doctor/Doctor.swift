@@ -211,9 +211,9 @@ private struct Run {
         }
 
         // One login, recording the host key on the way; known_hosts is not written.
-        let finding = FindingBox()
+        let finding = Locked<SSHHostKeyFinding?>(nil)
         connect.hostKeyPolicy = .acceptOnce
-        connect.onHostKey = { finding.value = $0 }
+        connect.onHostKey = { seen in finding.withLock { $0 = seen } }
         connect.connectTimeout = min(connect.connectTimeout, 10)
         for i in connect.jumpHosts.indices { connect.jumpHosts[i].hostKeyPolicy = .acceptOnce }
         let remote = RemoteHost(options: connect)
@@ -563,15 +563,5 @@ private struct Run {
                     "Use `vllmctl tunnel NAME --local-port 0` (any free port) or another port; `ss -ltnp 'sport = :\(port)'` shows who listens"
                 ))
         }
-    }
-}
-
-/// Where the host-key observer leaves what it saw (it is called on the session's queue).
-private final class FindingBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var stored: SSHHostKeyFinding?
-    var value: SSHHostKeyFinding? {
-        get { lock.withLock { stored } }
-        set { lock.withLock { stored = newValue } }
     }
 }

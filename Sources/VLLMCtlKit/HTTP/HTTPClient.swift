@@ -91,9 +91,9 @@ public struct CurlHTTPClient: HTTPClient {
     }
 
     public func send(_ request: HTTPRequest) async throws -> HTTPResponse {
-        let collected = Collected()
-        var response = try await stream(request) { collected.append($0) }
-        response.body = collected.data
+        let collected = Locked(Data())
+        var response = try await stream(request) { chunk in collected.withLock { $0.append(chunk) } }
+        response.body = collected.value
         return response
     }
 
@@ -150,11 +150,4 @@ public struct CurlHTTPClient: HTTPClient {
             }
         }
     }
-}
-
-private final class Collected: @unchecked Sendable {
-    private let lock = NSLock()
-    private var buffer = Data()
-    func append(_ data: Data) { lock.withLock { buffer.append(data) } }
-    var data: Data { lock.withLock { buffer } }
 }

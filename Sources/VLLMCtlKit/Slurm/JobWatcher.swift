@@ -11,14 +11,11 @@ public struct JobWatcher: Sendable {
         self.timeout = timeout
     }
 
-    /// How many scheduler calls this watcher made (for the benchmark and tests).
-    public static let calls = Counter()
-
     /// The job's state now. A job squeue no longer knows is looked up in sacct; one neither
-    /// knows is reported as nil.
-    public func snapshot(jobID: String) async throws -> JobSnapshot? {
-        let squeue = Squeue(jobIDs: [jobID])
-        Self.calls.increment()
+    /// knows is reported as nil. With `detail`, squeue also reports what the job asked for
+    /// (``JobSnapshot/resources``), in the same call.
+    public func snapshot(jobID: String, detail: Bool = false) async throws -> JobSnapshot? {
+        let squeue = Squeue(jobIDs: [jobID], detail: detail)
         let result = try await host.run(squeue.argv, input: nil, timeout: timeout)
         if result.status == 0, let job = squeue.parse(result.stdout).first(where: { $0.jobID == jobID }) {
             return job
@@ -32,7 +29,6 @@ public struct JobWatcher: Sendable {
         var job: JobSnapshot?
         for attempt in 0..<5 {
             if attempt > 0 { try await Task.sleep(for: .seconds(1)) }
-            Self.calls.increment()
             let accounting = try await host.run(sacct.argv, input: nil, timeout: timeout)
             guard accounting.status == 0 else { return nil }
             job = sacct.parse(accounting.stdout).first { $0.jobID == jobID }
@@ -40,13 +36,4 @@ public struct JobWatcher: Sendable {
         }
         return job
     }
-}
-
-/// A thread-safe counter.
-public final class Counter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = 0
-    public init() {}
-    public func increment() { lock.withLock { value += 1 } }
-    public var count: Int { lock.withLock { value } }
 }

@@ -16,6 +16,9 @@ public struct JobSnapshot: Sendable, Equatable {
     public var exitCode: String
     /// The job's working directory: for vllmctl's jobs, the deployment directory.
     public var workDir: String
+    /// What the job asked for (partition, account, QOS, limits), as `Key=value` pairs in
+    /// ``Squeue/detailKeys`` order; only from a detail squeue (`Squeue(detail: true)`).
+    public var resources: [(key: String, value: String)] = []
 
     public init(
         jobID: String, name: String = "", user: String = "", state: JobState, reason: String = "",
@@ -32,6 +35,13 @@ public struct JobSnapshot: Sendable, Equatable {
         self.timeLeft = timeLeft
         self.exitCode = exitCode
         self.workDir = workDir
+    }
+
+    public static func == (a: JobSnapshot, b: JobSnapshot) -> Bool {
+        a.jobID == b.jobID && a.name == b.name && a.user == b.user && a.state == b.state
+            && a.reason == b.reason && a.nodes == b.nodes && a.elapsed == b.elapsed
+            && a.timeLeft == b.timeLeft && a.exitCode == b.exitCode && a.workDir == b.workDir
+            && a.resources.elementsEqual(b.resources) { $0.key == $1.key && $0.value == $1.value }
     }
 }
 
@@ -131,18 +141,33 @@ public struct Squeue: Sendable, Equatable {
     public var jobIDs: [String]
     public var user: String?
     public var marks: SchedulerMarks
+    /// Also what the job asked for (``JobSnapshot/resources``), for `status JOB`.
+    public var detail: Bool
 
-    public init(jobIDs: [String] = [], user: String? = nil, marks: SchedulerMarks = .fresh()) {
+    public init(
+        jobIDs: [String] = [], user: String? = nil, detail: Bool = false, marks: SchedulerMarks = .fresh()
+    ) {
         self.jobIDs = jobIDs
         self.user = user
+        self.detail = detail
         self.marks = marks
     }
 
     static let fields = ["%i", "%u", "%T", "%r", "%N", "%M", "%L", "%j", "%Z"]
+    /// The detail fields: squeue's letters and the names `status JOB` shows them under
+    /// (scontrol's names, which Slurm users know).
+    static let detailFields: [(letter: String, key: String)] = [
+        ("%P", "Partition"), ("%a", "Account"), ("%q", "QOS"), ("%l", "TimeLimit"), ("%C", "NumCPUs"),
+        ("%b", "TresPerNode"), ("%m", "MinMemoryNode"), ("%S", "StartTime"),
+    ]
+    /// The names of ``JobSnapshot/resources``, in order.
+    public static var detailKeys: [String] { detailFields.map(\.key) }
+
+    var format: [String] { Self.fields + (detail ? Self.detailFields.map(\.letter) : []) }
 
     public var argv: [String] {
         var argv = [
-            "squeue", "--noheader", "--format=" + marks.row + Self.fields.joined(separator: marks.field),
+            "squeue", "--noheader", "--format=" + marks.row + format.joined(separator: marks.field),
         ]
         if !jobIDs.isEmpty { argv.append("--jobs=" + jobIDs.joined(separator: ",")) }
         if let user { argv.append("--user=" + user) }
@@ -152,11 +177,19 @@ public struct Squeue: Sendable, Equatable {
     /// The jobs in squeue's output for this call; rows whose job id is not a plain job id
     /// are dropped.
     public func parse(_ output: String) -> [JobSnapshot] {
-        marks.rows(output, count: Self.fields.count, rowStart: true).compactMap { f in
+        let detail = self.detail
+        return marks.rows(output, count: format.count, rowStart: true).compactMap { f in
             guard isJobID(f[0]) else { return nil }
-            return JobSnapshot(
+            var job = JobSnapshot(
                 jobID: f[0], name: f[7], user: f[1], state: JobState(slurm: f[2]), reason: f[3], nodes: f[4],
                 elapsed: f[5], timeLeft: f[6], workDir: f[8])
+            if detail {
+                job.resources = zip(Self.detailKeys, f[Self.fields.count...]).compactMap { key, value in
+                    // squeue prints N/A (or (null)) for what the job did not ask for.
+                    value.isEmpty || value == "N/A" || value == "(null)" ? nil : (key, value)
+                }
+            }
+            return job
         }
     }
 

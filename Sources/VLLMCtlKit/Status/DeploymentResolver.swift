@@ -61,15 +61,26 @@ public struct DeploymentResolver: Sendable {
 
     /// The deployment with job id or name `idOrName`, with the scheduler's view and its
     /// connection file; throws ``VLLMCtlError/notFound(what:name:hint:)`` when there is none.
-    public func resolve(_ idOrName: String) async throws -> ResolvedDeployment {
+    /// With `detail`, the scheduler's view includes what the job asked for (same one call).
+    public func resolve(_ idOrName: String, detail: Bool = false) async throws -> ResolvedDeployment {
         let watcher = JobWatcher(host: context.host)
         if let record = context.records.find(idOrName, cluster: cluster) {
-            let job = try await watcher.snapshot(jobID: record.jobID)
+            let job = try await watcher.snapshot(jobID: record.jobID, detail: detail)
             return ResolvedDeployment(
                 name: record.name, jobID: record.jobID, record: record, job: job, deployDir: record.deployDir,
                 connection: try await connection(deployDir: record.deployDir, jobID: record.jobID))
         }
         let user = try await context.host.userName()
+        // A job id deployed from elsewhere: that one job, if it is the user's and vllmctl's.
+        if isJobID(idOrName), let job = try await watcher.snapshot(jobID: idOrName, detail: detail),
+            Ownership(user: user).isOurs(job), !job.workDir.isEmpty
+        {
+            return ResolvedDeployment(
+                name: String(job.name.dropFirst(DeployPlan.jobNamePrefix.count)), jobID: job.jobID,
+                record: nil,
+                job: job, deployDir: job.workDir,
+                connection: try await connection(deployDir: job.workDir, jobID: job.jobID))
+        }
         let tag = DeployPlan.jobNamePrefix + idOrName
         var found: JobSnapshot?
         // A job that has just left squeue can take a moment to reach sacct (slurmdbd lags):

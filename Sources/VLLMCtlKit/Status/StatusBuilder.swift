@@ -104,6 +104,22 @@ public struct StatusBuilder: Sendable {
     }
 
     func row(job: JobSnapshot, record: DeploymentRecord?, user: String) async -> DeploymentStatus {
+        var connection: ConnectionRecord?
+        // The job's own connection file knows the URL, also for jobs deployed elsewhere.
+        if job.state == .running,
+            let deployDir = record?.deployDir ?? (job.workDir.isEmpty ? nil : job.workDir),
+            let data = try? await context.host.readFile(deployDir + "/" + DeploymentFiles.infoJSON),
+            let info = try? JSONDecoder().decode(ConnectionRecord.self, from: data), info.jobID == job.jobID
+        {
+            connection = info
+        }
+        return row(job: job, record: record, user: user, connection: connection)
+    }
+
+    /// The row of `job`, with its connection file already read (nil: none yet).
+    func row(job: JobSnapshot, record: DeploymentRecord?, user: String, connection: ConnectionRecord?)
+        -> DeploymentStatus
+    {
         let deployDir = record?.deployDir ?? (job.workDir.isEmpty ? nil : job.workDir)
         var status = DeploymentStatus(
             name: record?.name ?? String(job.name.dropFirst(DeployPlan.jobNamePrefix.count)),
@@ -118,11 +134,7 @@ public struct StatusBuilder: Sendable {
         if let left = status.timeLeftSeconds, job.state == .running {
             status.walltimeLow = left < DeploymentStatus.lowWalltimeSeconds
         }
-        // The job's own connection file knows the URL, also for jobs deployed elsewhere.
-        if job.state == .running, let deployDir,
-            let data = try? await context.host.readFile(deployDir + "/" + DeploymentFiles.infoJSON),
-            let info = try? JSONDecoder().decode(ConnectionRecord.self, from: data), info.jobID == job.jobID
-        {
+        if job.state == .running, let info = connection, info.jobID == job.jobID {
             status.url = info.serverURL
             status.model = status.model ?? info.model
             status.servedModelName = status.servedModelName ?? info.servedModelName

@@ -166,3 +166,33 @@ public struct TeardownOutcome: Sendable, Equatable {
         self.message = message
     }
 }
+
+extension TeardownPlan {
+    /// One line per job: what will happen and why.
+    public var text: String {
+        let verbs: [TeardownAction.Kind: String] = [
+            .cancel: "cancel", .cleanUp: "clean up", .alreadyDone: "done", .keep: "keep",
+            .undecided: "unsure",
+        ]
+        let idWidth = actions.map(\.jobID.count).max() ?? 0
+        let nameWidth = min(actions.map(\.name.count).max() ?? 0, 30)
+        return actions.map { action in
+            let verb = (verbs[action.kind] ?? "").padding(toLength: 9, withPad: " ", startingAt: 0)
+            let id = action.jobID.padding(toLength: idWidth, withPad: " ", startingAt: 0)
+            let name =
+                action.name.count >= nameWidth
+                ? action.name : action.name.padding(toLength: nameWidth, withPad: " ", startingAt: 0)
+            return "\(verb) \(id)  \(name)  \(action.reason)"
+        }.joined(separator: "\n")
+    }
+
+    /// The confirmation question: "Cancel 2 jobs and clean up 1 record on CLUSTER?"
+    public func question(cluster: String) -> String {
+        var parts: [String] = []
+        let cancel = toCancel.count, clean = toCleanUp.count
+        if cancel > 0 { parts.append("cancel \(cancel) job\(cancel == 1 ? "" : "s")") }
+        if clean > 0 { parts.append("clean up \(clean) record\(clean == 1 ? "" : "s")") }
+        let sentence = parts.joined(separator: " and ")
+        return sentence.prefix(1).uppercased() + sentence.dropFirst() + " on \(cluster)?"
+    }
+}

@@ -1,0 +1,206 @@
+import Foundation
+import Synchronization
+import VLLMCtlKit
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Prints results to stdout and messages to stderr; draws one live progress line on a TTY.
+final class StandardTerminal: Terminal {
+    let isInteractive = isatty(STDERR_FILENO) == 1
+    /// The progress line on screen, if any.
+    private let shown = Mutex<String?>(nil)
+
+    func print(_ text: String) {
+        shown.withLock { shown in
+            Self.clear(&shown)
+            FileHandle.standardOutput.write(Data((text.hasSuffix("\n") ? text : text + "\n").utf8))
+        }
+    }
+
+    func note(_ text: String) {
+        shown.withLock { shown in
+            Self.clear(&shown)
+            FileHandle.standardError.write(Data((text + "\n").utf8))
+        }
+    }
+
+    func progress(_ text: String?) {
+        guard isInteractive else { return }
+        shown.withLock { shown in
+            guard let text else { return Self.clear(&shown) }
+            guard text != shown else { return }
+            FileHandle.standardError.write(Data("\r\u{1B}[K\(text)".utf8))
+            shown = text
+        }
+    }
+
+    private static func clear(_ shown: inout String?) {
+        if shown != nil {
+            FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+            shown = nil
+        }
+    }
+}
+
+/// Standard input, as commands read it (a prompt, a confirmation).
+protocol CommandInput: Sendable {
+    /// Whether stdin is a terminal (then nothing is read from it unasked).
+    var isTerminal: Bool { get }
+    /// All of stdin.
+    func readAll() -> String
+    /// Asks `question` on stderr and reads one line (a confirmation); nil at end of input.
+    func ask(_ question: String) -> String?
+}
+
+/// The process's stdin.
+struct StandardInput: CommandInput {
+    var isTerminal: Bool { isatty(STDIN_FILENO) == 1 }
+    func readAll() -> String {
+        String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+    }
+    func ask(_ question: String) -> String? {
+        FileHandle.standardError.write(Data(question.utf8))
+        return Swift.readLine()
+    }
+}
+
+/// Everything a command touches outside its arguments. Each command's `run()` builds the real
+/// one (``live``) and calls `run(_ ctx:)`; tests call `run(_ ctx:)` with their own, starting
+/// from ``unset``, whose parts fail loudly when a test uses one it did not set.
+struct CLIContext: Sendable {
+    /// The environment the command started with.
+    var environment: [String: String]
+    /// Results (stdout), notes (stderr), progress.
+    var terminal: any Terminal
+    /// Text written to stdout as it comes (a streamed answer, log lines), without a newline added.
+    var write: @Sendable (String) -> Void
+    /// Standard input.
+    var input: any CommandInput
+    /// Opens the cluster that the options name: its config, profile and the library context
+    /// (an SSH session when the profile has `ssh_host`).
+    var openCluster: @Sendable (ClusterOptions, CLIContext) throws -> ClusterContext
+    /// HTTP straight from this machine (`query --url`).
+    var directHTTP: any HTTPClient
+    /// vllmctl's own executable (a background tunnel runs a copy).
+    var executable: @Sendable () throws -> String
+
+    /// The real world: this process's environment, terminal and streams.
+    static var live: CLIContext {
+        CLIContext(
+            environment: ProcessInfo.processInfo.environment, terminal: StandardTerminal(),
+            write: { FileHandle.standardOutput.write(Data($0.utf8)) }, input: StandardInput(),
+            openCluster: { options, ctx in try ClusterContext.live(options: options, cli: ctx) },
+            directHTTP: CurlHTTPClient(), executable: { Detached.ownExecutable() })
+    }
+
+    /// A context whose every part fails when used: tests set the parts they mean to use.
+    static var unset: CLIContext {
+        CLIContext(
+            environment: [:], terminal: UnsetTerminal(),
+            write: { _ in unsetPart("write") }, input: UnsetInput(),
+            openCluster: { _, _ in throw UnsetPart(name: "openCluster") },
+            directHTTP: UnsetHTTP(), executable: { throw UnsetPart(name: "executable") })
+    }
+
+    /// The cluster named by `options`.
+    func cluster(_ options: ClusterOptions) throws -> ClusterContext { try openCluster(options, self) }
+
+    /// The built-in templates and the user's, in that order.
+    var templates: ScriptTemplates {
+        var dirs: [String] = []
+        if let builtIn = ScriptTemplates.builtInDirectory(environment: environment) { dirs.append(builtIn) }
+        dirs.append(ConfigLocation.configDirectory(environment: environment) + "/templates")
+        return ScriptTemplates(directories: dirs)
+    }
+}
+
+/// A cluster a command works on: the configuration, the chosen profile, and the library's
+/// context (host, HTTP, records) for it.
+struct ClusterContext: Sendable {
+    let config: Config
+    let profile: ClusterProfile
+    let context: Context
+
+    /// Loads the configuration and connects to the profile's cluster (SSH when it has
+    /// `ssh_host`; HTTP to cluster addresses then goes over the same session).
+    static func live(options: ClusterOptions, cli: CLIContext) throws -> ClusterContext {
+        let environment = cli.environment
+        let config = try ConfigLocation.load(explicit: options.config, environment: environment)
+        let profile = try config.cluster(named: options.cluster)
+        let host: any ClusterHost
+        var route: (any HTTPRoute)? = nil
+        if let sshHost = profile.sshHost {
+            let prompts = SSHTerminalPrompts.available
+            let remote = try RemoteHost(
+                alias: sshHost, configPath: SSHConfig.defaultPath(environment: environment),
+                environment: environment, acceptNewHostKey: options.acceptNewHostKey,
+                passphrase: prompts ? SSHTerminalPrompts.passphrase : nil,
+                keyboardInteractive: prompts ? SSHTerminalPrompts.keyboardInteractive : nil)
+            host = remote
+            // Cluster addresses are reached through the login node, over the same session.
+            route = remote
+        } else {
+            host = LocalHost()
+        }
+        return ClusterContext(
+            config: config, profile: profile,
+            context: Context(
+                host: host, http: CurlHTTPClient(route: route, proxy: profile.httpProxy),
+                clock: SystemClock(),
+                terminal: cli.terminal,
+                records: DeploymentStore(
+                    directory: DeploymentStore.defaultDirectory(environment: environment)),
+                environment: environment))
+    }
+}
+
+/// A part of ``CLIContext`` that a test did not set.
+struct UnsetPart: Error, CustomStringConvertible {
+    let name: String
+    var description: String { "CLIContext.\(name) was used but the test did not set it" }
+}
+
+private func unsetPart(_ name: String) -> Never {
+    fatalError(UnsetPart(name: name).description)
+}
+
+private struct UnsetTerminal: Terminal {
+    var isInteractive: Bool { unsetPart("terminal") }
+    func print(_ text: String) { unsetPart("terminal") }
+    func note(_ text: String) { unsetPart("terminal") }
+    func progress(_ text: String?) { unsetPart("terminal") }
+}
+
+private struct UnsetInput: CommandInput {
+    var isTerminal: Bool { unsetPart("input") }
+    func readAll() -> String { unsetPart("input") }
+    func ask(_ question: String) -> String? { unsetPart("input") }
+}
+
+private struct UnsetHTTP: HTTPClient {
+    func send(_ request: HTTPRequest) async throws -> HTTPResponse { throw UnsetPart(name: "directHTTP") }
+    func stream(_ request: HTTPRequest, onChunk: @escaping @Sendable (Data) -> Void) async throws
+        -> HTTPResponse
+    { throw UnsetPart(name: "directHTTP") }
+}
+
+/// Runs `body`, cancelling it on the first SIGINT or SIGTERM.
+func cancellingOnSignal<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    let task = Task { try await body() }
+    signal(SIGINT, SIG_IGN)
+    signal(SIGTERM, SIG_IGN)
+    let sources = [SIGINT, SIGTERM].map { sig -> any DispatchSourceSignal in
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        source.setEventHandler { task.cancel() }
+        source.resume()
+        return source
+    }
+    defer {
+        sources.forEach { $0.cancel() }
+        signal(SIGINT, SIG_DFL)
+        signal(SIGTERM, SIG_DFL)
+    }
+    return try await task.value
+}
