@@ -70,7 +70,7 @@ public struct DeploymentResolver: Sendable {
                 connection: try await connection(deployDir: record.deployDir, jobID: record.jobID))
         }
         let user = try await context.host.userName()
-        let tag = DeployPlan.jobNamePrefix + idOrName
+        let tag = JobName.of(idOrName)
         var found: JobSnapshot?
         // A job that has just left squeue can take a moment to reach sacct (slurmdbd lags):
         // look again twice before saying there is no such deployment.
@@ -96,7 +96,7 @@ public struct DeploymentResolver: Sendable {
                 hint: "Look for its files under the profile's workdir.")
         }
         return ResolvedDeployment(
-            name: String(job.name.dropFirst(DeployPlan.jobNamePrefix.count)), jobID: job.jobID, record: nil,
+            name: JobName.deploymentName(job.name), jobID: job.jobID, record: nil,
             job: job,
             deployDir: job.workDir, connection: try await connection(deployDir: job.workDir, jobID: job.jobID)
         )
