@@ -110,72 +110,7 @@ struct DeployCommand: AsyncParsableCommand {
                 throw ExitCode(1)
             }
         }
-        if json {
-            var report = DeployReport(record: record, connection: outcome.connection)
-            report.tunnelURL = tunnelRecord?.baseURL
-            terminal.print(try report.json())
-            return
-        }
-        guard let connection = outcome.connection else {
-            terminal.print(
-                "Job \(record.jobID) submitted; not waiting. Its connection file will be \(record.infoFile)")
-            return
-        }
-        terminal.print(
-            """
-            Ready: \(record.name) (job \(record.jobID) on \(record.node ?? "?"))
-            Server URL: \(connection.serverURL)
-            API Key: \(connection.apiKey)
-            Example curl command:
-            \(connection.curlCommand)
-            Connection info: \(record.infoFile)
-            """)
-        if let tunnelRecord {
-            terminal.print(
-                """
-                Tunnel: \(tunnelRecord.baseURL) → \(tunnelRecord.target) (background, pid \(tunnelRecord.pid); `vllmctl teardown \(record.name)` closes it)
-                export OPENAI_BASE_URL=\(Shell.quote(tunnelRecord.baseURL)) OPENAI_API_KEY=\(Shell.quote(connection.apiKey))
-                """)
-        }
-    }
-}
-
-/// `deploy --json`.
-struct DeployReport: Encodable {
-    var jobID: String
-    var name: String
-    var cluster: String
-    var url: String?
-    var apiKey: String
-    var model: String
-    var servedModelName: String
-    var node: String?
-    var infoFile: String
-    var state: String
-    var tunnelURL: String?
-
-    init(record: DeploymentRecord, connection: ConnectionInfo?) {
-        jobID = record.jobID
-        name = record.name
-        cluster = record.cluster
-        url = connection.map(\.baseURL)
-        apiKey = record.apiKey
-        model = record.model
-        servedModelName = record.servedModelName
-        node = record.node
-        infoFile = record.infoFile
-        state = record.phase.rawValue
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case jobID = "job_id", name, cluster, url, apiKey = "api_key", model
-        case servedModelName = "served_model_name", node, infoFile = "info_file", state
-        case tunnelURL = "tunnel_url"
-    }
-
-    func json() throws -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: try encoder.encode(self), as: UTF8.self)
+        let report = DeployReport(record: record, connection: outcome.connection, tunnel: tunnelRecord)
+        terminal.print(json ? try report.json() : report.text)
     }
 }
