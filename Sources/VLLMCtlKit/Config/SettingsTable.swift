@@ -27,10 +27,15 @@ public struct DeploySetting: Sendable {
     /// The property a setting fills. YAML reads `string`, `int`, `double` and `bool` as
     /// scalars, `list` as a sequence (or, with `splitWords`, one line split at spaces).
     public enum Value: Sendable {
+        /// Text (`partition`).
         case string(any WritableKeyPath<DeploySettings, String?> & Sendable)
+        /// A whole number (`gpus`).
         case int(any WritableKeyPath<DeploySettings, Int?> & Sendable)
+        /// A number (`gpu_memory_utilization`).
         case double(any WritableKeyPath<DeploySettings, Double?> & Sendable)
+        /// True or false (`exclusive`).
         case bool(any WritableKeyPath<DeploySettings, Bool?> & Sendable)
+        /// `gres` or `gpus`.
         case gpuRequest(any WritableKeyPath<DeploySettings, GPURequestStyle?> & Sendable)
         /// `addsUp`: layers concatenate (base first) instead of replacing each other.
         case list(any WritableKeyPath<DeploySettings, [String]?> & Sendable, splitWords: Bool, addsUp: Bool)

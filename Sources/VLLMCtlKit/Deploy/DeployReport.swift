@@ -2,14 +2,21 @@ import Foundation
 
 /// What `vllmctl deploy` reports once it is done: one JSON object (`--json`) or a few lines.
 public struct DeployReport: Encodable, Sendable {
+    /// The Slurm job id.
     public var jobID: String
+    /// The deployment's name.
     public var name: String
+    /// The cluster profile's name.
     public var cluster: String
     /// The server's base URL (`http://NODE:PORT/v1`), once it answered.
     public var url: String?
+    /// The key the server requires.
     public var apiKey: String
+    /// The model the server loads.
     public var model: String
+    /// The name requests use for the model.
     public var servedModelName: String
+    /// The node the server runs on, once it answered.
     public var node: String?
     /// `server_connection_info.txt` on the cluster.
     public var infoFile: String
