@@ -100,6 +100,15 @@ import Testing
             "\(error!)".contains("unknown key; allowed here: " + allowed.sorted().joined(separator: ", ")))
     }
 
+    /// docs/CONFIG.md lists the keys a profile and a preset take.
+    @Test func theConfigDocsListEveryKey() throws {
+        let text = try String(contentsOfFile: repoRoot + "/docs/CONFIG.md", encoding: .utf8)
+        let start = try #require(text.range(of: "Keys allowed in both a profile and a preset: `"))
+        let list = text[start.upperBound...].prefix { $0 != "`" }
+        #expect(
+            Set(list.split(whereSeparator: \.isWhitespace).map(String.init)) == Set(DeploySettings.rows.keys))
+    }
+
     @Test func everyRowIsAFlagOrDeploysArgument() throws {
         let help = DeployCommand.helpMessage(columns: 1000)
         for row in DeploySettings.table {
