@@ -21,42 +21,12 @@ struct DeployCommand: AsyncParsableCommand {
     var serverArgs: [String] = []
 
     @Option(help: "The deployment's name (default: the preset's or model's name).") var name: String?
-    @Option(help: "The sbatch template (`vllmctl templates` lists them).") var template: String?
-
-    @Option(help: "Slurm partition.") var partition: String?
-    @Option(help: "Slurm account.") var account: String?
-    @Option(help: "Slurm QOS.") var qos: String?
-    @Option(help: "Time limit, e.g. 02:00:00.") var time: String?
-    @Option(help: "Node features (--constraint).") var constraint: String?
-    @Flag(help: "Ask for whole nodes.") var exclusive = false
-    @Option(help: "Nodes to run on.") var nodelist: String?
-    @Option(help: "Nodes to avoid.") var exclude: String?
-    @Option(help: "GPUs for the job.") var gpus: Int?
-    @Option(help: "CPUs for the job.") var cpus: Int?
-    @Option(name: .customLong("mem"), help: "Memory, e.g. 64G.") var memory: String?
-    @Option(help: "How to ask for GPUs: gres or gpus.") var gpuRequest: String?
-    @Option(help: "Setup line to run before the server (repeatable), e.g. 'module load cuda'.") var setup:
-        [String] = []
-    @Option(help: "The server program, e.g. 'vllm serve'.") var serverCommand: String?
-
-    @Option(help: "The port to ask for (the job takes the next free one if it is taken).") var port: Int?
-    @Option(help: "Address written into the URL: ip, hostname, or a literal.") var host: String?
-    @Option(help: "Address the server binds (default 0.0.0.0).") var bindHost: String?
-    @Option(help: "Name clients use for the model.") var servedModelName: String?
-    @Option(help: "vLLM --dtype.") var dtype: String?
-    @Option(
-        name: [.customLong("tensor-parallel-size"), .customShort("t")], help: "vLLM --tensor-parallel-size.")
-    var tensorParallelSize: Int?
-    @Option(help: "vLLM --pipeline-parallel-size.") var pipelineParallelSize: Int?
-    @Option(help: "vLLM --gpu-memory-utilization.") var gpuMemoryUtilization: Double?
-    @Option(help: "vLLM --max-model-len.") var maxModelLen: Int?
-    @Option(help: "vLLM --guided-decoding-backend (e.g. outlines, lm-format-enforcer, xgrammar).")
-    var guidedDecodingBackend: String?
-    @Option(help: "vLLM --uvicorn-log-level.") var uvicornLogLevel: String?
-    @Option(help: "vLLM --max-log-len.") var maxLogLen: Int?
+    /// `--template` … `--max-log-len`: one flag per row of the settings table.
+    @OptionGroup var job: SettingFlags<JobSettingRows>
 
     @Option(help: "Read the API key from this file instead of generating one.") var apiKeyFile: String?
-    @Option(help: "Seconds to wait for the server once the job runs.") var timeout: Double?
+    /// `--timeout`, the settings table's `ready_timeout`.
+    @OptionGroup var wait: SettingFlags<WaitSettingRows>
     @Flag(help: "Print the rendered script and submit nothing.") var dryRun = false
     @Flag(help: "Return after submission.") var noWait = false
     @Flag(help: "Print one JSON object.") var json = false
@@ -68,10 +38,8 @@ struct DeployCommand: AsyncParsableCommand {
     @Option(help: "The local port for --tunnel (0: any free port).") var tunnelPort: Int = 8000
 
     func validate() throws {
-        if let gpuRequest, GPURequestStyle(rawValue: gpuRequest) == nil {
-            throw ValidationError("--gpu-request must be `gres` or `gpus`.")
-        }
-        if let timeout, !(timeout > 0 && timeout <= 7 * 86400) {
+        try job.check()
+        if let timeout = wait.settings.readyTimeout, !(timeout > 0 && timeout <= 7 * 86400) {
             throw ValidationError(
                 "--timeout must be a number of seconds above 0 and at most 604800 (7 days).")
         }
@@ -80,37 +48,10 @@ struct DeployCommand: AsyncParsableCommand {
         }
     }
 
+    /// The command line's layer of settings: the flags, and the arguments after `--`.
     var flags: DeploySettings {
-        var s = DeploySettings()
-        s.partition = partition
-        s.account = account
-        s.qos = qos
-        s.time = time
-        s.constraint = constraint
-        s.exclusive = exclusive ? true : nil
-        s.nodelist = nodelist
-        s.exclude = exclude
-        s.gpus = gpus
-        s.cpus = cpus
-        s.memory = memory
-        s.gpuRequest = gpuRequest.flatMap(GPURequestStyle.init(rawValue:))
-        s.setup = setup.isEmpty ? nil : setup
-        s.serverCommand = serverCommand.map { $0.split(separator: " ").map(String.init) }
-        s.template = template
-        s.port = port
-        s.host = host
-        s.bindHost = bindHost
-        s.servedName = servedModelName
-        s.dtype = dtype
-        s.tensorParallelSize = tensorParallelSize
-        s.pipelineParallelSize = pipelineParallelSize
-        s.gpuMemoryUtilization = gpuMemoryUtilization
-        s.maxModelLen = maxModelLen
-        s.guidedDecodingBackend = guidedDecodingBackend
-        s.uvicornLogLevel = uvicornLogLevel
-        s.maxLogLen = maxLogLen
+        var s = job.settings.merged(over: wait.settings)
         s.vllmArgs = serverArgs.isEmpty ? nil : serverArgs
-        s.readyTimeout = timeout
         return s
     }
 
@@ -171,72 +112,7 @@ struct DeployCommand: AsyncParsableCommand {
                 throw ExitCode(1)
             }
         }
-        if json {
-            var report = DeployReport(record: record, connection: outcome.connection)
-            report.tunnelURL = tunnelRecord?.baseURL
-            terminal.print(try report.json())
-            return
-        }
-        guard let connection = outcome.connection else {
-            terminal.print(
-                "Job \(record.jobID) submitted; not waiting. Its connection file will be \(record.infoFile)")
-            return
-        }
-        terminal.print(
-            """
-            Ready: \(record.name) (job \(record.jobID) on \(record.node ?? "?"))
-            Server URL: \(connection.serverURL)
-            API Key: \(connection.apiKey)
-            Example curl command:
-            \(connection.curlCommand)
-            Connection info: \(record.infoFile)
-            """)
-        if let tunnelRecord {
-            terminal.print(
-                """
-                Tunnel: \(tunnelRecord.baseURL) → \(tunnelRecord.target) (background, pid \(tunnelRecord.pid); `vllmctl teardown \(record.name)` closes it)
-                export OPENAI_BASE_URL=\(Shell.quote(tunnelRecord.baseURL)) OPENAI_API_KEY=\(Shell.quote(connection.apiKey))
-                """)
-        }
-    }
-}
-
-/// `deploy --json`.
-struct DeployReport: Encodable {
-    var jobID: String
-    var name: String
-    var cluster: String
-    var url: String?
-    var apiKey: String
-    var model: String
-    var servedModelName: String
-    var node: String?
-    var infoFile: String
-    var state: String
-    var tunnelURL: String?
-
-    init(record: DeploymentRecord, connection: ConnectionInfo?) {
-        jobID = record.jobID
-        name = record.name
-        cluster = record.cluster
-        url = connection.map(\.baseURL)
-        apiKey = record.apiKey
-        model = record.model
-        servedModelName = record.servedModelName
-        node = record.node
-        infoFile = record.infoFile
-        state = record.phase.rawValue
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case jobID = "job_id", name, cluster, url, apiKey = "api_key", model
-        case servedModelName = "served_model_name", node, infoFile = "info_file", state
-        case tunnelURL = "tunnel_url"
-    }
-
-    func json() throws -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: try encoder.encode(self), as: UTF8.self)
+        let report = DeployReport(record: record, connection: outcome.connection, tunnel: tunnelRecord)
+        terminal.print(json ? try report.json() : report.text)
     }
 }

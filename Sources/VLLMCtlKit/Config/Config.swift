@@ -50,6 +50,27 @@ public struct Config: Sendable, Equatable {
     }
 }
 
+extension Config {
+    /// What a deploy of `modelOrPreset` on `profile` runs with: `flags` over the preset over
+    /// the profile's defaults, when `modelOrPreset` names a preset (`models:`); otherwise
+    /// `flags` over the profile with `modelOrPreset` as the model. `baseName` is what the
+    /// deployment is called unless `--name` says otherwise: the preset's name, or one derived
+    /// from the model.
+    public func layered(modelOrPreset: String, flags: DeploySettings, profile: ClusterProfile) -> (
+        settings: DeploySettings, baseName: String
+    ) {
+        if let preset = models[modelOrPreset] {
+            return (flags.merged(over: preset.settings.merged(over: profile.defaults)), preset.name)
+        }
+        var model = DeploySettings()
+        model.model = modelOrPreset
+        return (
+            flags.merged(over: model.merged(over: profile.defaults)),
+            Validate.derivedName(from: modelOrPreset)
+        )
+    }
+}
+
 /// Where the configuration file is looked for.
 public enum ConfigLocation {
     /// `--config`, else `$VLLMCTL_CONFIG`, else `$XDG_CONFIG_HOME/vllmctl/config.yaml`
@@ -98,13 +119,8 @@ public struct ConfigParser {
 
     public init(file: String) { self.file = file }
 
-    static let settingKeys: Set<String> = [
-        "partition", "account", "qos", "time", "constraint", "exclusive", "nodelist", "exclude", "nodes",
-        "gpus", "cpus", "memory", "gpu_request", "setup", "server_command", "template", "host", "bind_host",
-        "port", "model", "served_name", "dtype", "tensor_parallel_size", "pipeline_parallel_size",
-        "gpu_memory_utilization", "max_model_len", "guided_decoding_backend", "uvicorn_log_level",
-        "max_log_len", "vllm_args", "ready_timeout",
-    ]
+    /// The keys of ``DeploySettings/table``: allowed in profiles and presets.
+    static let settingKeys = Set(DeploySettings.table.map(\.key))
     static let clusterOnlyKeys: Set<String> = ["ssh_host", "workdir", "share_dir", "http_proxy"]
 
     /// The parser reads scalars itself (`string`, `int`, `double`, `bool` below), so Yams needs
@@ -175,52 +191,31 @@ public struct ConfigParser {
                 extra[key] = try string(v, key: path)
                 continue
             }
-            guard Self.settingKeys.contains(key) else {
+            guard let row = DeploySettings.rows[key] else {
                 let allowed = (Self.settingKeys.union(allowedExtra)).sorted().joined(separator: ", ")
                 throw fail(keyNode, key: path, "unknown key; allowed here: \(allowed)")
             }
-            switch key {
-            case "partition": s.partition = try string(v, key: path)
-            case "account": s.account = try string(v, key: path)
-            case "qos": s.qos = try string(v, key: path)
-            case "time": s.time = try string(v, key: path)
-            case "constraint": s.constraint = try string(v, key: path)
-            case "exclusive": s.exclusive = try bool(v, key: path)
-            case "nodelist": s.nodelist = try string(v, key: path)
-            case "exclude": s.exclude = try string(v, key: path)
-            case "nodes": s.nodes = try int(v, key: path)
-            case "gpus": s.gpus = try int(v, key: path)
-            case "cpus": s.cpus = try int(v, key: path)
-            case "memory": s.memory = try string(v, key: path)
-            case "gpu_request":
-                let text = try string(v, key: path)
-                guard let style = GPURequestStyle(rawValue: text) else {
-                    throw fail(
-                        v, key: path, "must be `gres` (--gres=gpu:N) or `gpus` (--gpus=N), not `\(text)`")
-                }
-                s.gpuRequest = style
-            case "setup": s.setup = try stringList(v, key: path, splitWords: false)
-            case "server_command": s.serverCommand = try stringList(v, key: path, splitWords: true)
-            case "template": s.template = try string(v, key: path)
-            case "host": s.host = try string(v, key: path)
-            case "bind_host": s.bindHost = try string(v, key: path)
-            case "port": s.port = try int(v, key: path)
-            case "model": s.model = try string(v, key: path)
-            case "served_name": s.servedName = try string(v, key: path)
-            case "dtype": s.dtype = try string(v, key: path)
-            case "tensor_parallel_size": s.tensorParallelSize = try int(v, key: path)
-            case "pipeline_parallel_size": s.pipelineParallelSize = try int(v, key: path)
-            case "gpu_memory_utilization": s.gpuMemoryUtilization = try double(v, key: path)
-            case "max_model_len": s.maxModelLen = try int(v, key: path)
-            case "guided_decoding_backend": s.guidedDecodingBackend = try string(v, key: path)
-            case "uvicorn_log_level": s.uvicornLogLevel = try string(v, key: path)
-            case "max_log_len": s.maxLogLen = try int(v, key: path)
-            case "vllm_args": s.vllmArgs = try stringList(v, key: path, splitWords: true)
-            case "ready_timeout": s.readyTimeout = try double(v, key: path)
-            default: break
-            }
+            try read(v, into: &s, row: row, path: path)
         }
         return (s, extra)
+    }
+
+    /// Reads one setting's value into its property, by the type its row gives.
+    private func read(_ v: Node, into s: inout DeploySettings, row: DeploySetting, path: String) throws {
+        switch row.value {
+        case .string(let p): s[keyPath: p] = try string(v, key: path)
+        case .int(let p): s[keyPath: p] = try int(v, key: path)
+        case .double(let p): s[keyPath: p] = try double(v, key: path)
+        case .bool(let p): s[keyPath: p] = try bool(v, key: path)
+        case .list(let p, let splitWords, _):
+            s[keyPath: p] = try stringList(v, key: path, splitWords: splitWords)
+        case .gpuRequest(let p):
+            let text = try string(v, key: path)
+            guard let style = GPURequestStyle(rawValue: text) else {
+                throw fail(v, key: path, "must be `gres` (--gres=gpu:N) or `gpus` (--gpus=N), not `\(text)`")
+            }
+            s[keyPath: p] = style
+        }
     }
 
     // MARK: typed readers

@@ -8,6 +8,10 @@ public enum GPURequestStyle: String, Sendable, Codable {
 
 /// Everything that shapes one deployment. A cluster profile, a model preset and the command
 /// line each fill some of these; `merged(over:)` layers them: flags over preset over profile.
+///
+/// Each property has one row in ``table``, which says its config key, its flag, its help and
+/// where the job script sees it; the config parser, the merge, `deploy`'s flags and the
+/// template's values all walk that table.
 public struct DeploySettings: Sendable, Equatable {
     // Scheduler
     public var partition: String?
@@ -50,47 +54,27 @@ public struct DeploySettings: Sendable, Equatable {
 
     public init() {}
 
-    /// `self` where set, otherwise `base`. `setup` and `vllm_args` add up (base first), since a
-    /// preset's extra arguments complete a profile's rather than replace them.
+    /// `self` where set, otherwise `base`. The settings whose row ``DeploySetting/Value/list(_:splitWords:addsUp:)``
+    /// adds up (`setup`, `vllm_args`) concatenate, base first, since a preset's extra
+    /// arguments complete a profile's rather than replace them.
     public func merged(over base: DeploySettings) -> DeploySettings {
         var out = DeploySettings()
-        out.partition = partition ?? base.partition
-        out.account = account ?? base.account
-        out.qos = qos ?? base.qos
-        out.time = time ?? base.time
-        out.constraint = constraint ?? base.constraint
-        out.exclusive = exclusive ?? base.exclusive
-        out.nodelist = nodelist ?? base.nodelist
-        out.exclude = exclude ?? base.exclude
-        out.nodes = nodes ?? base.nodes
-        out.gpus = gpus ?? base.gpus
-        out.cpus = cpus ?? base.cpus
-        out.memory = memory ?? base.memory
-        out.gpuRequest = gpuRequest ?? base.gpuRequest
-        out.setup = Self.concat(base.setup, setup)
-        out.serverCommand = serverCommand ?? base.serverCommand
-        out.template = template ?? base.template
-        out.host = host ?? base.host
-        out.bindHost = bindHost ?? base.bindHost
-        out.port = port ?? base.port
-        out.model = model ?? base.model
-        out.servedName = servedName ?? base.servedName
-        out.dtype = dtype ?? base.dtype
-        out.tensorParallelSize = tensorParallelSize ?? base.tensorParallelSize
-        out.pipelineParallelSize = pipelineParallelSize ?? base.pipelineParallelSize
-        out.gpuMemoryUtilization = gpuMemoryUtilization ?? base.gpuMemoryUtilization
-        out.maxModelLen = maxModelLen ?? base.maxModelLen
-        out.guidedDecodingBackend = guidedDecodingBackend ?? base.guidedDecodingBackend
-        out.uvicornLogLevel = uvicornLogLevel ?? base.uvicornLogLevel
-        out.maxLogLen = maxLogLen ?? base.maxLogLen
-        out.vllmArgs = Self.concat(base.vllmArgs, vllmArgs)
-        out.readyTimeout = readyTimeout ?? base.readyTimeout
+        for row in Self.table {
+            switch row.value {
+            case .string(let p): out[keyPath: p] = self[keyPath: p] ?? base[keyPath: p]
+            case .int(let p): out[keyPath: p] = self[keyPath: p] ?? base[keyPath: p]
+            case .double(let p): out[keyPath: p] = self[keyPath: p] ?? base[keyPath: p]
+            case .bool(let p): out[keyPath: p] = self[keyPath: p] ?? base[keyPath: p]
+            case .gpuRequest(let p): out[keyPath: p] = self[keyPath: p] ?? base[keyPath: p]
+            case .list(let p, _, let addsUp):
+                if addsUp, self[keyPath: p] != nil || base[keyPath: p] != nil {
+                    out[keyPath: p] = (base[keyPath: p] ?? []) + (self[keyPath: p] ?? [])
+                } else {
+                    out[keyPath: p] = self[keyPath: p] ?? base[keyPath: p]
+                }
+            }
+        }
         return out
-    }
-
-    private static func concat(_ a: [String]?, _ b: [String]?) -> [String]? {
-        if a == nil && b == nil { return nil }
-        return (a ?? []) + (b ?? [])
     }
 }
 

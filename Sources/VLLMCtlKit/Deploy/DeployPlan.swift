@@ -2,10 +2,11 @@ import CBuildInfo
 import Foundation
 
 /// A deployment fully decided and checked, before anything touches the cluster: the resolved
-/// settings, where its files go, and the values its template is rendered with.
+/// settings, where its files go, and the values its template is rendered with. A pure function
+/// of its inputs: the layered settings come from ``Config/layered(modelOrPreset:flags:profile:)``,
+/// the workdir and stamp from ``Deployer``, and the name it is finally submitted under from the
+/// records (``DeploymentStore/create(_:cluster:_:)``, through ``renamed(_:)``).
 public struct DeployPlan: Sendable {
-    /// The tag in front of every job name vllmctl submits; teardown acts only on tagged jobs.
-    public static let jobNamePrefix = "vllmctl-"
     /// The Slurm time limit when neither flags, preset nor profile set one.
     public static let defaultTime = "02:00:00"
     /// The port the server asks for first (the job takes the next free one if it is taken).
@@ -13,23 +14,27 @@ public struct DeployPlan: Sendable {
     /// Seconds a running job has to answer before the wait gives up.
     public static let defaultReadyTimeout = 1800.0
 
-    /// The deployment's name, unique among this cluster's records.
-    public var name: String
+    /// The deployment's name.
+    public private(set) var name: String
     /// The cluster profile's name.
-    public var cluster: String
+    public let cluster: String
     /// Flags over preset over profile, merged.
-    public var settings: DeploySettings
+    public let settings: DeploySettings
     /// The model the server loads.
-    public var model: String
+    public let model: String
     /// The name clients use in requests (`--served-model-name`).
-    public var servedName: String
-    /// The deployment's directory on the cluster: key, script, logs, connection files.
-    public var deployDir: String
+    public let servedName: String
+    /// The absolute directory deployments' directories are made in.
+    public let workdir: String
+    /// What makes the deployment's directory unique (time and a random part).
+    public let stamp: String
     /// The name of the template the script is rendered from.
-    public var template: String
+    public let template: String
 
-    /// The Slurm job name: ``jobNamePrefix`` and the name.
-    public var jobName: String { Self.jobNamePrefix + name }
+    /// The deployment's directory on the cluster: key, script, logs, connection files.
+    public var deployDir: String { workdir + "/" + name + "-" + stamp }
+    /// The Slurm job name: ``JobName/prefix`` and the name.
+    public var jobName: String { JobName.of(name) }
     /// The job script's path on the cluster.
     public var scriptPath: String { deployDir + "/" + DeploymentFiles.script }
     /// The API key file's path on the cluster (0600).
@@ -53,8 +58,18 @@ public struct DeployPlan: Sendable {
         self.model = model
         self.servedName = settings.servedName ?? model
         self.template = settings.template ?? ScriptTemplates.defaultName
-        self.deployDir = workdir + "/" + name + "-" + stamp
+        self.workdir = workdir
+        self.stamp = stamp
         try validate()
+    }
+
+    /// The same plan under another name: the free one the records picked.
+    public func renamed(_ newName: String) throws -> DeployPlan {
+        try Validate.name(newName)
+        var plan = self
+        plan.name = newName
+        try Validate.path(plan.deployDir, key: "workdir")
+        return plan
     }
 
     var gpus: Int { settings.gpus ?? 1 }
@@ -165,14 +180,11 @@ public struct DeployPlan: Sendable {
             argv.append(model)
         }
         argv += ["--host", s.bindHost ?? "0.0.0.0", "--served-model-name", servedName]
-        if let v = s.dtype { argv += ["--dtype", v] }
-        if let v = s.tensorParallelSize { argv += ["--tensor-parallel-size", String(v)] }
-        if let v = s.pipelineParallelSize { argv += ["--pipeline-parallel-size", String(v)] }
-        if let v = s.gpuMemoryUtilization { argv += ["--gpu-memory-utilization", String(v)] }
-        if let v = s.maxModelLen { argv += ["--max-model-len", String(v)] }
-        if let v = s.guidedDecodingBackend { argv += ["--guided-decoding-backend", v] }
-        if let v = s.uvicornLogLevel { argv += ["--uvicorn-log-level", v] }
-        if let v = s.maxLogLen { argv += ["--max-log-len", String(v)] }
+        for row in DeploySettings.table {
+            if case .serverFlag(let flag) = row.template, let value = row.text(in: s) {
+                argv += [flag, value]
+            }
+        }
         argv += s.vllmArgs ?? []
         return argv
     }
@@ -186,12 +198,7 @@ public struct DeployPlan: Sendable {
             "deploy_dir": deployDir,
             "stdout_path": deployDir + "/slurm-%j.out",
             "stderr_path": deployDir + "/slurm-%j.err",
-            "time": s.time ?? Self.defaultTime,
-            "nodes": s.nodes ?? 1,
-            "setup": s.setup ?? [],
             "server_argv": serverArgv,
-            "port": String(s.port ?? Self.defaultPort),
-            "host": s.host ?? "ip",
             "probe_host": Self.probeHost(bind: s.bindHost),
             "ready_timeout": String(Int((s.readyTimeout ?? Self.defaultReadyTimeout).rounded(.up))),
             "model": model,
@@ -205,13 +212,20 @@ public struct DeployPlan: Sendable {
             c["gpus"] = String(gpus)
             c[(s.gpuRequest ?? .gres) == .gres ? "gpu_gres" : "gpu_gpus"] = true
         }
-        if s.exclusive == true { c["exclusive"] = true }
-        let optional: [(String, String?)] = [
-            ("partition", s.partition), ("account", s.account), ("qos", s.qos), ("constraint", s.constraint),
-            ("nodelist", s.nodelist), ("exclude", s.exclude), ("memory", s.memory),
-            ("cpus", s.cpus.map(String.init)),
-        ]
-        for (key, value) in optional { if let value, !value.isEmpty { c[key] = value } }
+        for row in DeploySettings.table {
+            switch row.template {
+            case .sbatch(let key):
+                if let value = row.text(in: s), !value.isEmpty { c[key] = value }
+            case .value(let key, let fallback):
+                c[key] = row.text(in: s) ?? fallback
+            case .flag(let key):
+                if row.text(in: s) == "true" { c[key] = true }
+            case .lines(let key):
+                if case .list(let p, _, _) = row.value { c[key] = s[keyPath: p] ?? [] }
+            case .serverFlag, .derived:
+                break
+            }
+        }
         return c
     }
 }

@@ -62,25 +62,16 @@ public struct Deployer: Sendable {
         self.templates = templates
     }
 
-    /// Resolves the request against the preset and profile into a checked plan.
+    /// Resolves the request against the preset and profile into a checked plan, under the
+    /// name asked for or the preset's or model's (the records pick the free name it is
+    /// submitted under).
     public func plan(_ request: DeployRequest) async throws -> DeployPlan {
-        var settings = request.flags
-        var baseName: String
-        if let preset = config.models[request.modelOrPreset] {
-            settings = settings.merged(over: preset.settings.merged(over: profile.defaults))
-            baseName = preset.name
-        } else {
-            var model = DeploySettings()
-            model.model = request.modelOrPreset
-            settings = settings.merged(over: model.merged(over: profile.defaults))
-            baseName = Validate.derivedName(from: request.modelOrPreset)
-        }
-        if let name = request.name { baseName = name }
+        let (settings, baseName) = config.layered(
+            modelOrPreset: request.modelOrPreset, flags: request.flags, profile: profile)
         let workdir = try await resolveWorkdir()
-        let name = request.name ?? context.records.uniqueName(baseName, cluster: profile.name)
-        let stamp = Self.stamp(context.clock.now())
         return try DeployPlan(
-            name: name, cluster: profile.name, settings: settings, workdir: workdir, stamp: stamp)
+            name: request.name ?? baseName, cluster: profile.name, settings: settings, workdir: workdir,
+            stamp: Self.stamp(context.clock.now()))
     }
 
     func resolveWorkdir() async throws -> String {
@@ -108,42 +99,54 @@ public struct Deployer: Sendable {
     /// Runs the whole deployment. Throws `CancellationError` (job left running) when the
     /// task is cancelled while waiting.
     public func deploy(_ request: DeployRequest) async throws -> DeployOutcome {
+        let plan = try await plan(request)
+        let wanted: DeploymentName = request.name.map { .exactly($0) } ?? .free(base: plan.name)
         if request.dryRun {
-            let plan = try await plan(request)
-            return DeployOutcome(plan: plan, script: try render(plan), record: nil, connection: nil)
+            let named = try plan.renamed(context.records.name(for: wanted, cluster: profile.name))
+            return DeployOutcome(plan: named, script: try render(named), record: nil, connection: nil)
         }
-        // Name, submission and record happen under the records lock: a second vllmctl
-        // deploying at the same moment waits, then sees this record and takes another name.
-        var (plan, script, record) = try await context.records.withLock(cluster: profile.name) {
-            try await submit(request)
+        let key = request.apiKey ?? APIKey.generate()
+        var named = plan
+        var script = ""
+        var record: DeploymentRecord
+        do {
+            record = try await context.records.create(wanted, cluster: profile.name) { name in
+                named = try plan.renamed(name)
+                script = try render(named)
+                let jobID = try await submit(named, script: script, key: key)
+                return DeploymentRecord(
+                    name: named.name, cluster: named.cluster, jobID: jobID, model: named.model,
+                    servedModelName: named.servedName, deployDir: named.deployDir, phase: .submitted,
+                    createdAt: context.clock.now(), apiKey: key.value)
+            }
+        } catch let unsaved as RecordNotSaved {
+            // A job without a record would run unseen by status and teardown: cancel it.
+            throw await cancelUnrecorded(
+                jobID: unsaved.record.jobID, plan: named, because: unsaved.underlying)
         }
         context.terminal.note(
-            "Submitted job \(record.jobID) (\(plan.jobName)) on \(profile.name); files in \(plan.deployDir)")
+            "Submitted job \(record.jobID) (\(named.jobName)) on \(profile.name); files in \(named.deployDir)"
+        )
         guard request.wait else {
-            return DeployOutcome(plan: plan, script: script, record: record, connection: nil)
+            return DeployOutcome(plan: named, script: script, record: record, connection: nil)
         }
-        let timeout = plan.settings.readyTimeout ?? DeployPlan.defaultReadyTimeout
-        let key = try APIKey(record.apiKey)
+        let timeout = named.settings.readyTimeout ?? DeployPlan.defaultReadyTimeout
         let connection = try await waitUntilReady(
-            plan: plan, jobID: record.jobID, key: key, readyTimeout: timeout)
+            plan: named, jobID: record.jobID, key: key, readyTimeout: timeout)
         record.phase = .ready
         record.url = connection.record.serverURL
         record.node = connection.record.node
         record.port = connection.record.port
         try context.records.save(record)
         return DeployOutcome(
-            plan: plan, script: script, record: record, connection: connection.record.connection)
+            plan: named, script: script, record: record, connection: connection.record.connection)
     }
 
-    /// Writes the key and the script, submits, and saves the record.
-    func submit(_ request: DeployRequest) async throws -> (DeployPlan, String, DeploymentRecord) {
-        let plan = try await plan(request)
-        let script = try render(plan)
-        let key = request.apiKey ?? APIKey.generate()
+    /// Writes the key and the script into a new deployment directory and submits the script;
+    /// returns the job id. On failure nothing half-made is left behind.
+    func submit(_ plan: DeployPlan, script: String, key: APIKey) async throws -> String {
         let host = context.host
-
         try await host.makeNewDirectory(plan.deployDir, mode: 0o700)
-        let jobID: String
         var sbatchSent = false
         do {
             try await host.writeFileAtomically(Data(key.value.utf8), to: plan.keyPath, mode: 0o600)
@@ -151,11 +154,12 @@ public struct Deployer: Sendable {
             let sbatch = Sbatch(scriptPath: plan.scriptPath)
             sbatchSent = true
             let result = try await host.run(sbatch.argv, input: nil, timeout: .seconds(60))
-            jobID = try Sbatch.parseJobID(result, argv: sbatch.argv)
+            let jobID = try Sbatch.parseJobID(result, argv: sbatch.argv)
             if !result.stderr.isEmpty {
                 context.terminal.note(
                     "sbatch: " + result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))
             }
+            return jobID
         } catch {
             // The connection died while sbatch ran: the job may exist. Its files stay, and the
             // user is told how to find out.
@@ -172,18 +176,6 @@ public struct Deployer: Sendable {
             _ = try? await host.run(["rmdir", plan.deployDir], input: nil, timeout: .seconds(10))
             throw error
         }
-
-        let record = DeploymentRecord(
-            name: plan.name, cluster: plan.cluster, jobID: jobID, model: plan.model,
-            servedModelName: plan.servedName, deployDir: plan.deployDir, phase: .submitted,
-            createdAt: context.clock.now(), apiKey: key.value)
-        do {
-            try context.records.save(record)
-        } catch {
-            // A job without a record would run unseen by status and teardown: cancel it.
-            throw await cancelUnrecorded(jobID: jobID, plan: plan, because: error)
-        }
-        return (plan, script, record)
     }
 
     /// The job was submitted but its record could not be saved (a full disk or quota): cancel

@@ -4,6 +4,22 @@ import Foundation
     import Glibc
 #endif
 
+/// What a new deployment is to be called.
+public enum DeploymentName: Sendable, Equatable {
+    /// This name (`--name`), even if a live deployment has it.
+    case exactly(String)
+    /// `base`, or `base-2`, `base-3`…: the first that no deployment that has not ended has.
+    case free(base: String)
+}
+
+/// A job was submitted, but its record could not be saved (a full disk or quota).
+public struct RecordNotSaved: Error {
+    /// The record that was not saved: the job's id, name and directory.
+    public let record: DeploymentRecord
+    /// Why saving failed.
+    public let underlying: any Error
+}
+
 /// vllmctl's own note of a deployment, kept on the machine where vllmctl runs.
 public struct DeploymentRecord: Sendable, Equatable, Codable {
     /// How far the deployment got, as far as vllmctl saw.
@@ -132,12 +148,40 @@ public struct DeploymentStore: Sendable {
 
     /// `base`, or `base-2`, `base-3`… so that no deployment that has not ended shares it.
     public func uniqueName(_ base: String, cluster: String) -> String {
-        // Called under `withLock` when submitting, so the answer holds until the record is saved.
         let taken = Set(all(cluster: cluster).filter { $0.phase != .ended }.map(\.name))
         if !taken.contains(base) { return base }
         var n = 2
         while taken.contains("\(base)-\(n)") { n += 1 }
         return "\(base)-\(n)"
+    }
+
+    /// The name `wanted` gives now: the one asked for, or the first free one. Outside
+    /// ``create(_:cluster:_:)`` another vllmctl may take it a moment later (`deploy --dry-run`
+    /// shows it).
+    public func name(for wanted: DeploymentName, cluster: String) -> String {
+        switch wanted {
+        case .exactly(let name): return name
+        case .free(let base): return uniqueName(base, cluster: cluster)
+        }
+    }
+
+    /// A new deployment's name and record, under one lock on `cluster`'s records: picks the
+    /// name, runs `submit` with it (which submits the job and returns its record), and saves
+    /// the record. A second vllmctl deploying at the same moment waits, then sees this record
+    /// and takes another name. When the record cannot be saved, throws ``RecordNotSaved``
+    /// (the job runs; the caller cancels it).
+    public func create(
+        _ wanted: DeploymentName, cluster: String, _ submit: (String) async throws -> DeploymentRecord
+    ) async throws -> DeploymentRecord {
+        try await withLock(cluster: cluster) {
+            let record = try await submit(name(for: wanted, cluster: cluster))
+            do {
+                try save(record)
+            } catch {
+                throw RecordNotSaved(record: record, underlying: error)
+            }
+            return record
+        }
     }
 
     private func ensure(_ dir: String) throws {

@@ -122,7 +122,7 @@ public struct StatusBuilder: Sendable {
     {
         let deployDir = record?.deployDir ?? (job.workDir.isEmpty ? nil : job.workDir)
         var status = DeploymentStatus(
-            name: record?.name ?? String(job.name.dropFirst(DeployPlan.jobNamePrefix.count)),
+            name: record?.name ?? JobName.deploymentName(job.name),
             jobID: job.jobID, cluster: cluster, user: job.user.isEmpty ? user : job.user,
             model: record?.model, servedModelName: record?.servedModelName, state: job.state.rawValue,
             reason: (job.reason.isEmpty || job.reason == "None") ? nil : job.reason,

@@ -20,7 +20,7 @@ public struct Ownership: Sendable, Equatable {
     /// `vllmctl-NAME` with no control characters or whitespace: vllmctl's names never hold
     /// them, and a name that does (Slurm takes any byte) was made to look like something else.
     public static func isTagged(_ name: String) -> Bool {
-        name.hasPrefix(DeployPlan.jobNamePrefix)
+        name.hasPrefix(JobName.prefix)
             && !name.unicodeScalars.contains {
                 $0.properties.generalCategory == .control || $0.properties.isWhitespace
             }
@@ -28,8 +28,7 @@ public struct Ownership: Sendable, Equatable {
 
     /// The deployment name a job of ours carries (`vllmctl-sim` → `sim`).
     public static func deploymentName(_ job: JobSnapshot) -> String {
-        job.name.hasPrefix(DeployPlan.jobNamePrefix)
-            ? String(job.name.dropFirst(DeployPlan.jobNamePrefix.count)) : job.name
+        JobName.deploymentName(job.name)
     }
 
     /// Why `job` is not ours, in words, or nil when it is.
@@ -40,7 +39,7 @@ public struct Ownership: Sendable, Equatable {
         }
         if !Self.isTagged(job.name) {
             return
-                "job \(job.jobID) (\(job.name.debugDescription)) is yours but was not started by vllmctl (its name is not `\(DeployPlan.jobNamePrefix)` and a name without control characters)"
+                "job \(job.jobID) (\(job.name.debugDescription)) is yours but was not started by vllmctl (its name is not `\(JobName.prefix)` and a name without control characters)"
         }
         return nil
     }

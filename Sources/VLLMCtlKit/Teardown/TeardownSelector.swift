@@ -113,7 +113,7 @@ public struct TeardownSelector: Sendable {
         var actions: [TeardownAction] = []
         var problems: [VLLMCtlError] = []
         let refusal =
-            "vllmctl cancels only your own deployments (your jobs named `\(DeployPlan.jobNamePrefix)…`). Nothing was cancelled."
+            "vllmctl cancels only your own deployments (your jobs named `\(JobName.prefix)…`). Nothing was cancelled."
         for target in targets {
             var action: TeardownAction?
             if !target.isEmpty && target.allSatisfy(\.isNumber) {
@@ -144,7 +144,7 @@ public struct TeardownSelector: Sendable {
                         ))
                 }
             } else {
-                let live = facts.ours.filter { $0.name == DeployPlan.jobNamePrefix + target }
+                let live = facts.ours.filter { $0.name == JobName.of(target) }
                 if live.count > 1 {
                     problems.append(
                         .invalidInput(
@@ -159,7 +159,7 @@ public struct TeardownSelector: Sendable {
                         .notFound(
                             what: "deployment", name: target,
                             hint:
-                                "None of your jobs is named `\(DeployPlan.jobNamePrefix)\(target)` and no local record has that name. Give a job id, or check `squeue --me`. Nothing was cancelled."
+                                "None of your jobs is named `\(JobName.prefix)\(target)` and no local record has that name. Give a job id, or check `squeue --me`. Nothing was cancelled."
                         ))
                 }
             }

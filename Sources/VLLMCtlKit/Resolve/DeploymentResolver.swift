@@ -76,12 +76,12 @@ public struct DeploymentResolver: Sendable {
             Ownership(user: user).isOurs(job), !job.workDir.isEmpty
         {
             return ResolvedDeployment(
-                name: String(job.name.dropFirst(DeployPlan.jobNamePrefix.count)), jobID: job.jobID,
+                name: Ownership.deploymentName(job), jobID: job.jobID,
                 record: nil,
                 job: job, deployDir: job.workDir,
                 connection: try await connection(deployDir: job.workDir, jobID: job.jobID))
         }
-        let tag = DeployPlan.jobNamePrefix + idOrName
+        let tag = JobName.of(idOrName)
         var found: JobSnapshot?
         // A job that has just left squeue can take a moment to reach sacct (slurmdbd lags):
         // look again twice before saying there is no such deployment.
@@ -107,7 +107,7 @@ public struct DeploymentResolver: Sendable {
                 hint: "Look for its files under the profile's workdir.")
         }
         return ResolvedDeployment(
-            name: String(job.name.dropFirst(DeployPlan.jobNamePrefix.count)), jobID: job.jobID, record: nil,
+            name: JobName.deploymentName(job.name), jobID: job.jobID, record: nil,
             job: job,
             deployDir: job.workDir, connection: try await connection(deployDir: job.workDir, jobID: job.jobID)
         )

@@ -1,0 +1,87 @@
+import Foundation
+
+/// What `vllmctl deploy` reports once it is done: one JSON object (`--json`) or a few lines.
+public struct DeployReport: Encodable, Sendable {
+    /// The Slurm job id.
+    public var jobID: String
+    /// The deployment's name.
+    public var name: String
+    /// The cluster profile's name.
+    public var cluster: String
+    /// The server's base URL (`http://NODE:PORT/v1`), once it answered.
+    public var url: String?
+    /// The key the server requires.
+    public var apiKey: String
+    /// The model the server loads.
+    public var model: String
+    /// The name requests use for the model.
+    public var servedModelName: String
+    /// The node the server runs on, once it answered.
+    public var node: String?
+    /// `server_connection_info.txt` on the cluster.
+    public var infoFile: String
+    /// The record's phase: `submitted` or `ready`.
+    public var state: String
+    /// The local tunnel's base URL, with `--tunnel`.
+    public var tunnelURL: String?
+
+    /// Connection details, kept for the text form (not in the JSON).
+    private var connection: ConnectionInfo?
+    private var tunnel: TunnelRecord?
+
+    /// The report of a deployment: its record, what the ready server published (nil when not
+    /// waiting) and the tunnel opened to it (`--tunnel`).
+    public init(record: DeploymentRecord, connection: ConnectionInfo?, tunnel: TunnelRecord? = nil) {
+        jobID = record.jobID
+        name = record.name
+        cluster = record.cluster
+        url = connection.map(\.baseURL)
+        apiKey = record.apiKey
+        model = record.model
+        servedModelName = record.servedModelName
+        node = record.node
+        infoFile = record.infoFile
+        state = record.phase.rawValue
+        tunnelURL = tunnel?.baseURL
+        self.connection = connection
+        self.tunnel = tunnel
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case jobID = "job_id", name, cluster, url, apiKey = "api_key", model
+        case servedModelName = "served_model_name", node, infoFile = "info_file", state
+        case tunnelURL = "tunnel_url"
+    }
+
+    /// `deploy --json`: one line, keys sorted.
+    public func json() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+
+    /// What `deploy` prints: URL, key, an example curl command and the connection file once
+    /// the server is ready (and the tunnel with its `export` line); where the connection file
+    /// will be when not waiting.
+    public var text: String {
+        guard let connection else {
+            return "Job \(jobID) submitted; not waiting. Its connection file will be \(infoFile)"
+        }
+        var lines = """
+            Ready: \(name) (job \(jobID) on \(node ?? "?"))
+            Server URL: \(connection.serverURL)
+            API Key: \(connection.apiKey)
+            Example curl command:
+            \(connection.curlCommand)
+            Connection info: \(infoFile)
+            """
+        if let tunnel {
+            lines += """
+
+                Tunnel: \(tunnel.baseURL) → \(tunnel.target) (background, pid \(tunnel.pid); `vllmctl teardown \(name)` closes it)
+                export OPENAI_BASE_URL=\(Shell.quote(tunnel.baseURL)) OPENAI_API_KEY=\(Shell.quote(connection.apiKey))
+                """
+        }
+        return lines
+    }
+}
