@@ -159,7 +159,9 @@ public final class RemoteHost: ClusterHost, @unchecked Sendable {
     }
 
     /// Hands the session over to a long-lived user (a tunnel), which drives it from its own
-    /// thread. This host forgets it: should it be used again, it connects anew.
+    /// thread. This host forgets it: should it be used again, it connects anew. Returns once
+    /// the work queued on the session (the HTTP forwarder finishing its last request) is done,
+    /// so that the new owner is the only thread using it.
     public func detachSession() async throws -> SSHSession {
         let session = try await session()
         lock.withLock {
@@ -168,6 +170,7 @@ public final class RemoteHost: ClusterHost, @unchecked Sendable {
             current = nil
             forwarder = nil
         }
+        try await session.perform { _ in }
         return session
     }
 
