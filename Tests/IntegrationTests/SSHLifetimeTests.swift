@@ -92,13 +92,8 @@ final class SessionTrace: @unchecked Sendable {
     /// Issue 12 item 10: a session that did SFTP used to stay alive forever (SSHSession held
     /// its SFTP, which held the session), with its socket and sshd's process on the cluster.
     @Test func sessionsAndTheirSocketsAreReleased() async throws {
-        let http = CurlHTTPClient()
-        // Not loopback: only cluster addresses are routed over the session.
-        let sim = try SimulatorProcess(bindHost: "10.77.0.1")
+        let (_, sim, dir) = try await Self.simulatorAndFile()
         defer { sim.stop() }
-        try await sim.waitHealthy(http: http)
-        let dir = try temporaryDirectory()
-        try Data("hello".utf8).write(to: URL(fileURLWithPath: dir + "/file"))
         let trace = SessionTrace()
         let before = OpenDescriptors.count
         for i in 0..<30 {
@@ -158,13 +153,8 @@ final class SessionTrace: @unchecked Sendable {
     /// The body of `descriptorsComeBackInAProcessOfTheirOwn`, in a process where nothing else runs.
     @Test(.enabled(if: ProcessInfo.processInfo.environment[childVariable] == "1"))
     func everyKindOfChannelLetsGo() async throws {
-        let http = CurlHTTPClient()
-        // Not loopback: only cluster addresses are routed over the session.
-        let sim = try SimulatorProcess(bindHost: "10.77.0.1")
+        let (http, sim, dir) = try await Self.simulatorAndFile()
         defer { sim.stop() }
-        try await sim.waitHealthy(http: http)
-        let dir = try temporaryDirectory()
-        try Data("hello".utf8).write(to: URL(fileURLWithPath: dir + "/file"))
         // A first round (a tunnel over a jump host) opens what stays open for the process's life
         // (Dispatch, libcurl, OpenSSL).
         let warmUp = SessionTrace()
@@ -188,6 +178,22 @@ final class SessionTrace: @unchecked Sendable {
         #expect(trace.alive == 0, "alive: \(trace.aliveIndices)")
         #expect(trace.socketsOpen == 0)
         #expect(after == before, "opened and not closed: \(left.sorted { $0.key < $1.key })")
+    }
+
+    /// A simulator on a cluster address (only those are routed over the session; not loopback)
+    /// and a directory holding `file` ("hello").
+    static func simulatorAndFile() async throws -> (CurlHTTPClient, SimulatorProcess, String) {
+        let http = CurlHTTPClient()
+        let sim = try SimulatorProcess(bindHost: "10.77.0.1")
+        do {
+            try await sim.waitHealthy(http: http)
+            let dir = try temporaryDirectory()
+            try Data("hello".utf8).write(to: URL(fileURLWithPath: dir + "/file"))
+            return (http, sim, dir)
+        } catch {
+            sim.stop()
+            throw error
+        }
     }
 
     /// One session with SFTP, exec and HTTP over the route; every third through a jump host;

@@ -98,25 +98,19 @@ extension SSHChannel {
         // channel. Only a close that completed proves it arrived: libssh2 reports 0 for a status
         // it never received, so a connection lost now must not read as success.
         var lost: Int32 = 0
-        while true {
-            let r = close()
-            if r == 0 { break }
-            if r != LIBSSH2_ERROR_EAGAIN {
-                lost = r
-                break
+        for step in [close, waitClosed] where lost == 0 {
+            while true {
+                let r = step()
+                if r == 0 { break }
+                if r != LIBSSH2_ERROR_EAGAIN {
+                    lost = r
+                    break
+                }
+                guard Date() < deadline else {
+                    throw VLLMCtlError.commandTimedOut(argv: argv, seconds: seconds)
+                }
+                session.waitSocket(until: deadline)
             }
-            guard Date() < deadline else { throw VLLMCtlError.commandTimedOut(argv: argv, seconds: seconds) }
-            session.waitSocket(until: deadline)
-        }
-        while lost == 0 {
-            let r = waitClosed()
-            if r == 0 { break }
-            if r != LIBSSH2_ERROR_EAGAIN {
-                lost = r
-                break
-            }
-            guard Date() < deadline else { throw VLLMCtlError.commandTimedOut(argv: argv, seconds: seconds) }
-            session.waitSocket(until: deadline)
         }
         if lost != 0 {
             // libssh2's last message may be an older EAGAIN's; say the failing call's own code.
