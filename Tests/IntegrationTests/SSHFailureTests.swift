@@ -72,7 +72,7 @@ final class TextBox: @unchecked Sendable {
             let session = try await host.session()
             trace.add(session)
             for pid in try await sshdProcesses(of: session) { kill(pid, SIGKILL) }
-            killedAt.append(PortForwarder.now())
+            killedAt.append(MonotonicClock.now())
             try await Task.sleep(for: .milliseconds(100))
             // A plain command is not retried: the caller gets the error.
             let plain = await thrownText { try await host.run(["true"]) }
@@ -95,7 +95,7 @@ final class TextBox: @unchecked Sendable {
             let session = try await host.session()
             trace.add(session)
             for pid in try await sshdProcesses(of: session) { kill(pid, SIGKILL) }
-            killedAt.append(PortForwarder.now())
+            killedAt.append(MonotonicClock.now())
         }
         try await Task.sleep(for: .milliseconds(100))
         let lost = await thrownText { try await routed.send(health) }

@@ -27,6 +27,18 @@ enum OpenDescriptors {
         return inodes
     }
 
+    /// What each open descriptor is (`socket:[123]`, `pipe:[456]`, a path), by number.
+    static var targets: [Int: String] {
+        let dir = "/proc/self/fd"
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        var out: [Int: String] = [:]
+        for name in names {
+            guard let fd = Int(name) else { continue }
+            out[fd] = (try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + name)) ?? "?"
+        }
+        return out
+    }
+
     static func inode(of fd: Int32) -> UInt64 {
         var st = stat()
         return fstat(fd, &st) == 0 ? UInt64(st.st_ino) : 0
@@ -40,12 +52,25 @@ final class SessionTrace: @unchecked Sendable {
     private var inodes: Set<UInt64> = []
     private struct Weak { weak var session: SSHSession? }
 
+    /// Traces `s`, and with a ProxyJump hop the jump session and both ends of its socket pair.
     func add(_ s: SSHSession) {
-        let inode = OpenDescriptors.inode(of: s.socket)
-        lock.withLock {
-            sessions.append(Weak(session: s))
-            inodes.insert(inode)
+        var traced = [s]
+        var fds = [s.socket]
+        if let pump = s.proxy {
+            traced.append(pump.jump)
+            fds += [pump.fd, pump.jump.socket]
         }
+        let found = Set(fds.map(OpenDescriptors.inode(of:)))
+        lock.withLock {
+            sessions += traced.map { Weak(session: $0) }
+            inodes.formUnion(found)
+        }
+    }
+
+    /// Traces a descriptor that is not a session's (a tunnel's listener).
+    func add(descriptor fd: Int32) {
+        let inode = OpenDescriptors.inode(of: fd)
+        lock.withLock { _ = inodes.insert(inode) }
     }
 
     var traced: Int { lock.withLock { sessions.count } }
@@ -67,13 +92,8 @@ final class SessionTrace: @unchecked Sendable {
     /// Issue 12 item 10: a session that did SFTP used to stay alive forever (SSHSession held
     /// its SFTP, which held the session), with its socket and sshd's process on the cluster.
     @Test func sessionsAndTheirSocketsAreReleased() async throws {
-        let http = CurlHTTPClient()
-        // Not loopback: only cluster addresses are routed over the session.
-        let sim = try SimulatorProcess(bindHost: "10.77.0.1")
+        let (_, sim, dir) = try await Self.simulatorAndFile()
         defer { sim.stop() }
-        try await sim.waitHealthy(http: http)
-        let dir = try temporaryDirectory()
-        try Data("hello".utf8).write(to: URL(fileURLWithPath: dir + "/file"))
         let trace = SessionTrace()
         let before = OpenDescriptors.count
         for i in 0..<30 {
@@ -107,6 +127,103 @@ final class SessionTrace: @unchecked Sendable {
         #expect(trace.traced == 31)
         #expect(trace.alive == 0, "descriptors: \(before) before, \(after) after")
         #expect(trace.socketsOpen == 0, "descriptors: \(before) before, \(after) after")
+    }
+
+    /// Issue 13: sessions that carried every kind of channel (exec, SFTP, the HTTP route's
+    /// forwarded channels, a tunnel's, a ProxyJump hop's) are released, and so is every
+    /// descriptor they opened: the process's count comes back to where it started. Other suites
+    /// open and close descriptors meanwhile, so the count is taken in a process of its own: this
+    /// test runs `everyKindOfChannelLetsGo` alone in a second copy of the test binary.
+    @Test func descriptorsComeBackInAProcessOfTheirOwn() async throws {
+        let argv0 = CommandLine.arguments[0]
+        let binary =
+            argv0.hasSuffix(".xctest") ? argv0 : repoRoot + "/.build/debug/vllmctlPackageTests.xctest"
+        let r = try await sh(
+            [
+                "env", "\(Self.childVariable)=1", binary, "--testing-library", "swift-testing", "--filter",
+                "everyKindOfChannelLetsGo",
+            ], timeout: .seconds(300))
+        let output = r.stdout + r.stderr
+        #expect(r.status == 0, "\(output)")
+        #expect(output.contains("everyKindOfChannelLetsGo() passed"), "\(output)")
+    }
+
+    static let childVariable = "VLLMCTL_LIFETIME_CHILD"
+
+    /// The body of `descriptorsComeBackInAProcessOfTheirOwn`, in a process where nothing else runs.
+    @Test(.enabled(if: ProcessInfo.processInfo.environment[childVariable] == "1"))
+    func everyKindOfChannelLetsGo() async throws {
+        let (http, sim, dir) = try await Self.simulatorAndFile()
+        defer { sim.stop() }
+        // A first round (a tunnel over a jump host) opens what stays open for the process's life
+        // (Dispatch, libcurl, OpenSSL).
+        let warmUp = SessionTrace()
+        try await Self.round(5, file: dir + "/file", sim: sim, http: http, trace: warmUp)
+        try await warmUp.waitReleased()
+        let trace = SessionTrace()
+        let before = OpenDescriptors.count
+        let targetsBefore = OpenDescriptors.targets
+        for i in 1...12 {
+            try await Self.round(i, file: dir + "/file", sim: sim, http: http, trace: trace)
+        }
+        try await trace.waitReleased()
+        let deadline = Date().addingTimeInterval(5)
+        while OpenDescriptors.count > before && Date() < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let after = OpenDescriptors.count
+        let left = OpenDescriptors.targets.filter { targetsBefore[$0.key] != $0.value }
+        print("SSHLifetimeTests: \(before) descriptors before 12 rounds, \(after) after")
+        #expect(trace.traced == 16)  // 12 sessions and 4 jump sessions
+        #expect(trace.alive == 0, "alive: \(trace.aliveIndices)")
+        #expect(trace.socketsOpen == 0)
+        #expect(after == before, "opened and not closed: \(left.sorted { $0.key < $1.key })")
+    }
+
+    /// A simulator on a cluster address (only those are routed over the session; not loopback)
+    /// and a directory holding `file` ("hello").
+    static func simulatorAndFile() async throws -> (CurlHTTPClient, SimulatorProcess, String) {
+        let http = CurlHTTPClient()
+        let sim = try SimulatorProcess(bindHost: "10.77.0.1")
+        do {
+            try await sim.waitHealthy(http: http)
+            let dir = try temporaryDirectory()
+            try Data("hello".utf8).write(to: URL(fileURLWithPath: dir + "/file"))
+            return (http, sim, dir)
+        } catch {
+            sim.stop()
+            throw error
+        }
+    }
+
+    /// One session with SFTP, exec and HTTP over the route; every third through a jump host;
+    /// every other one then carries a tunnel (listener, forwarder thread, control channel, a
+    /// client's channel). Even rounds are closed, odd ones only dropped.
+    static func round(
+        _ i: Int, file: String, sim: SimulatorProcess, http: CurlHTTPClient, trace: SessionTrace
+    ) async throws {
+        var options = LocalSSH.options()
+        if i % 3 == 2 { options.jumpHosts = [LocalSSH.options(port: 2223)] }
+        let host = RemoteHost(options: options)
+        #expect(try await host.readFile(file) == Data("hello".utf8))
+        #expect(try await host.output(["echo", "\(i)"]) == "\(i)\n")
+        let routed = CurlHTTPClient(route: host)
+        let health = try await routed.send(
+            HTTPRequest(url: sim.url + "/health", connectTimeout: 5, timeout: 10))
+        #expect(health.status == 200)
+        trace.add(try await host.session())
+        if i % 2 == 1 {
+            // Detached right after an HTTP request: the route's forwarder may still be finishing
+            // on the session's queue, which `detachSession` waits for (one thread per session).
+            let session = try await host.detachSession()
+            let listener = try LocalListener.bind(address: "127.0.0.1", port: 0)
+            trace.add(descriptor: listener.fd)
+            let tunnel = try Tunnel(
+                session: session, listener: listener, targetHost: "10.77.0.1", targetPort: sim.port)
+            try await tunnel.checkHealth(http: http, deployment: "sim")
+            tunnel.stop()
+        }
+        if i % 2 == 0 { await host.close() }
     }
 
     @Test func aClosedSessionSaysSoInsteadOfCrashing() async throws {

@@ -9,13 +9,15 @@ import Foundation
 /// target, and a thread that pumps bytes between that channel and one end of a socket pair.
 /// The target's session runs over the other end as if it were a TCP socket.
 ///
+/// The pump owns the channel, which holds the jump session; the target session owns the pump.
 /// The pump thread is the only user of the jump session after setup (libssh2 allows one
-/// thread per session). It ends, freeing the channel and the jump session, when the target
-/// side closes its end, the channel ends, or `stop()` is called.
+/// thread per session). It ends, freeing the channel, when the target side closes its end,
+/// the channel ends, or `stop()` is called; the jump session goes with the pump.
 final class ProxyJumpPump: @unchecked Sendable {
-    private let jump: SSHSession
-    private let channel: OpaquePointer
-    private let fd: Int32
+    private let channel: SSHChannel
+    var jump: SSHSession { channel.session }
+    /// The pump's end of the socket pair (the target session has the other).
+    let fd: Int32
     private let stopLock = NSLock()
     private var stopped = false
 
@@ -25,34 +27,32 @@ final class ProxyJumpPump: @unchecked Sendable {
         -> (ProxyJumpPump, Int32)
     {
         let jump = try SSHSession(connecting: options, queue: DispatchQueue(label: "vllmctl.ssh.jump"))
-        libssh2_session_set_blocking(jump.raw, 1)
-        libssh2_session_set_timeout(jump.raw, Int(options.connectTimeout * 1000))
-        guard let channel = libssh2_channel_direct_tcpip_ex(jump.raw, host, Int32(port), "127.0.0.1", 0)
-        else {
+        jump.setBlocking(true)
+        jump.setTimeout(milliseconds: Int(options.connectTimeout * 1000))
+        guard let channel = SSHChannel.directTCPIP(on: jump, host: host, port: port) else {
             throw jump.error(
                 "the jump host could not open a connection to \(host):\(port) for \(target)",
                 hint:
                     "Check the target's HostName/Port as seen from the jump host, and that the jump host allows TCP forwarding (AllowTcpForwarding)"
             )
         }
-        libssh2_session_set_timeout(jump.raw, 0)
+        jump.setTimeout(milliseconds: 0)
         var fds: [Int32] = [0, 0]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0
         else {
-            libssh2_channel_free(channel)
+            channel.free()
             throw SSHError(
                 host: target, message: "cannot create a socket pair: \(String(cString: strerror(errno)))",
                 hint: "Try again")
         }
-        let pump = ProxyJumpPump(jump: jump, channel: channel, fd: fds[1])
+        let pump = ProxyJumpPump(channel: channel, fd: fds[1])
         let thread = Thread { pump.run() }
         thread.name = "vllmctl.ssh.proxyjump"
         thread.start()
         return (pump, fds[0])
     }
 
-    private init(jump: SSHSession, channel: OpaquePointer, fd: Int32) {
-        self.jump = jump
+    private init(channel: SSHChannel, fd: Int32) {
         self.channel = channel
         self.fd = fd
     }
@@ -65,15 +65,15 @@ final class ProxyJumpPump: @unchecked Sendable {
     private enum Call { case write, read }
 
     private func run() {
-        let s = jump.raw
-        libssh2_session_set_blocking(s, 0)
+        let jump = self.jump
+        jump.setBlocking(false)
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
         var up = [UInt8](), down = [UInt8]()  // up: target → jump host; down: jump host → target
         var buffer = [UInt8](repeating: 0, count: 65536)
         var targetClosed = false
         var pending: Call?
         /// Whether a call that just returned EAGAIN left a packet half-sent.
-        func halfSent() -> Bool { libssh2_session_block_directions(s) & LIBSSH2_SESSION_BLOCK_OUTBOUND != 0 }
+        func halfSent() -> Bool { jump.isBlockedOnSending }
         loop: while !isStopped {
             var progressed = false
             if up.isEmpty && !targetClosed {
@@ -88,8 +88,7 @@ final class ProxyJumpPump: @unchecked Sendable {
             // `up` is left as it is while its write is pending: the same call, the same bytes.
             if !up.isEmpty && (pending == nil || pending == .write) {
                 let n = up.withUnsafeBytes {
-                    libssh2_channel_write_ex(
-                        channel, 0, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count)
+                    channel.write($0.baseAddress!.assumingMemoryBound(to: CChar.self), count: $0.count)
                 }
                 if n > 0 {
                     up.removeFirst(n)
@@ -105,8 +104,7 @@ final class ProxyJumpPump: @unchecked Sendable {
             if targetClosed && up.isEmpty && pending == nil { break loop }
             if down.isEmpty && (pending == nil || pending == .read) {
                 let n = buffer.withUnsafeMutableBytes {
-                    libssh2_channel_read_ex(
-                        channel, 0, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count)
+                    channel.read(into: $0.baseAddress!.assumingMemoryBound(to: CChar.self), count: $0.count)
                 }
                 if n > 0 {
                     down.append(contentsOf: buffer[0..<n])
@@ -117,7 +115,7 @@ final class ProxyJumpPump: @unchecked Sendable {
                 } else {
                     // A read sends window adjusts: it too may leave a packet half-sent.
                     pending = n != 0 && halfSent() ? .read : nil
-                    if pending == nil && libssh2_channel_eof(channel) != 0 { break loop }
+                    if pending == nil && channel.receivedEOF { break loop }
                 }
             }
             if !down.isEmpty {
@@ -147,9 +145,9 @@ final class ProxyJumpPump: @unchecked Sendable {
             _ = poll(&pfds, 2, 200)
         }
         close(fd)
-        libssh2_session_set_blocking(s, 1)
-        libssh2_session_set_timeout(s, 2000)
-        libssh2_channel_free(channel)
-        // The jump session is released with the pump.
+        jump.setBlocking(true)
+        jump.setTimeout(milliseconds: 2000)
+        channel.free()
+        // The jump session is released with the pump (its channel holds it).
     }
 }

@@ -76,7 +76,7 @@ public final class RemoteHost: ClusterHost, @unchecked Sendable {
         let (task, gen, startsAt) = lock.withLock { () -> (Task<SSHSession, any Error>, Int, UInt64) in
             if let connecting { return (connecting, generation, lastHandshake) }
             let options = self.options
-            let now = PortForwarder.now()
+            let now = MonotonicClock.now()
             let start = max(now, nextHandshake)
             lastHandshake = start
             handshakeStarts = handshakeStarts.suffix(15) + [start]
@@ -89,7 +89,7 @@ public final class RemoteHost: ClusterHost, @unchecked Sendable {
             return (t, generation, start)
         }
         // The wait for a paced handshake is the caller's too, so that it can be cancelled (Ctrl-C).
-        let now = PortForwarder.now()
+        let now = MonotonicClock.now()
         if startsAt > now { try await Task.sleep(for: .nanoseconds(Int(startsAt - now))) }
         do {
             let session = try await task.value
@@ -97,7 +97,7 @@ public final class RemoteHost: ClusterHost, @unchecked Sendable {
                 if generation == gen && current == nil {
                     current = session
                     hadSession = true
-                    sessionSince = PortForwarder.now()
+                    sessionSince = MonotonicClock.now()
                 }
             }
             return session
@@ -115,7 +115,7 @@ public final class RemoteHost: ClusterHost, @unchecked Sendable {
         guard let failure = error as? SSHError, failure.connectionLost else { return nil }
         let outcome = lock.withLock { () -> (SSHSession?, ConnectionLoss)? in
             guard hadSession else { return nil }
-            let now = PortForwarder.now()
+            let now = MonotonicClock.now()
             let retryIn = { Double(self.nextHandshake > now ? self.nextHandshake - now : 0) / 1e9 }
             let loss = { ConnectionLoss(reason: failure.message, retryIn: retryIn(), reconnectFailed: $0) }
             // Already dropped by another caller, or a new connection is under way or up.
@@ -159,7 +159,9 @@ public final class RemoteHost: ClusterHost, @unchecked Sendable {
     }
 
     /// Hands the session over to a long-lived user (a tunnel), which drives it from its own
-    /// thread. This host forgets it: should it be used again, it connects anew.
+    /// thread. This host forgets it: should it be used again, it connects anew. Returns once
+    /// the work queued on the session (the HTTP forwarder finishing its last request) is done,
+    /// so that the new owner is the only thread using it.
     public func detachSession() async throws -> SSHSession {
         let session = try await session()
         lock.withLock {
@@ -168,6 +170,7 @@ public final class RemoteHost: ClusterHost, @unchecked Sendable {
             current = nil
             forwarder = nil
         }
+        try await session.perform { _ in }
         return session
     }
 

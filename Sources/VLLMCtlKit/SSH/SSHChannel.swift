@@ -1,201 +1,121 @@
 import CLibSSH2
 import Foundation
 
-#if canImport(Glibc)
-    import Glibc
-#endif
-
-/// An exec channel: one remote command with its stdin, stdout, stderr and exit status. It
-/// holds its session, so the session outlives it. Use only inside `SSHSession.perform`.
+/// One libssh2 channel (`LIBSSH2_CHANNEL*`), the only owner of that handle: an exec channel
+/// (`execute`, SSHExec.swift), a ProxyJump hop's direct-tcpip channel, a forwarded client's
+/// channel or a forwarder's control channel.
+///
+/// It holds its session, so the session (and its socket) outlives every channel opened on it;
+/// the session holds no channel. Like its session it is used by one thread at a time: inside
+/// `SSHSession.perform`, or by the one thread that drives the session (a forwarder's loop, a
+/// ProxyJump pump). The calls follow the session's blocking mode; after EAGAIN on a write the
+/// caller repeats the same call with the same bytes.
+///
+/// `free()` frees the handle at a moment its user picks (non-blocking users repeat it after
+/// EAGAIN). `deinit` is the safety net: it frees a channel still open, briefly, unless the
+/// session is closed or broken, whose release frees its channels with it.
 public final class SSHChannel {
     let session: SSHSession
-    let raw: OpaquePointer
+    private let raw: OpaquePointer
+    /// The handle is gone: freed here, or with its closed session.
+    private(set) var isFreed = false
+    /// The remote side closed the channel: freeing it cannot wait for a running command.
+    var isClosedByPeer = false
 
-    init(session: SSHSession) throws {
-        try session.checkOpen()
+    private init(session: SSHSession, raw: OpaquePointer) {
         self.session = session
-        libssh2_session_set_blocking(session.raw, 1)
-        guard
-            let channel = libssh2_channel_open_ex(
-                session.raw, "session", 7, 2 * 1024 * 1024, 32768,
-                nil, 0)
-        else {
-            throw session.error(
-                "cannot open a channel",
-                hint: "The server may limit sessions per connection (MaxSessions); try again")
-        }
-        raw = channel
+        self.raw = raw
     }
 
-    /// Whether the remote side has closed; freeing an open channel would wait for the command.
-    private var finished = false
+    /// Opens a channel of `type` ("session", "direct-tcpip" with its own data in `message`) in
+    /// the session's current mode. Nil when it did not open; `session.lastErrno` says why
+    /// (EAGAIN: a non-blocking open to repeat).
+    static func open(
+        _ type: String, on session: SSHSession, window: UInt32, packetSize: UInt32, message: [CChar]? = nil
+    ) -> SSHChannel? {
+        let opened: OpaquePointer?
+        if let message {
+            opened = message.withUnsafeBufferPointer {
+                libssh2_channel_open_ex(
+                    session.raw, type, UInt32(type.utf8.count), window, packetSize, $0.baseAddress,
+                    UInt32($0.count))
+            }
+        } else {
+            opened = libssh2_channel_open_ex(
+                session.raw, type, UInt32(type.utf8.count), window, packetSize, nil, 0)
+        }
+        return opened.map { SSHChannel(session: session, raw: $0) }
+    }
+
+    /// A direct-tcpip channel to `host:port` as the server sees it (blocking sessions).
+    static func directTCPIP(on session: SSHSession, host: String, port: Int) -> SSHChannel? {
+        libssh2_channel_direct_tcpip_ex(session.raw, host, Int32(port), "127.0.0.1", 0).map {
+            SSHChannel(session: session, raw: $0)
+        }
+    }
 
     deinit {
-        // A closed session has freed its channels with it.
-        if session.isClosed { return }
+        if isFreed || session.isClosed || session.isBroken { return }
         // Freeing a channel whose command still runs (after a timeout) would block until the
         // command ends: give it half a second, then leave the rest to the session's cleanup.
         // (libssh2 1.10 cannot send a signal; the remote command runs on without its output.)
-        libssh2_session_set_blocking(session.raw, 0)
-        let deadline = Date().addingTimeInterval(finished ? 5 : 0.5)
+        let blocking = session.isBlocking
+        session.setBlocking(false)
+        let deadline = Date().addingTimeInterval(isClosedByPeer ? 5 : 0.5)
         while libssh2_channel_free(raw) == LIBSSH2_ERROR_EAGAIN && Date() < deadline {
-            try? waitSocket(until: deadline)
+            session.waitSocket(until: deadline)
         }
-        libssh2_session_set_blocking(session.raw, 1)
+        session.setBlocking(blocking)
     }
 
-    /// Runs `command` (a line for the remote user's shell), feeding it `input`, and collects
-    /// its output until it exits or `timeout` passes (then it throws `commandTimedOut`).
-    public static func execute(
-        _ command: String, input: Data?, on session: SSHSession, timeout: Duration, argv: [String]
-    ) throws -> CommandResult {
-        let channel = try SSHChannel(session: session)
-        let rc = libssh2_channel_process_startup(channel.raw, "exec", 4, command, UInt32(command.utf8.count))
-        guard rc == 0 else {
-            throw session.error("the server refused to run `\(argv.first ?? "")`", hint: "Try again")
-        }
-        return try channel.collect(input: input ?? Data(), timeout: timeout, argv: argv)
+    /// Frees the handle: 0 once done, EAGAIN (non-blocking) to be repeated. Any other result
+    /// also leaves the handle freed (libssh2 frees it regardless).
+    @discardableResult
+    func free() -> Int32 {
+        if session.isClosed { isFreed = true }
+        if isFreed { return 0 }
+        let rc = libssh2_channel_free(raw)
+        if rc != LIBSSH2_ERROR_EAGAIN { isFreed = true }
+        return rc
     }
 
-    /// Writes stdin and reads both output streams without blocking, so that a command that
-    /// writes much before it reads cannot deadlock against us.
-    private func collect(input: Data, timeout: Duration, argv: [String]) throws -> CommandResult {
-        let s = session.raw
-        libssh2_session_set_blocking(s, 0)
-        defer { libssh2_session_set_blocking(s, 1) }
-        let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
-        let deadline = Date().addingTimeInterval(seconds)
-        var written = 0
-        var eofSent = false
-        var out = Data(), err = Data()
-        var buffer = [UInt8](repeating: 0, count: 32768)
-        while true {
-            var progressed = false
-            if !eofSent {
-                if written < input.count {
-                    let n = input.withUnsafeBytes { raw in
-                        libssh2_channel_write_ex(
-                            self.raw, 0, raw.baseAddress!.assumingMemoryBound(to: CChar.self) + written,
-                            input.count - written)
-                    }
-                    if n > 0 {
-                        written += n
-                        progressed = true
-                    } else if n != Int(LIBSSH2_ERROR_EAGAIN) {
-                        // The command stopped reading (exited); the rest of stdin is dropped.
-                        written = input.count
-                    }
-                }
-                if written >= input.count {
-                    let r = libssh2_channel_send_eof(raw)
-                    if r != LIBSSH2_ERROR_EAGAIN {
-                        eofSent = true
-                        progressed = true
-                    }
-                }
-            }
-            for stream in [Int32(0), Int32(SSH_EXTENDED_DATA_STDERR)] {
-                while true {
-                    let n = buffer.withUnsafeMutableBytes { raw in
-                        libssh2_channel_read_ex(
-                            self.raw, stream, raw.baseAddress!.assumingMemoryBound(to: CChar.self), raw.count)
-                    }
-                    if n > 0 {
-                        if stream == 0 {
-                            out.append(contentsOf: buffer[0..<n])
-                        } else {
-                            err.append(contentsOf: buffer[0..<n])
-                        }
-                        progressed = true
-                    } else if n == 0 || n == Int(LIBSSH2_ERROR_EAGAIN) {
-                        break
-                    } else {
-                        throw session.error(
-                            "reading the output of `\(argv.first ?? "")` failed", hint: "Try again")
-                    }
-                }
-            }
-            if libssh2_channel_eof(raw) != 0 { break }
-            if progressed { continue }
-            guard Date() < deadline else {
-                throw VLLMCtlError.commandTimedOut(argv: argv, seconds: seconds)
-            }
-            try waitSocket(until: deadline)
-        }
-        // The exit status arrives after the end of output and before the server closes the
-        // channel. Only a close that completed proves it arrived: libssh2 reports 0 for a status
-        // it never received, so a connection lost now must not read as success.
-        var lost: Int32 = 0
-        while true {
-            let r = libssh2_channel_close(raw)
-            if r == 0 { break }
-            if r != LIBSSH2_ERROR_EAGAIN {
-                lost = r
-                break
-            }
-            guard Date() < deadline else { throw VLLMCtlError.commandTimedOut(argv: argv, seconds: seconds) }
-            try waitSocket(until: deadline)
-        }
-        while lost == 0 {
-            let r = libssh2_channel_wait_closed(raw)
-            if r == 0 { break }
-            if r != LIBSSH2_ERROR_EAGAIN {
-                lost = r
-                break
-            }
-            guard Date() < deadline else { throw VLLMCtlError.commandTimedOut(argv: argv, seconds: seconds) }
-            try waitSocket(until: deadline)
-        }
-        if lost != 0 {
-            // libssh2's last message may be an older EAGAIN's; say the failing call's own code.
-            let last = session.lastError
-            let said = last.code == lost && !last.message.isEmpty ? last.message : SSHSession.describe(lost)
-            session.markBroken()
-            throw SSHError(
-                host: session.options.place,
-                message:
-                    "the connection was lost after `\(argv.first ?? "")` ended its output but before its exit status arrived (\(said)), so whether it succeeded is unknown",
-                hint:
-                    "Check what it was to do before running it again (for a deployment: `vllmctl status`); the login node or the network may have dropped the connection",
-                connectionLost: true)
-        }
-        finished = true
-        var status = libssh2_channel_get_exit_status(raw)
-        var signalName: UnsafeMutablePointer<CChar>?
-        var signalLength = 0
-        if libssh2_channel_get_exit_signal(raw, &signalName, &signalLength, nil, nil, nil, nil) == 0,
-            let signalName
-        {
-            if signalLength > 0 { status = 128 + Self.signalNumber(String(cString: signalName)) }
-            libssh2_free(session.raw, signalName)
-        }
-        return CommandResult(
-            status: status, stdout: String(decoding: out, as: UTF8.self),
-            stderr: String(decoding: err, as: UTF8.self))
+    /// Starts a request ("exec" with the command line) on a "session" channel.
+    func start(_ request: String, _ message: String) -> Int32 {
+        libssh2_channel_process_startup(
+            raw, request, UInt32(request.utf8.count), message, UInt32(message.utf8.count))
     }
 
-    /// Waits for the session's socket in the direction libssh2 is blocked on.
-    func waitSocket(until deadline: Date) throws {
-        let directions = libssh2_session_block_directions(session.raw)
-        var events: Int16 = 0
-        if directions & LIBSSH2_SESSION_BLOCK_INBOUND != 0 { events |= Int16(POLLIN) }
-        if directions & LIBSSH2_SESSION_BLOCK_OUTBOUND != 0 { events |= Int16(POLLOUT) }
-        if events == 0 { events = Int16(POLLIN) }
-        var pfd = pollfd(fd: session.socket, events: events, revents: 0)
-        let ms = max(0, min(1000, Int32(deadline.timeIntervalSinceNow * 1000)))
-        _ = poll(&pfd, 1, ms)
+    /// Sends up to `count` bytes on `stream`: how many were taken, 0 when the window is full,
+    /// or a libssh2 error (EAGAIN: repeat this call with the same bytes).
+    func write(_ bytes: UnsafePointer<CChar>, count: Int, stream: Int32 = 0) -> Int {
+        libssh2_channel_write_ex(raw, stream, bytes, count)
     }
 
-    private static func signalNumber(_ name: String) -> Int32 {
-        switch name {
-        case "HUP": return SIGHUP
-        case "INT": return SIGINT
-        case "KILL": return SIGKILL
-        case "TERM": return SIGTERM
-        case "PIPE": return SIGPIPE
-        case "SEGV": return SIGSEGV
-        case "ABRT": return SIGABRT
-        default: return 0
+    /// Reads up to `count` bytes of `stream`: how many, 0 or EAGAIN for none yet, or an error.
+    func read(into buffer: UnsafeMutablePointer<CChar>, count: Int, stream: Int32 = 0) -> Int {
+        libssh2_channel_read_ex(raw, stream, buffer, count)
+    }
+
+    func sendEOF() -> Int32 { libssh2_channel_send_eof(raw) }
+
+    /// The remote side sent EOF.
+    var receivedEOF: Bool { libssh2_channel_eof(raw) != 0 }
+
+    func close() -> Int32 { libssh2_channel_close(raw) }
+
+    func waitClosed() -> Int32 { libssh2_channel_wait_closed(raw) }
+
+    /// The command's exit status (0 when none arrived: see `execute`).
+    var exitStatus: Int32 { libssh2_channel_get_exit_status(raw) }
+
+    /// The signal that ended the command (`TERM`, `KILL`), if one did.
+    var exitSignal: String? {
+        var name: UnsafeMutablePointer<CChar>?
+        var length = 0
+        guard libssh2_channel_get_exit_signal(raw, &name, &length, nil, nil, nil, nil) == 0, let name else {
+            return nil
         }
+        defer { libssh2_free(session.raw, name) }
+        return length > 0 ? String(cString: name) : nil
     }
 }

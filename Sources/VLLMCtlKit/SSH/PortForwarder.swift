@@ -73,6 +73,12 @@ public struct ForwarderSettings: Sendable {
 /// (libssh2 does not count missed replies). A lost session is replaced with backoff while
 /// the listener stays bound; clients accepted meanwhile wait for the new session.
 ///
+/// Handles: each client's channel is an `SSHChannel` (holding the session), owned by its
+/// `Forward`; the loop frees it in its own time (`closing`, `free()` repeated after EAGAIN),
+/// so no libssh2 call happens behind the loop's back. A dead or closed session is marked
+/// broken before its channels are dropped, which leaves their handles to the session's release.
+/// The loop runs on one thread at a time: the tunnel's own thread, or the session's queue.
+///
 /// libssh2 1.10 opens one channel at a time. An open that outlives `channelOpenTimeout`
 /// fails its client; libssh2 must still finish it, so it goes on in the background and
 /// clients for the same target fail at once meanwhile (clients for other targets wait up to
@@ -100,12 +106,12 @@ public final class PortForwarder: @unchecked Sendable {
     private var session: SSHSession?
     /// A "session" channel nobody runs anything on: reading it makes libssh2 process what
     /// the server sends while no client is connected (keepalive replies, disconnects).
-    private var control: OpaquePointer?
+    private var control: SSHChannel?
     private var waiting: [Forward] = []  // accepted, channel not yet open (FIFO)
     /// The one client whose channel libssh2 is opening; once `abandoned`, its client has gone.
     private var opening: Forward?
     private var active: [Forward] = []
-    private var closing: [OpaquePointer] = []  // channels being closed and freed
+    private var closing: [SSHChannel] = []  // channels being closed and freed
     private var pending: Pending?
     private var lastKeepalive: UInt64 = 0
     /// Reconnects: the last handshake's start, losses in a row, and the session's start.
@@ -181,7 +187,7 @@ public final class PortForwarder: @unchecked Sendable {
     ) {
         _ = fcntl(client, F_SETFD, FD_CLOEXEC)
         _ = fcntl(client, F_SETFL, O_NONBLOCK)
-        let f = Forward(client: client, bufferSize: settings.bufferSize, now: Self.now())
+        let f = Forward(client: client, bufferSize: settings.bufferSize, now: MonotonicClock.now())
         f.openMessage = Self.openMessage(host: host, port: port)
         f.target = URLTarget.hostPort(host, port)
         f.openTimeout = timeout
@@ -396,18 +402,17 @@ public final class PortForwarder: @unchecked Sendable {
         case eof(Forward)
         case read(Forward)
         case open(Forward)
-        case free(OpaquePointer)
+        case free(SSHChannel)
         case control
     }
 
     /// Makes one call; a call left half-sent becomes `pending`.
     private func attempt(_ op: Pending, _ s: SSHSession) -> Outcome {
-        let raw = s.raw
         var rc: Int
         switch op {
         case .write(let f):
             guard let channel = f.channel else { return .done }
-            rc = f.up.withReadable { libssh2_channel_write_ex(channel, 0, $0, $1) }
+            rc = f.up.withReadable { channel.write($0, count: $1) }
             if rc > 0 {
                 f.up.consume(rc)
                 return .done
@@ -415,20 +420,20 @@ public final class PortForwarder: @unchecked Sendable {
             if rc == 0 { rc = Int(LIBSSH2_ERROR_EAGAIN) }  // the window is full
         case .eof(let f):
             guard let channel = f.channel else { return .done }
-            rc = Int(libssh2_channel_send_eof(channel))
+            rc = Int(channel.sendEOF())
             if rc == 0 {
                 f.eofSent = true
                 return .done
             }
         case .read(let f):
             guard let channel = f.channel else { return .done }
-            rc = f.down.withWritable { libssh2_channel_read_ex(channel, 0, $0, $1) }
+            rc = f.down.withWritable { channel.read(into: $0, count: $1) }
             if rc > 0 {
                 f.down.produced(rc)
                 return .done
             }
             if rc == 0 || rc == Int(LIBSSH2_ERROR_EAGAIN) {
-                if libssh2_channel_eof(channel) != 0 {
+                if channel.receivedEOF {
                     f.channelEOF = true
                     return .done
                 }
@@ -437,13 +442,11 @@ public final class PortForwarder: @unchecked Sendable {
         case .open(let f):
             // libssh2_channel_direct_tcpip_ex with our window: libssh2 then keeps topping the
             // window up to this size (plus the read size) as the client drains it.
-            let opened = (f.openMessage ?? openMessage).withUnsafeBufferPointer {
-                libssh2_channel_open_ex(
-                    raw, "direct-tcpip", 12, settings.receiveWindow, Self.packetSize, $0.baseAddress,
-                    UInt32($0.count))
-            }
+            let opened = SSHChannel.open(
+                "direct-tcpip", on: s, window: settings.receiveWindow, packetSize: Self.packetSize,
+                message: f.openMessage ?? openMessage)
             guard let channel = opened else {
-                rc = Int(libssh2_session_last_errno(raw))
+                rc = Int(s.lastErrno)
                 if rc == Int(LIBSSH2_ERROR_EAGAIN) { break }
                 if rc == Int(LIBSSH2_ERROR_CHANNEL_FAILURE) {
                     // The server said no for this one connection; the session is fine.
@@ -461,20 +464,20 @@ public final class PortForwarder: @unchecked Sendable {
             f.channel = channel
             return .done
         case .free(let channel):
-            rc = Int(libssh2_channel_free(channel))
+            rc = Int(channel.free())
             if rc == 0 { return .done }
             if rc != Int(LIBSSH2_ERROR_EAGAIN) { return .done }  // freed regardless
         case .control:
             guard let control else { return .done }
             var scratch = [CChar](repeating: 0, count: 256)
-            rc = libssh2_channel_read_ex(control, 0, &scratch, scratch.count)
-            if rc >= 0 && libssh2_channel_eof(control) != 0 {
+            rc = control.read(into: &scratch, count: scratch.count)
+            if rc >= 0 && control.receivedEOF {
                 return .sessionError("the server closed the session")
             }
             if rc >= 0 { rc = Int(LIBSSH2_ERROR_EAGAIN) }
         }
         if rc == Int(LIBSSH2_ERROR_EAGAIN) {
-            if libssh2_session_block_directions(raw) & LIBSSH2_SESSION_BLOCK_OUTBOUND != 0 {
+            if s.isBlockedOnSending {
                 pending = op
             }
             return .blocked
@@ -505,17 +508,18 @@ public final class PortForwarder: @unchecked Sendable {
     }
 
     private func accept() {
-        guard let listener, Self.now() >= acceptPausedUntil else { return }
+        guard let listener, MonotonicClock.now() >= acceptPausedUntil else { return }
         while active.count + waiting.count < settings.maxConnections {
             let fd = Glibc.accept(listener, nil, nil)
             if fd < 0 {
                 let code = errno
                 if code == EMFILE || code == ENFILE || code == ENOBUFS || code == ENOMEM {
                     // The listener stays readable: polling it now would spin.
-                    acceptPausedUntil = Self.now() + 1_000_000_000
+                    let now = MonotonicClock.now()
+                    acceptPausedUntil = now + 1_000_000_000
                     // Said at most once a minute.
-                    if acceptFailureSaidAt == 0 || Self.now() - acceptFailureSaidAt > 60_000_000_000 {
-                        acceptFailureSaidAt = Self.now()
+                    if acceptFailureSaidAt == 0 || now - acceptFailureSaidAt > 60_000_000_000 {
+                        acceptFailureSaidAt = now
                         onEvent(
                             .acceptFailed(
                                 reason:
@@ -529,7 +533,7 @@ public final class PortForwarder: @unchecked Sendable {
             _ = fcntl(fd, F_SETFL, O_NONBLOCK)
             var one: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-            let f = Forward(client: fd, bufferSize: settings.bufferSize, now: Self.now())
+            let f = Forward(client: fd, bufferSize: settings.bufferSize, now: MonotonicClock.now())
             f.target = listenerTarget
             f.openTimeout = settings.channelOpenTimeout
             waiting.append(f)
@@ -553,7 +557,7 @@ public final class PortForwarder: @unchecked Sendable {
             f.opened = nil
         }
         f.finished = true
-        let now = Self.now()
+        let now = MonotonicClock.now()
         if Double(now - lastOpenFailureEvent) / 1e9 >= settings.eventInterval || lastOpenFailureEvent == 0 {
             onEvent(.channelOpenFailed(target: f.target, reason: reason, alsoSince: openFailuresUnsaid))
             lastOpenFailureEvent = now
@@ -567,7 +571,7 @@ public final class PortForwarder: @unchecked Sendable {
     /// open past its client's timeout fails that client and goes on without it; clients queued
     /// behind it for the same target fail at once, others when their own wait runs out.
     private func openNext(_ s: SSHSession) -> Outcome? {
-        let now = Self.now()
+        let now = MonotonicClock.now()
         if opening == nil {
             waiting.removeAll { $0.finished }
             guard let f = waiting.first else { return nil }
@@ -627,7 +631,7 @@ public final class PortForwarder: @unchecked Sendable {
     }
 
     private func freeClosing(_ s: SSHSession, _ progressed: inout Bool) -> String? {
-        var still: [OpaquePointer] = []
+        var still: [SSHChannel] = []
         for (i, channel) in closing.enumerated() {
             if pending != nil {
                 still.append(contentsOf: closing[i...])
@@ -649,7 +653,7 @@ public final class PortForwarder: @unchecked Sendable {
     /// room: libssh2 drops a keepalive's half-sent packet on the floor, which would wedge the
     /// session.
     private func keepalive(_ s: SSHSession) -> String? {
-        let now = Self.now()
+        let now = MonotonicClock.now()
         let interval = UInt64(settings.keepaliveInterval) * 1_000_000_000
         guard interval > 0, now - s.lastReceived >= interval, now - lastKeepalive >= interval else {
             return nil
@@ -662,8 +666,7 @@ public final class PortForwarder: @unchecked Sendable {
             unsent < sendBuffer / 4
         else { return nil }
         lastKeepalive = now
-        var next: Int32 = 0
-        if libssh2_keepalive_send(s.raw, &next) != 0 {
+        if s.sendKeepalive() != 0 {
             return s.lastError.message.isEmpty ? "the keepalive could not be sent" : s.lastError.message
         }
         return nil
@@ -672,7 +675,7 @@ public final class PortForwarder: @unchecked Sendable {
     private func checkDeadPeer(_ s: SSHSession) -> String? {
         let interval = UInt64(settings.keepaliveInterval) * 1_000_000_000
         guard interval > 0 else { return nil }
-        let silence = Self.now() - s.lastReceived
+        let silence = MonotonicClock.now() - s.lastReceived
         guard silence > interval * UInt64(max(1, settings.keepaliveCountMax)),
             lastKeepalive > s.lastReceived || pending != nil
         else { return nil }
@@ -694,7 +697,7 @@ public final class PortForwarder: @unchecked Sendable {
             sessionEvents = 0
         }
         fds.append(pollfd(fd: s.socket, events: sessionEvents, revents: 0))
-        let now = Self.now()
+        let now = MonotonicClock.now()
         if let listener, active.count + waiting.count < settings.maxConnections, now >= acceptPausedUntil {
             fds.append(pollfd(fd: listener, events: Int16(POLLIN), revents: 0))
         }
@@ -719,31 +722,36 @@ public final class PortForwarder: @unchecked Sendable {
     // MARK: sessions
 
     private func adopt(_ s: SSHSession) {
-        libssh2_session_set_blocking(s.raw, 1)
-        libssh2_session_set_timeout(s.raw, Int(max(2, s.options.connectTimeout) * 1000))
+        s.setBlocking(true)
+        s.setTimeout(milliseconds: Int(max(2, s.options.connectTimeout) * 1000))
         s.trackReceives()
         if !exitWhenIdle {
-            control = libssh2_channel_open_ex(s.raw, "session", 7, 64 * 1024, 32768, nil, 0)
+            control = SSHChannel.open("session", on: s, window: 64 * 1024, packetSize: 32768)
         }
-        libssh2_session_set_blocking(s.raw, 0)
+        s.setBlocking(false)
         if settings.keepaliveInterval > 0 {
-            libssh2_keepalive_config(s.raw, 1, UInt32(settings.keepaliveInterval))
+            s.configureKeepalive(interval: settings.keepaliveInterval)
         }
         session = s
         lastKeepalive = 0
-        sessionSince = Self.now()
+        sessionSince = MonotonicClock.now()
     }
 
     /// Hands a shared session back to its other users (exec, SFTP): blocking again, with
     /// the timeout `SSHSession` uses after authentication.
     private func release(_ s: SSHSession) {
-        libssh2_session_set_blocking(s.raw, 1)
-        libssh2_session_set_timeout(s.raw, 120_000)
+        s.setBlocking(true)
+        s.setTimeout(milliseconds: 120_000)
     }
 
     /// Forgets a dead session: its clients in flight are closed, waiting ones stay.
     private func dropSession(reason: String) {
         guard let s = session else { return }
+        // The session's channels are freed with it (each would take a round trip); its socket
+        // is shut first so that nothing waits. Marked broken, the channels dropped below leave
+        // their handles to it.
+        s.markBroken()
+        s.shutdownSocket()
         for f in active {
             close(f.client)
             f.channel = nil
@@ -771,10 +779,8 @@ public final class PortForwarder: @unchecked Sendable {
         closing.removeAll()
         pending = nil
         control = nil
-        let lived = Double(Self.now() - sessionSince) / 1e9
+        let lived = Double(MonotonicClock.now() - sessionSince) / 1e9
         lossStreak = lived >= settings.stableSeconds ? 1 : lossStreak + 1
-        // Channels are freed with the session; its socket is shut first so that nothing waits.
-        s.shutdownSocket()
         session = nil
         onEvent(.sessionLost(reason: reason))
     }
@@ -789,12 +795,13 @@ public final class PortForwarder: @unchecked Sendable {
             let backoff = min(
                 settings.reconnectDelayMax,
                 settings.reconnectDelay * pow(2, Double(max(0, lossStreak - 1))))
-            let sinceLast = lastHandshake == 0 ? .infinity : Double(Self.now() - lastHandshake) / 1e9
+            let sinceLast =
+                lastHandshake == 0 ? .infinity : Double(MonotonicClock.now() - lastHandshake) / 1e9
             let delay = max(backoff, settings.minHandshakeInterval - sinceLast)
             var fd = pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)
             _ = poll(&fd, 1, Int32(delay * 1000))
             if isStopping { return }
-            lastHandshake = Self.now()
+            lastHandshake = MonotonicClock.now()
             do {
                 let s = try connect()
                 adopt(s)
@@ -812,6 +819,9 @@ public final class PortForwarder: @unchecked Sendable {
     }
 
     private func shutdownAll() {
+        // Goodbye first: the session is then closed (and broken), so the channels dropped
+        // below leave their handles to its release instead of freeing them one by one.
+        session?.closeQuickly()
         if let listener { close(listener) }
         takeInjected()
         for f in active + waiting {
@@ -824,15 +834,9 @@ public final class PortForwarder: @unchecked Sendable {
         active.removeAll()
         waiting.removeAll()
         closing.removeAll()
+        pending = nil
         control = nil
-        session?.closeQuickly()
         session = nil
-    }
-
-    static func now() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 }
 
@@ -840,7 +844,7 @@ public final class PortForwarder: @unchecked Sendable {
 final class Forward {
     let client: Int32
     let acceptedAt: UInt64
-    var channel: OpaquePointer?
+    var channel: SSHChannel?
     /// The direct-tcpip data for this client's own target (nil: the listener's), and the target
     /// for messages.
     var openMessage: [CChar]?

@@ -1,0 +1,15 @@
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Nanoseconds on CLOCK_MONOTONIC: for timeouts, backoff and dead-peer timers, which must not
+/// jump when the wall clock is set. Only differences between two readings mean anything.
+enum MonotonicClock {
+    static func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+}
