@@ -1,0 +1,177 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// One local HTTP endpoint in front of several vLLM replicas, balancing each request (not
+/// each connection) to the replica with the fewest requests in flight, ties broken at random.
+///
+/// Connections are kept alive on both sides. Streamed responses pass through as they arrive.
+/// Replicas are checked with `GET /health` every ``BalancerSettings/healthInterval`` seconds,
+/// and a request that a replica refused or dropped before answering goes to another one. The
+/// endpoint serves its counters at `GET /vllmctl/replicas`. See docs/REPLICAS.md.
+///
+/// ```swift
+/// let balancer = Balancer(replicas: [Replica(host: "10.77.0.11", port: 8000),
+///                                    Replica(host: "10.77.0.12", port: 8000)])
+/// let port = try await balancer.start(host: "127.0.0.1", port: 0)
+/// // … clients use http://127.0.0.1:\(port)/v1 with the deployment's key …
+/// await balancer.shutdown()
+/// ```
+///
+/// Nothing of NIO exists until a balancer is made: other commands pay nothing for it.
+public final class Balancer: Sendable {
+    private let engine: BalancerEngine
+    private let group: any EventLoopGroup
+    private let ownsGroup: Bool
+    private let running = Locked<(server: (any Channel)?, health: [Replica: Task<Void, Never>], stopped: Bool)>(
+        (nil, [:], false))
+
+    /// A balancer over `replicas` (none is fine: ``setReplicas(_:)`` adds them later).
+    /// - Parameters:
+    ///   - connector: where connections to replicas come from; plain TCP by default.
+    ///   - eventLoopGroup: NIO's threads; nil: the balancer makes its own
+    ///     (``BalancerSettings/threads``) and shuts it down in ``shutdown()``.
+    ///   - onEvent: called on every change of the replica set or a replica's rotation state,
+    ///     from any thread; keep it short.
+    public init(
+        replicas: [Replica], connector: any UpstreamConnector = DirectConnector(),
+        settings: BalancerSettings = BalancerSettings(), eventLoopGroup: (any EventLoopGroup)? = nil,
+        onEvent: @escaping @Sendable (BalancerEvent) -> Void = { _ in }
+    ) {
+        if let eventLoopGroup {
+            group = eventLoopGroup
+            ownsGroup = false
+        } else {
+            group = MultiThreadedEventLoopGroup(numberOfThreads: max(settings.threads, 1))
+            ownsGroup = true
+        }
+        engine = BalancerEngine(connector: connector, settings: settings, group: group, onEvent: onEvent)
+        engine.update { $0.set(replicas) }
+    }
+
+    /// Listens on `host:port` (0: a free port) and starts the health checks; returns the
+    /// port. Throws ``VLLMCtlError/invalidInput(_:hint:)`` when the address cannot be bound.
+    @discardableResult
+    public func start(host: String = "127.0.0.1", port: Int = 0) async throws -> Int {
+        let engine = self.engine
+        let server: any Channel
+        do {
+            server = try await ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 256)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                            withPipeliningAssistance: true, withErrorHandling: true)
+                        try channel.pipeline.syncOperations.addHandler(ClientHandler(engine: engine))
+                    }
+                }
+                .bind(host: host, port: port).get()
+        } catch {
+            throw VLLMCtlError.invalidInput(
+                "cannot listen on \(URLTarget.hostPort(host, port)): \(error)",
+                hint: "Pick another port, or stop what listens there.")
+        }
+        running.withLock { $0.server = server }
+        syncHealthChecks()
+        return server.localAddress?.port ?? port
+    }
+
+    /// The port it listens on; nil before ``start(host:port:)``.
+    public var port: Int? { running.value.server?.localAddress?.port }
+
+    /// Makes `replicas` the set without restarting: new ones join (in rotation, checked at
+    /// once), missing ones leave: no new request goes to them, and requests already on them
+    /// finish.
+    public func setReplicas(_ replicas: [Replica]) {
+        engine.update { $0.set(replicas) }
+        syncHealthChecks()
+    }
+
+    /// Stops sending new requests to `replica` and returns once none is in flight on it (at
+    /// once when it is idle or unknown). It stays a member, out of rotation, until
+    /// ``setReplicas(_:)`` removes it.
+    public func drain(_ replica: Replica) async {
+        engine.update { $0.drain(replica) }
+        await engine.waitIdle(replica)
+    }
+
+    /// Every replica's counters, in the order they joined.
+    public func snapshot() -> [ReplicaStats] {
+        engine.state.withLock { $0.table.snapshot() }
+    }
+
+    /// Stops listening, stops the health checks and closes every connection; shuts the event
+    /// loop group down when the balancer made it. Requests in flight are cut.
+    public func shutdown() async {
+        let (server, health, first) = running.withLock { r in
+            let result = (r.server, Array(r.health.values), !r.stopped)
+            r.server = nil
+            r.health = [:]
+            r.stopped = true
+            return result
+        }
+        guard first else { return }
+        for task in health { task.cancel() }
+        try? await server?.close()
+        engine.closeIdle()
+        for task in health { await task.value }
+        if ownsGroup { try? await group.shutdownGracefully() }
+    }
+
+    /// One health-check task per member once started; removed members' tasks end.
+    private func syncHealthChecks() {
+        let members = Set(engine.state.withLock { s in s.table.order.filter { s.table.isMember($0) } })
+        let engine = self.engine
+        let stale = running.withLock { r -> [Task<Void, Never>] in
+            guard r.server != nil, !r.stopped else { return [] }
+            var stale: [Task<Void, Never>] = []
+            for (replica, task) in r.health where !members.contains(replica) {
+                stale.append(task)
+                r.health[replica] = nil
+            }
+            for replica in members where r.health[replica] == nil {
+                r.health[replica] = Task {
+                    while !Task.isCancelled {
+                        let outcome = await HealthCheck.run(
+                            replica, connector: engine.connector, on: engine.group.next(),
+                            timeout: engine.settings.healthTimeout)
+                        if Task.isCancelled { break }
+                        engine.update { $0.health(replica, outcome) }
+                        try? await Task.sleep(for: .seconds(engine.settings.healthInterval))
+                    }
+                }
+            }
+            return stale
+        }
+        for task in stale { task.cancel() }
+    }
+
+    deinit {
+        if ownsGroup && !running.value.stopped {
+            group.shutdownGracefully { _ in }
+        }
+    }
+}
+
+/// Runs `body` with a started ``Balancer`` and its port, and shuts it down afterwards,
+/// also when `body` throws.
+public func withBalancer<T: Sendable>(
+    replicas: [Replica], connector: any UpstreamConnector = DirectConnector(),
+    settings: BalancerSettings = BalancerSettings(), host: String = "127.0.0.1", port: Int = 0,
+    onEvent: @escaping @Sendable (BalancerEvent) -> Void = { _ in },
+    _ body: (Balancer, Int) async throws -> T
+) async throws -> T {
+    let balancer = Balancer(replicas: replicas, connector: connector, settings: settings, onEvent: onEvent)
+    do {
+        let bound = try await balancer.start(host: host, port: port)
+        let result = try await body(balancer, bound)
+        await balancer.shutdown()
+        return result
+    } catch {
+        await balancer.shutdown()
+        throw error
+    }
+}

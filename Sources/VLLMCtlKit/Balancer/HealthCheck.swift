@@ -1,0 +1,67 @@
+import NIOCore
+import NIOHTTP1
+
+/// `GET /health` on one replica through the balancer's connector, on a connection of its own.
+enum HealthCheck {
+    static func run(_ replica: Replica, connector: any UpstreamConnector, on loop: any EventLoop, timeout: Double)
+        async -> HealthOutcome
+    {
+        let channel: any Channel
+        do {
+            channel = try await connector.connect(host: replica.host, port: replica.port, timeout: timeout, on: loop)
+        } catch {
+            let e = RouteConnector.classify(error)
+            return e.kind == .ourSide ? .unknown(e.message) : .unhealthy(e.message)
+        }
+        defer { channel.close(promise: nil) }
+        let promise = channel.eventLoop.makePromise(of: Int.self)
+        do {
+            try await channel.eventLoop.submit {
+                try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                try channel.pipeline.syncOperations.addHandler(ProbeHandler(promise: promise))
+            }.get()
+            var headers = HTTPHeaders()
+            headers.add(name: "Host", value: replica.description)
+            headers.add(name: "Connection", value: "close")
+            channel.write(
+                HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: "/health", headers: headers)),
+                promise: nil)
+            channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        } catch {
+            promise.fail(error)
+        }
+        let timer = channel.eventLoop.scheduleTask(in: .milliseconds(Int64(timeout * 1000))) {
+            promise.fail(ChannelError.connectTimeout(.milliseconds(Int64(timeout * 1000))))
+        }
+        defer { timer.cancel() }
+        do {
+            let status = try await promise.futureResult.get()
+            return status == 200 ? .healthy : .unhealthy("GET /health answered \(status)")
+        } catch ChannelError.connectTimeout {
+            return .unhealthy("no answer to GET /health within \(timeout) s")
+        } catch {
+            return .unhealthy("GET /health failed: \(error)")
+        }
+    }
+
+    /// Completes `promise` with the status of the first final response head.
+    final class ProbeHandler: ChannelInboundHandler {
+        typealias InboundIn = HTTPClientResponsePart
+        let promise: EventLoopPromise<Int>
+        init(promise: EventLoopPromise<Int>) { self.promise = promise }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            if case .head(let head) = unwrapInboundIn(data), head.status.code >= 200 {
+                promise.succeed(Int(head.status.code))
+            }
+        }
+        func channelInactive(context: ChannelHandlerContext) {
+            promise.fail(ChannelError.eof)
+            context.fireChannelInactive()
+        }
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            promise.fail(error)
+            context.close(promise: nil)
+        }
+    }
+}

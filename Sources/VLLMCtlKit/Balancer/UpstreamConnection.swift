@@ -1,0 +1,205 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// How forwarding one request over one upstream connection ended.
+enum ExchangeResult: Sendable {
+    /// The whole response went to the client; `reusable`: the connection may carry another.
+    case completed(status: Int, headSeconds: Double, reusable: Bool)
+    /// The response had started when the connection broke (or the client left).
+    case broken(status: Int, headSeconds: Double, reason: String)
+    /// The replica refused, reset or closed before any response byte: safe to retry.
+    case beforeResponse(String)
+}
+
+/// The client connection a request came in on, as the exchanges that answer it see it.
+final class ClientSide: Sendable {
+    let channel: any Channel
+    private let state = Locked<(closed: Bool, onClose: (@Sendable () -> Void)?)>((false, nil))
+
+    init(channel: any Channel) { self.channel = channel }
+
+    var isClosed: Bool { state.value.closed }
+
+    /// Calls `onClose` if the client goes away while an attempt runs (it closes the replica's
+    /// connection, so that vLLM aborts the generation); false when it has gone already.
+    func attempting(onClose: @escaping @Sendable () -> Void) -> Bool {
+        state.withLock { s in
+            if s.closed { return false }
+            s.onClose = onClose
+            return true
+        }
+    }
+
+    func attemptEnded() { state.withLock { $0.onClose = nil } }
+
+    /// The client's connection closed.
+    func closed() {
+        let callback = state.withLock { s in
+            s.closed = true
+            let c = s.onClose
+            s.onClose = nil
+            return c
+        }
+        callback?()
+    }
+}
+
+/// One request in flight on an upstream connection; lives on that connection's event loop.
+final class Exchange {
+    let client: ClientSide
+    let clientVersion: HTTPVersion
+    let clientKeepAlive: Bool
+    let promise: EventLoopPromise<ExchangeResult>
+    let started = NIODeadline.now()
+    var status: Int?
+    var headSeconds = 0.0
+    var upstreamKeepAlive = true
+
+    init(client: ClientSide, clientVersion: HTTPVersion, clientKeepAlive: Bool, promise: EventLoopPromise<ExchangeResult>) {
+        self.client = client
+        self.clientVersion = clientVersion
+        self.clientKeepAlive = clientKeepAlive
+        self.promise = promise
+    }
+}
+
+/// Relays a replica's response to the client as it arrives: each part is written and
+/// flushed at once, so SSE events pass unbuffered. While more than `highWater` bytes wait to
+/// be written to a slow client, reading from the replica stops (backpressure).
+final class UpstreamHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private var context: ChannelHandlerContext?
+    private var exchange: Exchange?
+    private var pendingBytes = 0
+    private var paused = false
+    private let highWater = 256 << 10
+    private let lowWater = 64 << 10
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    /// Sends `head` and `body` and relays the answer; the exchange's promise says how it ended.
+    func begin(_ exchange: Exchange, head: HTTPRequestHead, body: NIOCore.ByteBuffer) {
+        guard let context, context.channel.isActive, self.exchange == nil else {
+            exchange.promise.succeed(.beforeResponse("the connection was closed"))
+            return
+        }
+        self.exchange = exchange
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let exchange else {
+            // Nothing was asked: a replica talking out of turn cannot be trusted with another request.
+            context.close(promise: nil)
+            return
+        }
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            guard head.status.code >= 200 || head.status == .switchingProtocols else { return }
+            exchange.status = Int(head.status.code)
+            exchange.headSeconds = Double((NIODeadline.now() - exchange.started).nanoseconds) / 1e9
+            exchange.upstreamKeepAlive = head.isKeepAlive
+            let out = ForwardedHeaders.response(
+                head, clientVersion: exchange.clientVersion, keepAlive: exchange.clientKeepAlive)
+            relay(.head(out), bytes: 0, exchange: exchange, context: context)
+        case .body(let buffer):
+            relay(.body(.byteBuffer(buffer)), bytes: buffer.readableBytes, exchange: exchange, context: context)
+        case .end(let trailers):
+            self.exchange = nil
+            exchange.client.channel.writeAndFlush(HTTPServerResponsePart.end(trailers), promise: nil)
+            exchange.promise.succeed(
+                .completed(
+                    status: exchange.status ?? 0, headSeconds: exchange.headSeconds,
+                    reusable: exchange.upstreamKeepAlive))
+        }
+    }
+
+    private func relay(
+        _ part: HTTPServerResponsePart, bytes: Int, exchange: Exchange, context: ChannelHandlerContext
+    ) {
+        pendingBytes += bytes
+        let loop = context.eventLoop
+        let bound = NIOLoopBound((self, context), eventLoop: loop)
+        exchange.client.channel.writeAndFlush(part).hop(to: loop).whenComplete { result in
+            let (handler, context) = bound.value
+            handler.pendingBytes -= bytes
+            if case .failure = result {
+                // The client is gone: stop the replica's work too.
+                context.close(promise: nil)
+            } else if handler.paused && handler.pendingBytes <= handler.lowWater {
+                handler.paused = false
+                context.channel.setOption(.autoRead, value: true).whenFailure { _ in }
+            }
+        }
+        if !paused && pendingBytes > highWater {
+            paused = true
+            context.channel.setOption(.autoRead, value: false).whenFailure { _ in }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        fail("closed the connection")
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let io = error as? IOError, io.errnoCode == ECONNRESET {
+            fail("reset the connection")
+        } else if error is HTTPParserError {
+            fail("sent a malformed response (\(error))")
+        } else {
+            fail("\(error)")
+        }
+        context.close(promise: nil)
+    }
+
+    private func fail(_ reason: String) {
+        guard let exchange else { return }
+        self.exchange = nil
+        if let status = exchange.status {
+            exchange.promise.succeed(.broken(status: status, headSeconds: exchange.headSeconds, reason: reason))
+        } else {
+            exchange.promise.succeed(.beforeResponse(reason))
+        }
+    }
+}
+
+/// A connection to one replica, with the HTTP client codec and an ``UpstreamHandler``.
+struct UpstreamConnection: Sendable {
+    let channel: any Channel
+    let handler: NIOLoopBound<UpstreamHandler>
+    /// Whether it carried a request before (a failure then may be the replica's idle timeout).
+    var reused = false
+
+    /// Adds the codec and handler to a freshly connected `channel`.
+    static func wrap(_ channel: any Channel) async throws -> UpstreamConnection {
+        try await channel.eventLoop.submit {
+            let handler = UpstreamHandler()
+            try channel.pipeline.syncOperations.addHTTPClientHandlers()
+            try channel.pipeline.syncOperations.addHandler(handler)
+            return UpstreamConnection(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
+        }.get()
+    }
+
+    /// Forwards one request and relays its response to `client`.
+    func forward(
+        head: HTTPRequestHead, body: NIOCore.ByteBuffer, client: ClientSide, clientVersion: HTTPVersion, clientKeepAlive: Bool
+    ) async -> ExchangeResult {
+        let promise = channel.eventLoop.makePromise(of: ExchangeResult.self)
+        let handler = self.handler
+        channel.eventLoop.execute {
+            handler.value.begin(
+                Exchange(
+                    client: client, clientVersion: clientVersion, clientKeepAlive: clientKeepAlive,
+                    promise: promise),
+                head: head, body: body)
+        }
+        do { return try await promise.futureResult.get() } catch { return .beforeResponse("\(error)") }
+    }
+}

@@ -1,0 +1,128 @@
+import Foundation
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Where a balancer's connections to its replicas come from: plain TCP on a login node or a
+/// gateway (``DirectConnector``), or the SSH session from a laptop (``RouteConnector``).
+public protocol UpstreamConnector: Sendable {
+    /// A connected stream channel to `host:port` on `eventLoop`, with an empty pipeline (the
+    /// balancer adds the HTTP codec), within `timeout` seconds. Throws
+    /// ``UpstreamConnectError`` saying whose fault a failure is; any other error counts as
+    /// ``UpstreamConnectError/Kind/ourSide``.
+    func connect(host: String, port: Int, timeout: Double, on eventLoop: any EventLoop) async throws
+        -> any Channel
+}
+
+/// Why a connection to a replica failed, and so what the balancer concludes.
+public struct UpstreamConnectError: Error, Sendable, CustomStringConvertible {
+    /// Whose fault it is.
+    public enum Kind: Sendable, Equatable {
+        /// The target was seen refusing (nothing listens there) or resetting: the replica
+        /// leaves rotation at once.
+        case refused
+        /// No answer in time: one strike, as a failed health check.
+        case unanswered
+        /// The failure is on this side (the SSH session to the login node is down, no file
+        /// descriptors): nothing is known about the replica, whose state stays as it was.
+        case ourSide
+    }
+    /// Whose fault it is.
+    public var kind: Kind
+    /// What happened, in words.
+    public var message: String
+
+    /// An error of `kind`.
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    public var description: String { message }
+}
+
+/// Connects with plain TCP (NIO's `ClientBootstrap`): on a login node or a gateway, where the
+/// replicas' addresses are reachable.
+public struct DirectConnector: UpstreamConnector {
+    /// A direct connector.
+    public init() {}
+
+    public func connect(host: String, port: Int, timeout: Double, on eventLoop: any EventLoop) async throws
+        -> any Channel
+    {
+        let target = URLTarget.hostPort(host, port)
+        do {
+            return try await ClientBootstrap(group: eventLoop)
+                .connectTimeout(.milliseconds(Int64(max(timeout, 0.05) * 1000)))
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .connect(host: host, port: port).get()
+        } catch let error as NIOConnectionError {
+            let errnos = error.connectionErrors.compactMap { ($0.error as? IOError)?.errnoCode }
+            if errnos.contains(ECONNREFUSED) || errnos.contains(ECONNRESET) {
+                throw UpstreamConnectError(.refused, "\(target) refused the connection")
+            }
+            if errnos.contains(EMFILE) || errnos.contains(ENFILE) || errnos.contains(ENOBUFS) {
+                throw UpstreamConnectError(.ourSide, "cannot connect to \(target): \(error)")
+            }
+            if error.dnsAError != nil && error.dnsAAAAError != nil && error.connectionErrors.isEmpty {
+                throw UpstreamConnectError(.unanswered, "cannot resolve \(host)")
+            }
+            throw UpstreamConnectError(.unanswered, "cannot connect to \(target): \(error)")
+        } catch ChannelError.connectTimeout {
+            throw UpstreamConnectError(.unanswered, "\(target) did not accept a connection within \(timeout) s")
+        } catch let error as IOError where error.errnoCode == ECONNREFUSED {
+            throw UpstreamConnectError(.refused, "\(target) refused the connection")
+        } catch {
+            throw UpstreamConnectError(.unanswered, "cannot connect to \(target): \(error)")
+        }
+    }
+}
+
+/// Connects through an ``HTTPRoute``, such as the ``RemoteHost`` of a profile with `ssh_host`:
+/// one end of a Unix socket pair goes to `route.carry(...)` (a direct-tcpip channel of the one
+/// SSH session), NIO speaks HTTP over the other.
+///
+/// A failure the route reports as the login node failing to connect to the target ("could not
+/// connect to", sshd's `connect failed`) was seen at the far end: ``UpstreamConnectError/Kind/refused``.
+/// Any other failure of the route (the session is down, the login node is unreachable) says
+/// nothing about the replica: ``UpstreamConnectError/Kind/ourSide``.
+public struct RouteConnector: UpstreamConnector {
+    /// Where connections come from.
+    public var route: any HTTPRoute
+
+    /// A connector over `route`.
+    public init(route: any HTTPRoute) { self.route = route }
+
+    public func connect(host: String, port: Int, timeout: Double, on eventLoop: any EventLoop) async throws
+        -> any Channel
+    {
+        var fds: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
+            throw UpstreamConnectError(.ourSide, "socketpair: \(String(cString: strerror(errno)))")
+        }
+        do {
+            try await route.carry(fds[1], host: host, port: port, timeout: timeout)
+        } catch {
+            Glibc.close(fds[0])
+            throw Self.classify(error)
+        }
+        do {
+            return try await ClientBootstrap(group: eventLoop).withConnectedSocket(fds[0]).get()
+        } catch {
+            Glibc.close(fds[0])
+            throw UpstreamConnectError(.ourSide, "cannot use the route's socket: \(error)")
+        }
+    }
+
+    /// The kind of a route's failure: seen at the target, or on this side.
+    static func classify(_ error: any Error) -> UpstreamConnectError {
+        if let error = error as? UpstreamConnectError { return error }
+        if case .unreachable(_, let message, _) = error as? VLLMCtlError, message.contains("could not connect to") {
+            return UpstreamConnectError(.refused, message)
+        }
+        return UpstreamConnectError(.ourSide, "\(error)")
+    }
+}
