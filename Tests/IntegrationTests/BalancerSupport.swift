@@ -284,3 +284,14 @@ func testBalancerSettings() -> BalancerSettings {
     s.connectTimeout = 2
     return s
 }
+
+/// A direct connector that counts its connections.
+final class CountingConnector: UpstreamConnector {
+    private let connects = Locked(0)
+    var count: Int { connects.value }
+
+    func connect(host: String, port: Int, timeout: Double, on eventLoop: any EventLoop) async throws -> any Channel {
+        connects.withLock { $0 += 1 }
+        return try await DirectConnector().connect(host: host, port: port, timeout: timeout, on: eventLoop)
+    }
+}

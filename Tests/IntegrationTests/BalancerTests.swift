@@ -151,10 +151,52 @@ import Testing
         let b = try BalancerSim(key: key)
         try await a.waitHealthy()
         try await b.waitHealthy()
-        try await withBalancer(replicas: [a.replica, b.replica], settings: testBalancerSettings()) { balancer, port in
+        let connector = CountingConnector()
+        var settings = testBalancerSettings()
+        settings.healthInterval = 3600
+        try await withBalancer(replicas: [a.replica, b.replica], connector: connector, settings: settings) {
+            balancer, port in
             let results = await TestClient.onOneConnection(port: port, (0..<40).map { mixed($0) })
             #expect(results.count == 40 && results.allSatisfy { $0.ok })
             for s in balancer.snapshot() { #expect(s.successes > 0, "\(s.replica) got none") }
+            // One health check and one kept-alive connection per replica carried all 40.
+            #expect(connector.count <= 4, "\(connector.count) connections for 40 requests")
+        }
+    }
+
+    @Test func curlWithExpectContinueAndAStream() async throws {
+        let sim = try BalancerSim(key: key)
+        try await sim.waitHealthy()
+        try await withBalancer(replicas: [sim.replica], settings: testBalancerSettings()) { _, port in
+            let prompt = String(repeating: "word ", count: 400)
+            let body = #"{"model":"sim-model","prompt":"\#(prompt)","max_tokens":5,"stream":true}"#
+            let result = try await sh([
+                "curl", "-sS", "-N", "--http1.1", "-H", "Expect: 100-continue", "-H", "Content-Type: application/json",
+                "-H", "Authorization: Bearer \(key)", "-d", body, "http://127.0.0.1:\(port)/v1/completions",
+            ])
+            #expect(result.status == 0, "\(result.stderr)")
+            #expect(result.stdout.hasSuffix("data: [DONE]\n\n"))
+            let unauthorized = try await sh([
+                "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Authorization: Bearer sk-wrong",
+                "http://127.0.0.1:\(port)/v1/models",
+            ])
+            #expect(unauthorized.stdout == "401")
+        }
+    }
+
+    @Test func aBodyAboveTheCapIsAnswered413() async throws {
+        let sim = try BalancerSim(key: key)
+        try await sim.waitHealthy()
+        var settings = testBalancerSettings()
+        settings.maxBufferedBody = 1000
+        try await withBalancer(replicas: [sim.replica], settings: settings) { balancer, port in
+            let big = await TestClient.send(
+                port: port, .completion(stream: false, key: key, prompt: String(repeating: "x", count: 2000)))
+            #expect(big.status == 413)
+            #expect(big.body.contains("larger than the balancer buffers"))
+            let small = await TestClient.send(port: port, mixed(1))
+            #expect(small.ok)
+            #expect(balancer.snapshot()[0].requests == 1)
         }
     }
 
