@@ -97,10 +97,13 @@ struct TestRequest: Sendable {
     var body: String?
     var key: String?
 
-    static func completion(stream: Bool, key: String, maxTokens: Int = 8, prompt: String = "Hello") -> TestRequest {
+    static func completion(stream: Bool, key: String, maxTokens: Int = 8, prompt: String = "Hello")
+        -> TestRequest
+    {
         TestRequest(
             method: .POST, path: "/v1/completions",
-            body: #"{"model":"sim-model","prompt":"\#(prompt)","max_tokens":\#(maxTokens),"stream":\#(stream)}"#,
+            body:
+                #"{"model":"sim-model","prompt":"\#(prompt)","max_tokens":\#(maxTokens),"stream":\#(stream)}"#,
             key: key)
     }
 }
@@ -117,7 +120,8 @@ enum TestClient {
     ) async -> [SeenResponse] {
         var seen: [SeenResponse] = []
         do {
-            let channel = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port) { ch in
+            let channel = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port) {
+                ch in
                 ch.eventLoop.makeCompletedFuture {
                     try ch.pipeline.syncOperations.addHTTPClientHandlers()
                     return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(
@@ -139,7 +143,10 @@ enum TestClient {
                     }
                     do {
                         try await outbound.write(
-                            .head(HTTPRequestHead(version: .http1_1, method: request.method, uri: request.path, headers: headers)))
+                            .head(
+                                HTTPRequestHead(
+                                    version: .http1_1, method: request.method, uri: request.path,
+                                    headers: headers)))
                         if let body { try await outbound.write(.body(.byteBuffer(body))) }
                         try await outbound.write(.end(nil))
                         reading: while true {
@@ -227,7 +234,8 @@ struct SplicingRoute: HTTPRoute {
         if sessionDown {
             Glibc.close(client)
             throw VLLMCtlError.unreachable(
-                url: "http://\(host):\(port)", message: "cannot reach the login node fake: the session is down",
+                url: "http://\(host):\(port)",
+                message: "cannot reach the login node fake: the session is down",
                 hint: "")
         }
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -245,7 +253,8 @@ struct SplicingRoute: HTTPRoute {
             Glibc.close(client)
             throw VLLMCtlError.unreachable(
                 url: "http://\(host):\(port)",
-                message: "the login node fake could not connect to \(host):\(port) (connect failed)", hint: "")
+                message: "the login node fake could not connect to \(host):\(port) (connect failed)", hint: ""
+            )
         }
         let remaining = Locked(2)
         for (from, to) in [(client, fd), (fd, client)] {
@@ -290,7 +299,9 @@ final class CountingConnector: UpstreamConnector {
     private let connects = Locked(0)
     var count: Int { connects.value }
 
-    func connect(host: String, port: Int, timeout: Double, on eventLoop: any EventLoop) async throws -> any Channel {
+    func connect(host: String, port: Int, timeout: Double, on eventLoop: any EventLoop) async throws
+        -> any Channel
+    {
         connects.withLock { $0 += 1 }
         return try await DirectConnector().connect(host: host, port: port, timeout: timeout, on: eventLoop)
     }

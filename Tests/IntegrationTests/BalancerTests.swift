@@ -8,16 +8,22 @@ import Testing
 @Suite(.serialized) struct BalancerTests {
     let key = APIKey.generate().value
 
+    func twoSims(tokenDelay: Double = 0.01) async throws -> (BalancerSim, BalancerSim) {
+        let a = try BalancerSim(key: key, tokenDelay: tokenDelay)
+        let b = try BalancerSim(key: key, tokenDelay: tokenDelay)
+        try await a.waitHealthy()
+        try await b.waitHealthy()
+        return (a, b)
+    }
+
     func mixed(_ i: Int) -> TestRequest {
         .completion(stream: i % 2 == 0, key: key, maxTokens: 4 + i % 5, prompt: "request \(i)")
     }
 
     @Test func spreadsFourHundredMixedRequestsOverTwoReplicas() async throws {
-        let a = try BalancerSim(key: key)
-        let b = try BalancerSim(key: key)
-        try await a.waitHealthy()
-        try await b.waitHealthy()
-        try await withBalancer(replicas: [a.replica, b.replica], settings: testBalancerSettings()) { balancer, port in
+        let (a, b) = try await twoSims()
+        try await withBalancer(replicas: [a.replica, b.replica], settings: testBalancerSettings()) {
+            balancer, port in
             let results = await TestClient.many(port: port, count: 400, concurrency: 32) { mixed($0) }
             let failed = results.filter { !$0.ok }
             #expect(failed.isEmpty, "\(failed.prefix(3))")
@@ -35,10 +41,7 @@ import Testing
     }
 
     @Test func failsOverWhenAReplicaIsKilledAndTakesItBackWhenItReturns() async throws {
-        let a = try BalancerSim(key: key, tokenDelay: 0.02)
-        let b = try BalancerSim(key: key, tokenDelay: 0.02)
-        try await a.waitHealthy()
-        try await b.waitHealthy()
+        let (a, b) = try await twoSims(tokenDelay: 0.02)
         let events = BalancerEventLog()
         try await withBalancer(
             replicas: [a.replica, b.replica], settings: testBalancerSettings(), onEvent: events.callback
@@ -114,25 +117,25 @@ import Testing
         let sim = try BalancerSim(key: key)
         try await sim.waitHealthy()
         let missing = Replica(host: "127.0.0.1", port: try freePort())
-        try await withBalancer(replicas: [sim.replica, missing], settings: testBalancerSettings()) { _, port in
+        try await withBalancer(replicas: [sim.replica, missing], settings: testBalancerSettings()) {
+            _, port in
             _ = await TestClient.many(port: port, count: 10, concurrency: 2) { mixed($0) }
             let page = await TestClient.send(port: port, TestRequest(path: "/vllmctl/replicas"))
             #expect(page.status == 200)
-            struct Page: Decodable {
-                var replicas: [ReplicaStats]
-                var in_rotation: Int
-            }
-            let decoded = try JSONDecoder().decode(Page.self, from: Data(page.body.utf8))
+            let decoded = try JSONDecoder().decode(ReplicasPage.self, from: Data(page.body.utf8))
             #expect(decoded.replicas.map(\.replica) == [sim.replica, missing])
             #expect(decoded.replicas[0].successes == 10)
             #expect(decoded.replicas[0].state == "in_rotation")
-            #expect(decoded.in_rotation == 1)
+            #expect(decoded.inRotation == 1)
             #expect(page.body.contains("\"latency_p99_s\""))
         }
     }
 
     @Test func answers503WhenNoReplicaIsUp() async throws {
-        let replicas = [Replica(host: "127.0.0.1", port: try freePort()), Replica(host: "127.0.0.1", port: try freePort())]
+        let replicas = [
+            Replica(host: "127.0.0.1", port: try freePort()),
+            Replica(host: "127.0.0.1", port: try freePort()),
+        ]
         try await withBalancer(replicas: replicas, settings: testBalancerSettings()) { balancer, port in
             for _ in 0..<2 {
                 let r = await TestClient.send(port: port, mixed(1))
@@ -147,10 +150,7 @@ import Testing
     }
 
     @Test func spreadsRequestsOfOneKeptAliveConnection() async throws {
-        let a = try BalancerSim(key: key)
-        let b = try BalancerSim(key: key)
-        try await a.waitHealthy()
-        try await b.waitHealthy()
+        let (a, b) = try await twoSims()
         let connector = CountingConnector()
         var settings = testBalancerSettings()
         settings.healthInterval = 3600
@@ -171,13 +171,15 @@ import Testing
             let prompt = String(repeating: "word ", count: 400)
             let body = #"{"model":"sim-model","prompt":"\#(prompt)","max_tokens":5,"stream":true}"#
             let result = try await sh([
-                "curl", "-sS", "-N", "--http1.1", "-H", "Expect: 100-continue", "-H", "Content-Type: application/json",
+                "curl", "-sS", "-N", "--http1.1", "-H", "Expect: 100-continue", "-H",
+                "Content-Type: application/json",
                 "-H", "Authorization: Bearer \(key)", "-d", body, "http://127.0.0.1:\(port)/v1/completions",
             ])
             #expect(result.status == 0, "\(result.stderr)")
             #expect(result.stdout.hasSuffix("data: [DONE]\n\n"))
             let unauthorized = try await sh([
-                "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Authorization: Bearer sk-wrong",
+                "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H",
+                "Authorization: Bearer sk-wrong",
                 "http://127.0.0.1:\(port)/v1/models",
             ])
             #expect(unauthorized.stdout == "401")
@@ -201,10 +203,7 @@ import Testing
     }
 
     @Test func connectsThroughARoute() async throws {
-        let a = try BalancerSim(key: key)
-        let b = try BalancerSim(key: key)
-        try await a.waitHealthy()
-        try await b.waitHealthy()
+        let (a, b) = try await twoSims()
         let refusing = Replica(host: "127.0.0.1", port: try freePort())
         try await withBalancer(
             replicas: [a.replica, b.replica, refusing], connector: RouteConnector(route: SplicingRoute()),
@@ -236,12 +235,11 @@ import Testing
     }
 
     @Test func replicasJoinAndLeaveWhileRunning() async throws {
-        let a = try BalancerSim(key: key)
-        let b = try BalancerSim(key: key)
-        try await a.waitHealthy()
-        try await b.waitHealthy()
+        let (a, b) = try await twoSims()
         let events = BalancerEventLog()
-        try await withBalancer(replicas: [a.replica], settings: testBalancerSettings(), onEvent: events.callback) {
+        try await withBalancer(
+            replicas: [a.replica], settings: testBalancerSettings(), onEvent: events.callback
+        ) {
             balancer, port in
             balancer.setReplicas([a.replica, b.replica])
             #expect(events.all.contains(.joined(b.replica)))

@@ -24,7 +24,9 @@ public final class Balancer: Sendable {
     private let engine: BalancerEngine
     private let group: any EventLoopGroup
     private let ownsGroup: Bool
-    private let running = Locked<(server: (any Channel)?, health: [Replica: Task<Void, Never>], stopped: Bool)>(
+    private let running = Locked<
+        (server: (any Channel)?, health: [Replica: Task<Void, Never>], stopped: Bool)
+    >(
         (nil, [:], false))
 
     /// A balancer over `replicas` (none is fine: ``setReplicas(_:)`` adds them later).

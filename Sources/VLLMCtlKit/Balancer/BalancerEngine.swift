@@ -31,7 +31,8 @@ final class BalancerEngine: Sendable {
         state = Locked(
             State(
                 table: ReplicaTable(
-                    failuresToLeave: settings.failuresToLeave, successesToReturn: settings.successesToReturn)))
+                    failuresToLeave: settings.failuresToLeave, successesToReturn: settings.successesToReturn))
+        )
     }
 
     /// Runs `body` on the table under the lock, then reports its events (outside the lock),
@@ -85,7 +86,8 @@ final class BalancerEngine: Sendable {
                     keepAlive: head.isKeepAlive)
                 return
             }
-            answer(client, version: head.version, status: .ok, json: countersPage(), keepAlive: head.isKeepAlive)
+            answer(
+                client, version: head.version, status: .ok, json: countersPage(), keepAlive: head.isKeepAlive)
             return
         }
         var tried = Set<Replica>()
@@ -171,17 +173,25 @@ final class BalancerEngine: Sendable {
             }
             let keepAlive = request.head.isKeepAlive
             let result = await connection.forward(
-                head: ForwardedHeaders.request(request.head, bodyBytes: request.body.readableBytes, replica: replica),
-                body: request.body, client: client, clientVersion: request.head.version, clientKeepAlive: keepAlive)
+                head: ForwardedHeaders.request(
+                    request.head, bodyBytes: request.body.readableBytes, replica: replica),
+                body: request.body, client: client, clientVersion: request.head.version,
+                clientKeepAlive: keepAlive)
             client.attemptEnded()
             switch result {
             case .completed(let status, let headSeconds, let reusable):
                 if reusable { release(connection, to: replica) } else { channel.close(promise: nil) }
-                return (.responded(status: status, headSeconds: headSeconds), keepAlive ? .done : .closeClient)
+                return (
+                    .responded(status: status, headSeconds: headSeconds), keepAlive ? .done : .closeClient
+                )
             case .broken(let status, let headSeconds, let reason):
                 channel.close(promise: nil)
                 if client.isClosed { return (.notCounted, .done) }
-                return (.broken(status: status, headSeconds: headSeconds, reason: "\(replica) \(reason) mid-response"), .closeClient)
+                return (
+                    .broken(
+                        status: status, headSeconds: headSeconds, reason: "\(replica) \(reason) mid-response"),
+                    .closeClient
+                )
             case .beforeResponse(let reason):
                 channel.close(promise: nil)
                 if client.isClosed { return (.notCounted, .done) }
@@ -216,18 +226,10 @@ final class BalancerEngine: Sendable {
 
     // MARK: Answers of its own
 
-    /// `GET /vllmctl/replicas`: `{"replicas": [...], "in_rotation": N}`.
+    /// `GET /vllmctl/replicas`: a ``ReplicasPage``.
     func countersPage() -> String {
-        struct Page: Encodable {
-            var replicas: [ReplicaStats]
-            var inRotation: Int
-            enum CodingKeys: String, CodingKey {
-                case replicas
-                case inRotation = "in_rotation"
-            }
-        }
         let stats = state.withLock { $0.table.snapshot() }
-        let page = Page(replicas: stats, inRotation: stats.filter { $0.state == "in_rotation" }.count)
+        let page = ReplicasPage(replicas: stats)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         return String(decoding: (try? encoder.encode(page)) ?? Data(), as: UTF8.self)
@@ -244,7 +246,9 @@ final class BalancerEngine: Sendable {
         headers.add(name: "Content-Length", value: String(body.readableBytes))
         if !keepAlive { headers.add(name: "Connection", value: "close") }
         let channel = client.channel
-        channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: status, headers: headers)), promise: nil)
+        channel.write(
+            HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: status, headers: headers)),
+            promise: nil)
         channel.write(HTTPServerResponsePart.body(.byteBuffer(body)), promise: nil)
         let done = channel.writeAndFlush(HTTPServerResponsePart.end(nil))
         if !keepAlive { done.whenComplete { _ in channel.close(promise: nil) } }

@@ -33,13 +33,15 @@ final class ClientHandler: ChannelInboundHandler {
         case .head(let h):
             head = h
             body = context.channel.allocator.buffer(capacity: 0)
-            if let length = h.headers.first(name: "content-length").flatMap(Int.init), length > engine.maxBody {
+            if let length = h.headers.first(name: "content-length").flatMap(Int.init), length > engine.maxBody
+            {
                 tooLarge(context, version: h.version)
                 return
             }
             if h.headers.first(name: "expect")?.lowercased() == "100-continue" {
                 context.writeAndFlush(
-                    wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: .continue))), promise: nil)
+                    wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: .continue))),
+                    promise: nil)
             }
         case .body(var part):
             guard part.readableBytes + body.readableBytes <= engine.maxBody else {

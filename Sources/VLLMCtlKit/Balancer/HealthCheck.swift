@@ -3,12 +3,15 @@ import NIOHTTP1
 
 /// `GET /health` on one replica through the balancer's connector, on a connection of its own.
 enum HealthCheck {
-    static func run(_ replica: Replica, connector: any UpstreamConnector, on loop: any EventLoop, timeout: Double)
+    static func run(
+        _ replica: Replica, connector: any UpstreamConnector, on loop: any EventLoop, timeout: Double
+    )
         async -> HealthOutcome
     {
         let channel: any Channel
         do {
-            channel = try await connector.connect(host: replica.host, port: replica.port, timeout: timeout, on: loop)
+            channel = try await connector.connect(
+                host: replica.host, port: replica.port, timeout: timeout, on: loop)
         } catch {
             let e = RouteConnector.classify(error)
             return e.kind == .ourSide ? .unknown(e.message) : .unhealthy(e.message)
@@ -24,7 +27,8 @@ enum HealthCheck {
             headers.add(name: "Host", value: replica.description)
             headers.add(name: "Connection", value: "close")
             channel.write(
-                HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: "/health", headers: headers)),
+                HTTPClientRequestPart.head(
+                    HTTPRequestHead(version: .http1_1, method: .GET, uri: "/health", headers: headers)),
                 promise: nil)
             channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
         } catch {

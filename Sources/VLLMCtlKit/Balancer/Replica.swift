@@ -121,3 +121,23 @@ public struct ReplicaStats: Sendable, Codable, Equatable {
     /// The replica these counters are of.
     public var replica: Replica { Replica(host: host, port: port) }
 }
+
+/// What `GET /vllmctl/replicas` on a balancer's endpoint answers: `{"replicas": [...],
+/// "in_rotation": N}`.
+public struct ReplicasPage: Sendable, Codable, Equatable {
+    /// Every replica's counters, in the order they joined.
+    public var replicas: [ReplicaStats]
+    /// How many replicas take requests now.
+    public var inRotation: Int
+
+    /// The page for `replicas`.
+    public init(replicas: [ReplicaStats]) {
+        self.replicas = replicas
+        inRotation = replicas.filter { $0.state == "in_rotation" }.count
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case replicas
+        case inRotation = "in_rotation"
+    }
+}

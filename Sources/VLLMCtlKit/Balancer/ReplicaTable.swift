@@ -184,9 +184,11 @@ struct ReplicaTable: Sendable {
             guard let s = states[r] else { return nil }
             let ended = s.successes + s.failures
             let state =
-                s.leaving ? "leaving" : s.draining ? "draining" : s.inRotation ? "in_rotation" : "out_of_rotation"
+                s.leaving
+                ? "leaving" : s.draining ? "draining" : s.inRotation ? "in_rotation" : "out_of_rotation"
             return ReplicaStats(
-                host: r.host, port: r.port, state: state, requests: s.requests, successes: s.successes, failures: s.failures,
+                host: r.host, port: r.port, state: state, requests: s.requests, successes: s.successes,
+                failures: s.failures,
                 inFlight: s.inFlight, successRate: ended == 0 ? nil : Double(s.successes) / Double(ended),
                 latencyMean: s.latency.mean, latencyP50: s.latency.percentile(50),
                 latencyP99: s.latency.percentile(99), consecutiveFailures: s.consecutiveFailures,
@@ -194,7 +196,9 @@ struct ReplicaTable: Sendable {
         }
     }
 
-    private mutating func strike(_ s: inout ReplicaState, _ replica: Replica, _ reason: String) -> [BalancerEvent] {
+    private mutating func strike(_ s: inout ReplicaState, _ replica: Replica, _ reason: String)
+        -> [BalancerEvent]
+    {
         s.consecutiveSuccesses = 0
         s.consecutiveFailures += 1
         guard s.inRotation, s.consecutiveFailures >= failuresToLeave else { return [] }

@@ -56,7 +56,10 @@ final class Exchange {
     var headSeconds = 0.0
     var upstreamKeepAlive = true
 
-    init(client: ClientSide, clientVersion: HTTPVersion, clientKeepAlive: Bool, promise: EventLoopPromise<ExchangeResult>) {
+    init(
+        client: ClientSide, clientVersion: HTTPVersion, clientKeepAlive: Bool,
+        promise: EventLoopPromise<ExchangeResult>
+    ) {
         self.client = client
         self.clientVersion = clientVersion
         self.clientKeepAlive = clientKeepAlive
@@ -109,7 +112,8 @@ final class UpstreamHandler: ChannelInboundHandler {
                 head, clientVersion: exchange.clientVersion, keepAlive: exchange.clientKeepAlive)
             relay(.head(out), bytes: 0, exchange: exchange, context: context)
         case .body(let buffer):
-            relay(.body(.byteBuffer(buffer)), bytes: buffer.readableBytes, exchange: exchange, context: context)
+            relay(
+                .body(.byteBuffer(buffer)), bytes: buffer.readableBytes, exchange: exchange, context: context)
         case .end(let trailers):
             self.exchange = nil
             exchange.client.channel.writeAndFlush(HTTPServerResponsePart.end(trailers), promise: nil)
@@ -163,7 +167,8 @@ final class UpstreamHandler: ChannelInboundHandler {
         guard let exchange else { return }
         self.exchange = nil
         if let status = exchange.status {
-            exchange.promise.succeed(.broken(status: status, headSeconds: exchange.headSeconds, reason: reason))
+            exchange.promise.succeed(
+                .broken(status: status, headSeconds: exchange.headSeconds, reason: reason))
         } else {
             exchange.promise.succeed(.beforeResponse(reason))
         }
@@ -183,13 +188,15 @@ struct UpstreamConnection: Sendable {
             let handler = UpstreamHandler()
             try channel.pipeline.syncOperations.addHTTPClientHandlers()
             try channel.pipeline.syncOperations.addHandler(handler)
-            return UpstreamConnection(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
+            return UpstreamConnection(
+                channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
         }.get()
     }
 
     /// Forwards one request and relays its response to `client`.
     func forward(
-        head: HTTPRequestHead, body: NIOCore.ByteBuffer, client: ClientSide, clientVersion: HTTPVersion, clientKeepAlive: Bool
+        head: HTTPRequestHead, body: NIOCore.ByteBuffer, client: ClientSide, clientVersion: HTTPVersion,
+        clientKeepAlive: Bool
     ) async -> ExchangeResult {
         let promise = channel.eventLoop.makePromise(of: ExchangeResult.self)
         let handler = self.handler

@@ -72,7 +72,8 @@ public struct DirectConnector: UpstreamConnector {
             }
             throw UpstreamConnectError(.unanswered, "cannot connect to \(target): \(error)")
         } catch ChannelError.connectTimeout {
-            throw UpstreamConnectError(.unanswered, "\(target) did not accept a connection within \(timeout) s")
+            throw UpstreamConnectError(
+                .unanswered, "\(target) did not accept a connection within \(timeout) s")
         } catch let error as IOError where error.errnoCode == ECONNREFUSED {
             throw UpstreamConnectError(.refused, "\(target) refused the connection")
         } catch {
@@ -100,7 +101,8 @@ public struct RouteConnector: UpstreamConnector {
         -> any Channel
     {
         var fds: [Int32] = [-1, -1]
-        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0
+        else {
             throw UpstreamConnectError(.ourSide, "socketpair: \(String(cString: strerror(errno)))")
         }
         do {
@@ -120,7 +122,9 @@ public struct RouteConnector: UpstreamConnector {
     /// The kind of a route's failure: seen at the target, or on this side.
     static func classify(_ error: any Error) -> UpstreamConnectError {
         if let error = error as? UpstreamConnectError { return error }
-        if case .unreachable(_, let message, _) = error as? VLLMCtlError, message.contains("could not connect to") {
+        if case .unreachable(_, let message, _) = error as? VLLMCtlError,
+            message.contains("could not connect to")
+        {
             return UpstreamConnectError(.refused, message)
         }
         return UpstreamConnectError(.ourSide, "\(error)")

@@ -50,7 +50,9 @@ import Testing
 
     @Test func aCheckThatCannotTellChangesNothing() {
         var t = table()
-        for _ in 0..<5 { #expect(t.health(a, .unknown("session down")) == [.unknown(a, reason: "session down")]) }
+        for _ in 0..<5 {
+            #expect(t.health(a, .unknown("session down")) == [.unknown(a, reason: "session down")])
+        }
         #expect(t.snapshot()[0].state == "in_rotation")
         var rng = SystemRandomNumberGenerator()
         _ = t.pick(excluding: [b], using: &rng)
@@ -84,7 +86,11 @@ import Testing
         var rng = SystemRandomNumberGenerator()
         for i in 1...100 {
             _ = t.pick(excluding: [b], using: &rng)
-            _ = t.finish(a, i == 100 ? .responded(status: 500, headSeconds: 1) : .responded(status: 200, headSeconds: Double(i) / 100))
+            _ = t.finish(
+                a,
+                i == 100
+                    ? .responded(status: 500, headSeconds: 1)
+                    : .responded(status: 200, headSeconds: Double(i) / 100))
         }
         let s = t.snapshot()[0]
         #expect(s.requests == 100 && s.successes == 99 && s.failures == 1)
@@ -101,7 +107,8 @@ import Testing
         let head = HTTPRequestHead(
             version: .http1_1, method: .POST, uri: "/v1/completions",
             headers: [
-                "Host": "127.0.0.1:9000", "Authorization": "Bearer sk-x", "Connection": "keep-alive, X-Secret",
+                "Host": "127.0.0.1:9000", "Authorization": "Bearer sk-x",
+                "Connection": "keep-alive, X-Secret",
                 "X-Secret": "1", "Keep-Alive": "timeout=5", "TE": "trailers", "Transfer-Encoding": "chunked",
                 "Upgrade": "h2c", "Expect": "100-continue", "Content-Type": "application/json",
             ])
@@ -118,7 +125,10 @@ import Testing
     @Test func responseDropsHopByHopAndSaysWhenTheConnectionEnds() {
         let head = HTTPResponseHead(
             version: .http1_1, status: .ok,
-            headers: ["Content-Type": "text/event-stream", "Transfer-Encoding": "chunked", "Connection": "keep-alive"])
+            headers: [
+                "Content-Type": "text/event-stream", "Transfer-Encoding": "chunked",
+                "Connection": "keep-alive",
+            ])
         let out = ForwardedHeaders.response(head, clientVersion: .http1_1, keepAlive: false)
         #expect(out.headers["Content-Type"] == ["text/event-stream"])
         #expect(out.headers["Connection"] == ["close"])
@@ -126,7 +136,11 @@ import Testing
     }
 
     @Test func errorBodiesHaveOpenAIsShape() throws {
-        let body = BalancerAnswer.errorBody(message: "No replica is healthy", type: "service_unavailable", code: 503)
-        #expect(body == #"{"error":{"code":503,"message":"No replica is healthy","param":null,"type":"service_unavailable"}}"#)
+        let body = BalancerAnswer.errorBody(
+            message: "No replica is healthy", type: "service_unavailable", code: 503)
+        #expect(
+            body
+                == #"{"error":{"code":503,"message":"No replica is healthy","param":null,"type":"service_unavailable"}}"#
+        )
     }
 }
