@@ -54,6 +54,12 @@ import Testing
             #expect(unstartedFailures.isEmpty, "\(unstartedFailures.prefix(3))")
             // Only streams cut mid-response may fail.
             #expect(results.filter { !$0.ok }.allSatisfy { $0.started })
+            // Requests were on it when it died (at concurrency 16 both replicas are busy).
+            let killed = balancer.snapshot().first { $0.replica == a.replica }
+            #expect((killed?.failures ?? 0) > 0)
+            print(
+                "balancer failover: \(results.filter { !$0.ok }.count) of 200 failed, all mid-stream; a: \(killed.map { "\($0.requests) requests, \($0.successes) ok, \($0.failures) failed" } ?? "")"
+            )
             let saw1 = try await events.wait { isOut($0, a.replica) }
             #expect(saw1)
             #expect(balancer.snapshot().first { $0.replica == a.replica }?.state == "out_of_rotation")

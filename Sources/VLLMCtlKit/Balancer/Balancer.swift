@@ -56,6 +56,10 @@ public final class Balancer: Sendable {
     /// port. Throws ``VLLMCtlError/invalidInput(_:hint:)`` when the address cannot be bound.
     @discardableResult
     public func start(host: String = "127.0.0.1", port: Int = 0) async throws -> Int {
+        guard !running.value.stopped, running.value.server == nil else {
+            throw VLLMCtlError.invalidInput(
+                "this balancer has already been started", hint: "Make a new Balancer for another endpoint.")
+        }
         let engine = self.engine
         let server: any Channel
         do {
