@@ -155,9 +155,16 @@ public final class Balancer: Sendable {
         for task in stale { task.cancel() }
     }
 
+    /// The safety net: a balancer dropped without ``shutdown()`` stops its health checks and
+    /// its own event loops (the listener closes with them).
     deinit {
-        if ownsGroup && !running.value.stopped {
+        let r = running.value
+        guard !r.stopped else { return }
+        for task in r.health.values { task.cancel() }
+        if ownsGroup {
             group.shutdownGracefully { _ in }
+        } else {
+            r.server?.close(promise: nil)
         }
     }
 }
