@@ -18,9 +18,12 @@ final class BalancerSim: @unchecked Sendable {
     private var process: Process?
     let logPath: String
 
-    init(port: Int? = nil, key: String, tokenDelay: Double = 0.01) throws {
+    let extraArgs: [String]
+
+    init(port: Int? = nil, key: String, tokenDelay: Double = 0.01, extraArgs: [String] = []) throws {
         self.port = try port ?? freePort()
         self.key = key
+        self.extraArgs = extraArgs
         logPath = NSTemporaryDirectory() + "vllm-sim-balancer-\(self.port).log"
         try launch(tokenDelay: tokenDelay)
     }
@@ -28,10 +31,12 @@ final class BalancerSim: @unchecked Sendable {
     func launch(tokenDelay: Double = 0.01) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = [
-            "python3", repoRoot + "/slurm/sim/vllm_sim.py", "serve", "sim-model", "--host", "127.0.0.1",
-            "--port", String(port), "--sim-token-delay", String(tokenDelay), "--uvicorn-log-level", "warning",
-        ]
+        p.arguments =
+            [
+                "python3", repoRoot + "/slurm/sim/vllm_sim.py", "serve", "sim-model", "--host", "127.0.0.1",
+                "--port", String(port), "--sim-token-delay", String(tokenDelay), "--uvicorn-log-level",
+                "warning",
+            ] + extraArgs
         var env = ProcessInfo.processInfo.environment
         env["VLLM_API_KEY"] = key
         p.environment = env

@@ -260,4 +260,45 @@ import Testing
             #expect(balancer.snapshot().map(\.replica) == [b.replica])
         }
     }
+
+    @Test func twoFailedHealthChecksTakeASickReplicaOut() async throws {
+        let good = try BalancerSim(key: key)
+        let sick = try BalancerSim(key: key, extraArgs: ["--sim-unhealthy-after", "0"])
+        try await good.waitHealthy()
+        try await Task.sleep(for: .milliseconds(500))
+        let events = BalancerEventLog()
+        try await withBalancer(
+            replicas: [sick.replica, good.replica], settings: testBalancerSettings(), onEvent: events.callback
+        ) { balancer, port in
+            let out = try await events.wait { isOut($0, sick.replica) }
+            #expect(out)
+            let reason = events.all.compactMap { e -> String? in
+                if case .outOfRotation(let r, let reason) = e, r == sick.replica { return reason }
+                return nil
+            }
+            #expect(reason == ["GET /health answered 503"])
+            #expect(balancer.snapshot()[0].consecutiveFailures >= 2)
+            let results = await TestClient.many(port: port, count: 20, concurrency: 4) { mixed($0) }
+            #expect(results.allSatisfy { $0.ok })
+            #expect(balancer.snapshot()[1].successes == 20)
+        }
+    }
+
+    @Test func pooledConnectionsToARestartedReplicaAreNotHeldAgainstIt() async throws {
+        let sim = try BalancerSim(key: key)
+        try await sim.waitHealthy()
+        var settings = testBalancerSettings()
+        settings.healthInterval = 3600
+        try await withBalancer(replicas: [sim.replica], settings: settings) { balancer, port in
+            let first = await TestClient.many(port: port, count: 8, concurrency: 4) { mixed($0) }
+            #expect(first.allSatisfy { $0.ok })
+            sim.kill()
+            try sim.launch()
+            try await sim.waitHealthy()
+            let second = await TestClient.many(port: port, count: 8, concurrency: 4) { mixed($0) }
+            #expect(second.allSatisfy { $0.ok })
+            let stats = balancer.snapshot()[0]
+            #expect(stats.state == "in_rotation" && stats.failures == 0 && stats.successes == 16)
+        }
+    }
 }
