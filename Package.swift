@@ -71,15 +71,26 @@ let package = Package(
         ),
         // Entry point only.
         .executableTarget(name: "vllmctl", dependencies: ["VLLMCtlCLI"], swiftSettings: strict),
+        // What both test targets share: fakes (a scripted cluster, HTTP, clock, terminal),
+        // paths, and the local cluster's helpers (the CLI runner, its hosts, the simulator).
+        // Not in any product; it lives under Tests/. Its `@testable import VLLMCtlKit` needs a
+        // debug build (testability), as the test targets' do; release builds name their product
+        // (`--product vllmctl`, Makefile), since a plain `swift build -c release` would build it too.
+        .target(
+            name: "TestSupport",
+            dependencies: ["VLLMCtlKit"],
+            path: "Tests/TestSupport",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "VLLMCtlKitTests",
-            dependencies: ["VLLMCtlKit", "VLLMCtlCLI"],
+            dependencies: ["VLLMCtlKit", "VLLMCtlCLI", "TestSupport"],
             resources: [.copy("Fixtures")],
             swiftSettings: strict
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["VLLMCtlKit", "VLLMCtlCLI"],
+            dependencies: ["VLLMCtlKit", "VLLMCtlCLI", "TestSupport"],
             swiftSettings: strict
         ),
     ],
