@@ -16,11 +16,8 @@ extension LocalCluster {
     @Suite struct CLITests {
         @Test func deployJSONHasTheDocumentedKeys() async throws {
             let cli = try CLI()
-            let result = try await cli.run(["deploy", "sim", "--json", "--name", "cli-json"])
-            await cli.cancelAll()
-            #expect(result.status == 0, "stderr: \(result.stderr)")
-            let object = try #require(
-                try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+            let deployed = try await cli.withDeployment(["--name", "cli-json"]) { $0 }
+            let object = deployed.object
             for key in ["job_id", "name", "url", "api_key", "model", "node", "info_file"] {
                 #expect(object[key] != nil, "missing \(key)")
             }
@@ -28,7 +25,7 @@ extension LocalCluster {
             #expect((object["url"] as? String)?.hasSuffix("/v1") == true)
             #expect(APIKey.isGeneratedShape(object["api_key"] as? String ?? ""))
             // The key is printed on stdout where asked for, never on stderr (logs).
-            #expect(!result.stderr.contains(object["api_key"] as? String ?? "-"))
+            #expect(!deployed.result.stderr.contains(object["api_key"] as? String ?? "-"))
         }
 
         @Test func interruptLeavesTheJobRunningAndSaysHowToCancel() async throws {

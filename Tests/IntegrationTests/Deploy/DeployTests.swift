@@ -25,26 +25,8 @@ extension LocalCluster {
             Deployer(context: context, config: config, profile: profile, templates: templates)
         }
 
-        /// Runs `body`, then cancels every job this suite's records know, pass or fail, so that
-        /// no test leaves a job behind.
-        func cleaningUp(_ body: () async throws -> Void) async throws {
-            do {
-                try await body()
-            } catch {
-                await cancelRecordedJobs()
-                throw error
-            }
-            await cancelRecordedJobs()
-        }
-
-        func cancelRecordedJobs() async {
-            let ids = context.records.all(cluster: "local").map(\.jobID)
-            if !ids.isEmpty { _ = try? await sh(Scancel(jobIDs: ids).argv) }
-        }
-
         @Test func deploysTheSimulatorAndTheInfoFileCurlWorks() async throws {
-            try await cleaningUp {
-                let outcome = try await deployer.deploy(DeployRequest(modelOrPreset: "sim"))
+            try await deployer.withDeployment(DeployRequest(modelOrPreset: "sim")) { outcome in
                 let record = try #require(outcome.record)
                 let connection = try #require(outcome.connection)
                 #expect(record.phase == .ready)
@@ -90,9 +72,8 @@ extension LocalCluster {
         }
 
         @Test func theKeyIsNowhereItShouldNotBe() async throws {
-            try await cleaningUp {
-                let outcome = try await deployer.deploy(
-                    DeployRequest(modelOrPreset: "sim", name: "secret-check"))
+            let request = DeployRequest(modelOrPreset: "sim", name: "secret-check")
+            try await deployer.withDeployment(request) { outcome in
                 let record = try #require(outcome.record)
                 let key = record.apiKey
                 // Slurm's job record (command, script path, environment), as Slurm shows it.
@@ -128,8 +109,7 @@ extension LocalCluster {
         }
 
         @Test func aTakenPortMovesToTheNextFreeOne() async throws {
-            try await cleaningUp {
-                let first = try await deployer.deploy(DeployRequest(modelOrPreset: "sim", name: "port-a"))
+            try await deployer.withDeployment(DeployRequest(modelOrPreset: "sim", name: "port-a")) { first in
                 var flags = DeploySettings()
                 flags.port = try #require(first.connection?.port)
                 let second = try await deployer.deploy(
@@ -177,9 +157,9 @@ extension LocalCluster {
                     kill(pid, SIGKILL)
                 }
             }
-            try await cleaningUp {
-                let outcome = try await deployer.deploy(
-                    DeployRequest(modelOrPreset: "sim", name: "lost-port", flags: flags))
+            try await deployer.withDeployment(
+                DeployRequest(modelOrPreset: "sim", name: "lost-port", flags: flags)
+            ) { outcome in
                 #expect(FileManager.default.fileExists(atPath: foreign), "the other server was not started")
                 let connection = try #require(outcome.connection)
                 #expect(connection.port == flags.port! + 1)
@@ -196,7 +176,7 @@ extension LocalCluster {
         }
 
         @Test func aServerThatFailsAtStartupIsReportedWithItsLog() async throws {
-            try await cleaningUp {
+            try await cancellingJobs(recordedIn: context.records) { _ in
                 var flags = DeploySettings()
                 flags.vllmArgs = ["--sim-fail-startup", "CUDA out of memory. Tried to allocate 20.00 GiB"]
                 let error = await #expect(throws: VLLMCtlError.self) {
@@ -241,9 +221,9 @@ extension LocalCluster {
         }
 
         @Test func noWaitReturnsAfterSubmission() async throws {
-            try await cleaningUp {
-                let outcome = try await deployer.deploy(
-                    DeployRequest(modelOrPreset: "sim", name: "nowait", wait: false))
+            try await deployer.withDeployment(
+                DeployRequest(modelOrPreset: "sim", name: "nowait", wait: false)
+            ) { outcome in
                 let record = try #require(outcome.record)
                 #expect(record.phase == .submitted)
                 #expect(outcome.connection == nil)

@@ -19,20 +19,19 @@ extension LocalCluster {
                 "HTTP_PROXY": "http://127.0.0.1:9", "ALL_PROXY": "http://127.0.0.1:9",
                 "all_proxy": "http://127.0.0.1:9",
             ]
-            let deploy = try await cli.run(["deploy", "sim", "--name", "proxied"])
-            #expect(deploy.status == 0, "stderr: \(deploy.stderr)")
-            let status = try await cli.run(["status", "--json"])
-            let report = try #require(
-                try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])
-            let row = try #require(
-                (report["deployments"] as? [[String: Any]])?.first { $0["name"] as? String == "proxied" })
-            #expect(row["health"] as? String == "healthy", "\(row)")
-            let stale = try await cli.run(["teardown", "--stale", "--dry-run"])
-            #expect(stale.stdout.contains("healthy"), "\(stale.stdout)")
-            #expect(!stale.stdout.contains("cancel"), "\(stale.stdout)")
-            let down = try await cli.run(["teardown", "proxied", "--yes"])
-            #expect(down.status == 0, "stderr: \(down.stderr)")
-            await cli.cancelAll()
+            try await cli.withDeployment(["--name", "proxied"]) { _ in
+                let status = try await cli.run(["status", "--json"])
+                let report = try #require(
+                    try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])
+                let row = try #require(
+                    (report["deployments"] as? [[String: Any]])?.first { $0["name"] as? String == "proxied" })
+                #expect(row["health"] as? String == "healthy", "\(row)")
+                let stale = try await cli.run(["teardown", "--stale", "--dry-run"])
+                #expect(stale.stdout.contains("healthy"), "\(stale.stdout)")
+                #expect(!stale.stdout.contains("cancel"), "\(stale.stdout)")
+                let down = try await cli.run(["teardown", "proxied", "--yes"])
+                #expect(down.status == 0, "stderr: \(down.stderr)")
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ extension LocalCluster {
             cli.configPath = try renderedClusterConfig()
             cli.extraEnvironment["VLLMCTL_SSH_CONFIG"] = LocalSSH.config
             cli.host = .laptop
-            cli.cluster = "hpc"
+            cli.clusters = ["hpc"]
             return cli
         }
 
@@ -35,13 +35,8 @@ extension LocalCluster {
 
         @Test func deployStatusQueryMetricsLogsTunnelAndTeardownFromTheLaptop() async throws {
             let cli = try laptopCLI()
-            do {
-                let deploy = try await cli.run([
-                    "deploy", "sim", "--cluster", "hpc", "--name", "lap-e2e", "--json",
-                ])
-                #expect(deploy.status == 0, "stderr: \(deploy.stderr)")
-                let object = try #require(
-                    try JSONSerialization.jsonObject(with: Data(deploy.stdout.utf8)) as? [String: Any])
+            try await cli.withDeployment(["--cluster", "hpc", "--name", "lap-e2e"]) { deploy in
+                let object = deploy.object
                 let url = try #require(object["url"] as? String)
                 let node = try #require(object["node"] as? String)
                 // The URL carries the node's own address, which the laptop cannot reach itself.
@@ -85,11 +80,7 @@ extension LocalCluster {
 
                 let down = try await cli.run(["teardown", "lap-e2e", "--cluster", "hpc", "--yes"])
                 #expect(down.status == 0, "stderr: \(down.stderr)")
-            } catch {
-                await cli.cancelAll()
-                throw error
             }
-            await cli.cancelAll()
         }
 
         /// "Can't tell" is never "unhealthy": with the job's node cut off, the login node cannot
@@ -98,71 +89,62 @@ extension LocalCluster {
         @Test func aServerThatCannotBeCheckedIsUnknownAndNeverStale() async throws {
             let cli = try laptopCLI()
             let link = "vc-node2-h"
-            do {
-                let deploy = try await cli.run([
-                    "deploy", "sim", "--cluster", "hpc", "--name", "lap-unknown", "--nodelist", "node2",
-                    "--json",
-                ])
-                #expect(deploy.status == 0, "stderr: \(deploy.stderr)")
-                let handshakesBefore = await sshdHandshakes(from: TestHost.laptopAddress)
-                let healthy = try await cli.run(["status", "--cluster", "hpc", "--json"])
-                #expect(healthy.stdout.contains("\"healthy\""), "\(healthy.stdout)")
-                // One invocation, one SSH handshake: squeue, the connection file and /health all
-                // went over the same session.
-                let handshakes = await sshdHandshakes(from: TestHost.laptopAddress) - handshakesBefore
-                #expect(handshakes == 1, "\(handshakes) handshakes")
+            let args = ["--cluster", "hpc", "--name", "lap-unknown", "--nodelist", "node2"]
+            try await cli.withDeployment(args) { _ in
+                do {
+                    let handshakesBefore = await sshdHandshakes(from: TestHost.laptopAddress)
+                    let healthy = try await cli.run(["status", "--cluster", "hpc", "--json"])
+                    #expect(healthy.stdout.contains("\"healthy\""), "\(healthy.stdout)")
+                    // One invocation, one SSH handshake: squeue, the connection file and /health all
+                    // went over the same session.
+                    let handshakes = await sshdHandshakes(from: TestHost.laptopAddress) - handshakesBefore
+                    #expect(handshakes == 1, "\(handshakes) handshakes")
 
-                #expect(try await sh(["ip", "link", "set", link, "down"]).status == 0)
-                let status = try await cli.run(["status", "--cluster", "hpc", "--json"])
-                let stale = try await cli.run([
-                    "teardown", "--stale", "--grace", "1s", "--dry-run", "--cluster", "hpc",
-                ])
-                let table = try await cli.run(["status", "--cluster", "hpc"])
-                _ = try await sh(["ip", "link", "set", link, "up"])
-                let report = try #require(
-                    try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])
-                let row = try #require(
-                    (report["deployments"] as? [[String: Any]])?.first {
-                        $0["name"] as? String == "lap-unknown"
-                    })
-                #expect(row["health"] as? String == "unknown", "\(row)")
-                #expect((row["health_detail"] as? String)?.contains("10.77.0.12") == true, "\(row)")
-                #expect(table.stdout.contains("unknown"), "\(table.stdout)")
-                #expect(stale.status == 0, "stderr: \(stale.stderr)")
-                #expect(
-                    stale.stdout.contains("keep") && stale.stdout.contains("health unknown"),
-                    "\(stale.stdout)")
-                #expect(!stale.stdout.contains("cancel"), "\(stale.stdout)")
+                    #expect(try await sh(["ip", "link", "set", link, "down"]).status == 0)
+                    let status = try await cli.run(["status", "--cluster", "hpc", "--json"])
+                    let stale = try await cli.run([
+                        "teardown", "--stale", "--grace", "1s", "--dry-run", "--cluster", "hpc",
+                    ])
+                    let table = try await cli.run(["status", "--cluster", "hpc"])
+                    _ = try await sh(["ip", "link", "set", link, "up"])
+                    let report = try #require(
+                        try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])
+                    let row = try #require(
+                        (report["deployments"] as? [[String: Any]])?.first {
+                            $0["name"] as? String == "lap-unknown"
+                        })
+                    #expect(row["health"] as? String == "unknown", "\(row)")
+                    #expect((row["health_detail"] as? String)?.contains("10.77.0.12") == true, "\(row)")
+                    #expect(table.stdout.contains("unknown"), "\(table.stdout)")
+                    #expect(stale.status == 0, "stderr: \(stale.stderr)")
+                    #expect(
+                        stale.stdout.contains("keep") && stale.stdout.contains("health unknown"),
+                        "\(stale.stdout)")
+                    #expect(!stale.stdout.contains("cancel"), "\(stale.stdout)")
 
-                var back = false
-                let deadline = Date().addingTimeInterval(60)
-                while !back && Date() < deadline {
-                    let again = try await cli.run(["status", "--cluster", "hpc", "--json"])
-                    back = again.stdout.contains("\"healthy\"")
-                    if !back { try await Task.sleep(for: .seconds(1)) }
+                    var back = false
+                    let deadline = Date().addingTimeInterval(60)
+                    while !back && Date() < deadline {
+                        let again = try await cli.run(["status", "--cluster", "hpc", "--json"])
+                        back = again.stdout.contains("\"healthy\"")
+                        if !back { try await Task.sleep(for: .seconds(1)) }
+                    }
+                    #expect(back, "the server did not read healthy again once its node was back")
+                    let down = try await cli.run(["teardown", "lap-unknown", "--cluster", "hpc", "--yes"])
+                    #expect(down.status == 0, "stderr: \(down.stderr)")
+                } catch {
+                    _ = try? await sh(["ip", "link", "set", link, "up"])
+                    throw error
                 }
-                #expect(back, "the server did not read healthy again once its node was back")
-                let down = try await cli.run(["teardown", "lap-unknown", "--cluster", "hpc", "--yes"])
-                #expect(down.status == 0, "stderr: \(down.stderr)")
-            } catch {
-                _ = try? await sh(["ip", "link", "set", link, "up"])
-                await cli.cancelAll()
-                throw error
             }
-            await cli.cancelAll()
         }
 
         @Test func deployWithTunnelGivesAWorkingLocalhostEndpointOnTheLaptop() async throws {
             let cli = try laptopCLI()
-            do {
-                let deploy = try await cli.run([
-                    "deploy", "sim", "--cluster", "hpc", "--name", "lap-tun", "--tunnel", "--tunnel-port",
-                    "0",
-                    "--json",
-                ])
-                #expect(deploy.status == 0, "stderr: \(deploy.stderr)")
-                let object = try #require(
-                    try JSONSerialization.jsonObject(with: Data(deploy.stdout.utf8)) as? [String: Any])
+            try await cli.withDeployment([
+                "--cluster", "hpc", "--name", "lap-tun", "--tunnel", "--tunnel-port", "0",
+            ]) { deploy in
+                let object = deploy.object
                 let tunnelURL = try #require(object["tunnel_url"] as? String)
                 let key = try #require(object["api_key"] as? String)
                 #expect(tunnelURL.hasPrefix("http://127.0.0.1:"))
@@ -178,11 +160,7 @@ extension LocalCluster {
                 let down = try await cli.run(["teardown", "lap-tun", "--cluster", "hpc", "--yes"])
                 #expect(down.status == 0, "stderr: \(down.stderr)")
                 #expect(down.stdout.contains("closed the tunnel"))
-            } catch {
-                await cli.cancelAll()
-                throw error
             }
-            await cli.cancelAll()
         }
     }
 }

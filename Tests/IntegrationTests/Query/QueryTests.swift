@@ -243,10 +243,7 @@ extension LocalCluster {
     @Suite struct QueryTests {
         @Test func queryADeploymentByName() async throws {
             let cli = try CLI()
-            do {
-                let deploy = try await cli.run(["deploy", "sim", "--name", "q-e2e", "--json"])
-                #expect(deploy.status == 0, "stderr: \(deploy.stderr)")
-                try #require(deploy.status == 0)
+            try await cli.withDeployment(["--name", "q-e2e"]) { _ in
 
                 let chat = try await cli.run([
                     "query", "q-e2e", "--chat", "--prompt", "Say hello", "--max-tokens", "5",
@@ -271,11 +268,7 @@ extension LocalCluster {
                 ])
                 #expect(wrong.status != 0)
                 #expect(wrong.stderr.contains("`vllmctl info q-e2e`"))
-            } catch {
-                await cli.cancelAll()
-                throw error
             }
-            await cli.cancelAll()
         }
     }
 }

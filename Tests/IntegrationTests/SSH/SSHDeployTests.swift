@@ -12,18 +12,9 @@ extension LocalCluster {
             var cli = try CLI()
             cli.configPath = try renderedClusterConfig()
             cli.extraEnvironment["VLLMCTL_SSH_CONFIG"] = LocalSSH.config
-            let store = DeploymentStore(directory: cli.stateDir)
-            func cancel() async {
-                let ids = store.all(cluster: "local-ssh").map(\.jobID)
-                if !ids.isEmpty { _ = try? await sh(Scancel(jobIDs: ids).argv) }
-            }
-            do {
-                let result = try await cli.run([
-                    "deploy", "sim", "--cluster", "local-ssh", "--json", "--name", "ssh-e2e",
-                ])
-                #expect(result.status == 0, "stderr: \(result.stderr)")
-                let object = try #require(
-                    try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+            cli.clusters = ["local-ssh"]
+            try await cli.withDeployment(["--cluster", "local-ssh", "--name", "ssh-e2e"]) { deployed in
+                let object = deployed.object
                 let url = try #require(object["url"] as? String)
                 let key = try #require(object["api_key"] as? String)
                 let infoFile = try #require(object["info_file"] as? String)
@@ -54,11 +45,7 @@ extension LocalCluster {
                 let down = try await cli.run(["teardown", "ssh-e2e", "--cluster", "local-ssh", "--yes"])
                 #expect(down.status == 0, "stderr: \(down.stderr)")
                 #expect(!FileManager.default.fileExists(atPath: infoFile))
-            } catch {
-                await cancel()
-                throw error
             }
-            await cancel()
         }
     }
 }

@@ -149,36 +149,40 @@ extension LocalCluster {
             ])
             #expect(submitted.status == 0, "\(submitted.stderr)")
             let jobID = String(submitted.stdout.prefix { $0.isNumber })
-            defer { _ = Task { try? await sh(["scancel", jobID]) } }
-            let host = RemoteHost(options: LocalSSH.options())
-            let terminal = CapturedTerminal()
-            let context = Context(
-                host: host, http: CurlHTTPClient(), clock: SystemClock(), terminal: terminal,
-                records: DeploymentStore(directory: dir + "/state"), environment: [:])
-            let shown = TextBox()
-            let follow = Task {
-                try await LogFollower(context: context).run(path: out, jobID: jobID, lines: 100, follow: true)
-                {
-                    shown.append($0)
+            // Cancelled afterwards, awaited, pass or fail.
+            try await cancellingJobs { submittedJobs in
+                submittedJobs.add(jobID)
+                let host = RemoteHost(options: LocalSSH.options())
+                let terminal = CapturedTerminal()
+                let context = Context(
+                    host: host, http: CurlHTTPClient(), clock: SystemClock(), terminal: terminal,
+                    records: DeploymentStore(directory: dir + "/state"), environment: [:])
+                let shown = TextBox()
+                let follow = Task {
+                    try await LogFollower(context: context).run(
+                        path: out, jobID: jobID, lines: 100, follow: true
+                    ) {
+                        shown.append($0)
+                    }
                 }
+                let started = Date()
+                while !shown.text.contains("line 5\n") && Date().timeIntervalSince(started) < 90 {
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                #expect(shown.text.contains("line 5\n"), "\(shown.text)")
+                // sshd's process for this session is killed in the middle of the follow.
+                let first = try await host.session()
+                let pids = try await sshdProcesses(of: first)
+                #expect(!pids.isEmpty)
+                for pid in pids { kill(pid, SIGKILL) }
+                let outcome = await follow.result
+                let lines = shown.text.split(separator: "\n").map(String.init)
+                #expect(throws: Never.self) { try outcome.get() }
+                #expect(lines == (1...40).map { "line \($0)" }, "\(shown.text)")
+                #expect(terminal.text.contains("Lost the SSH connection to test-2222"), "\(terminal.text)")
+                #expect(terminal.text.contains("Reconnected to test-2222."), "\(terminal.text)")
+                print("SSHReconnectTests: \(terminal.text)")
             }
-            let started = Date()
-            while !shown.text.contains("line 5\n") && Date().timeIntervalSince(started) < 90 {
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            #expect(shown.text.contains("line 5\n"), "\(shown.text)")
-            // sshd's process for this session is killed in the middle of the follow.
-            let first = try await host.session()
-            let pids = try await sshdProcesses(of: first)
-            #expect(!pids.isEmpty)
-            for pid in pids { kill(pid, SIGKILL) }
-            let outcome = await follow.result
-            let lines = shown.text.split(separator: "\n").map(String.init)
-            #expect(throws: Never.self) { try outcome.get() }
-            #expect(lines == (1...40).map { "line \($0)" }, "\(shown.text)")
-            #expect(terminal.text.contains("Lost the SSH connection to test-2222"), "\(terminal.text)")
-            #expect(terminal.text.contains("Reconnected to test-2222."), "\(terminal.text)")
-            print("SSHReconnectTests: \(terminal.text)")
         }
     }
 }

@@ -7,12 +7,6 @@ import Testing
 extension LocalCluster {
     /// status, info, logs and metrics through the CLI, against the local cluster.
     @Suite struct StatusTests {
-        func deployJSON(_ cli: CLI, _ args: [String]) async throws -> [String: Any] {
-            let r = try await cli.run(["deploy", "sim", "--json"] + args)
-            #expect(r.status == 0, "deploy failed: \(r.stderr)")
-            return try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
-        }
-
         func statusReport(_ cli: CLI, _ args: [String] = []) async throws -> StatusReport {
             let r = try await cli.run(["status", "--json"] + args)
             #expect(r.status == 0, "status failed: \(r.stderr)")
@@ -25,10 +19,10 @@ extension LocalCluster {
             let cli = try CLI()
             try await cli.cleaningUp {
                 // node2 has 2 GPUs: the first takes them both, the second must wait.
-                _ = try await deployJSON(
-                    cli, ["--name", "big", "--gpus", "2", "--nodelist", "node2", "--time", "00:09:00"])
-                _ = try await deployJSON(
-                    cli, ["--name", "waits", "--gpus", "2", "--nodelist", "node2", "--no-wait"])
+                _ = try await cli.deploy(
+                    ["--name", "big", "--gpus", "2", "--nodelist", "node2", "--time", "00:09:00"])
+                _ = try await cli.deploy(
+                    ["--name", "waits", "--gpus", "2", "--nodelist", "node2", "--no-wait"])
                 try await Task.sleep(for: .seconds(2))
                 let report = try await statusReport(cli)
                 let table = try await cli.run(["status"])
@@ -68,54 +62,50 @@ extension LocalCluster {
             try #require(plain.status == 0 && isJobID(id), "sbatch failed: \(plain.stderr)")
             let squeue = Squeue(jobIDs: [id])
             #expect(squeue.parse(try await sh(squeue.argv).stdout).first?.name == "not-vllmctl")
-            let report: StatusReport
-            do {
-                report = try await statusReport(cli)
-            } catch {
-                _ = try? await sh(["scancel", id])
-                throw error
+            let report = try await cancellingJobs { submitted in
+                submitted.add(id)
+                return try await statusReport(cli)
             }
-            _ = try await sh(["scancel", id])
             #expect(!report.deployments.contains { $0.jobID == id })
         }
 
         @Test func anEndedJobIsFoundThroughSacctWithoutARecord() async throws {
             let cli = try CLI()
-            let deployed = try await deployJSON(cli, ["--name", "ends", "--no-wait"])
-            let id = try #require(deployed["job_id"] as? String)
-            _ = try await sh(["scancel", id])
-            // Wait until it has left squeue and slurmdbd has its final state.
-            var ended = false
-            for _ in 0..<90 where !ended {
-                try await Task.sleep(for: .seconds(1))
-                let squeue = Squeue(jobIDs: [id])
-                let sacct = Sacct(jobIDs: [id])
-                let live = squeue.parse(try await sh(squeue.argv).stdout)
-                let accounted = sacct.parse(try await sh(sacct.argv).stdout)
-                ended = live.isEmpty && accounted.first?.state == .cancelled
+            try await cli.withDeployment(["--name", "ends", "--no-wait"]) { deployed in
+                let id = try #require(deployed.object["job_id"] as? String)
+                _ = try await sh(["scancel", id])
+                // Wait until it has left squeue and slurmdbd has its final state.
+                var ended = false
+                for _ in 0..<90 where !ended {
+                    try await Task.sleep(for: .seconds(1))
+                    let squeue = Squeue(jobIDs: [id])
+                    let sacct = Sacct(jobIDs: [id])
+                    let live = squeue.parse(try await sh(squeue.argv).stdout)
+                    let accounted = sacct.parse(try await sh(sacct.argv).stdout)
+                    ended = live.isEmpty && accounted.first?.state == .cancelled
+                }
+                #expect(ended)
+                // Another machine's view: no local record at all.
+                let elsewhere = try CLI()
+                let live = try await statusReport(elsewhere)
+                #expect(!live.deployments.contains { $0.jobID == id })
+                // slurmdbd answers per-user queries a moment after per-job ones: poll briefly.
+                var found: DeploymentStatus?
+                for _ in 0..<20 where found == nil {
+                    found = try await statusReport(elsewhere, ["--all"]).deployments.first { $0.jobID == id }
+                    if found == nil { try await Task.sleep(for: .seconds(1)) }
+                }
+                let row = try #require(found)
+                #expect(row.state == "CANCELLED")
+                #expect(row.name == "ends")
+                #expect(!row.recorded)
+                #expect(row.deployDir?.contains("/ends-") == true)
             }
-            #expect(ended)
-            // Another machine's view: no local record at all.
-            let elsewhere = try CLI()
-            let live = try await statusReport(elsewhere)
-            #expect(!live.deployments.contains { $0.jobID == id })
-            // slurmdbd answers per-user queries a moment after per-job ones: poll briefly.
-            var found: DeploymentStatus?
-            for _ in 0..<20 where found == nil {
-                found = try await statusReport(elsewhere, ["--all"]).deployments.first { $0.jobID == id }
-                if found == nil { try await Task.sleep(for: .seconds(1)) }
-            }
-            let row = try #require(found)
-            #expect(row.state == "CANCELLED")
-            #expect(row.name == "ends")
-            #expect(!row.recorded)
-            #expect(row.deployDir?.contains("/ends-") == true)
         }
 
         @Test func infoEnvEvaluatesAndCurlGetsAnAnswer() async throws {
             let cli = try CLI()
-            try await cli.cleaningUp {
-                let deployed = try await deployJSON(cli, ["--name", "envcheck"])
+            try await cli.withDeployment(["--name", "envcheck"]) { deployed in
                 let env = try await cli.run(["info", "envcheck", "--env"])
                 #expect(env.status == 0, "\(env.stderr)")
                 let script =
@@ -130,7 +120,7 @@ extension LocalCluster {
                 let json = try JSONSerialization.jsonObject(with: Data(answer.stdout.utf8)) as? [String: Any]
                 #expect((json?["choices"] as? [[String: Any]])?.isEmpty == false)
                 // The default output is the job's file, byte for byte.
-                let infoFile = try #require(deployed["info_file"] as? String)
+                let infoFile = try #require(deployed.object["info_file"] as? String)
                 let text = try await cli.run(["info", "envcheck"])
                 #expect(text.stdout == (try String(contentsOfFile: infoFile, encoding: .utf8)))
             }
@@ -138,9 +128,8 @@ extension LocalCluster {
 
         @Test func logsFollowEndsWhenTheJobEnds() async throws {
             let cli = try CLI()
-            try await cli.cleaningUp {
-                let deployed = try await deployJSON(cli, ["--name", "follow"])
-                let id = try #require(deployed["job_id"] as? String)
+            try await cli.withDeployment(["--name", "follow"]) { deployed in
+                let id = try #require(deployed.object["job_id"] as? String)
                 let process = Process()
                 process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
                 process.arguments =
@@ -168,10 +157,9 @@ extension LocalCluster {
 
         @Test func metricsShowTheSimulatorsNumbers() async throws {
             let cli = try CLI()
-            try await cli.cleaningUp {
-                let deployed = try await deployJSON(cli, ["--name", "load"])
-                let url = try #require(deployed["url"] as? String)
-                let key = try APIKey(try #require(deployed["api_key"] as? String))
+            try await cli.withDeployment(["--name", "load"]) { deployed in
+                let url = try #require(deployed.object["url"] as? String)
+                let key = try APIKey(try #require(deployed.object["api_key"] as? String))
                 // Load while metrics samples: completions of 20 tokens each.
                 let load = Task {
                     let http = CurlHTTPClient()
@@ -202,38 +190,40 @@ extension LocalCluster {
                     of: "    partition: debug\n", with: "    partition: debug\n    share_dir: \(shareDir)\n")
             cli.configPath = try temporaryDirectory() + "/config.yaml"
             try config.write(toFile: cli.configPath, atomically: true, encoding: .utf8)
-            let deployed = try await deployJSON(cli, ["--name", "shared"])
-            let jobID = try #require(deployed["job_id"] as? String)
-            let shared = try await cli.run(["info", "shared", "--share"])
-            #expect(shared.status == 0, "\(shared.stderr)")
-            #expect(shared.stderr.contains("Everyone in that file's group"))
-            #expect(shared.stderr.contains("`root`"), "\(shared.stderr)")
-            // Named by user and job: two users' `sim` never collide (issue 12 item 11).
-            let path = shareDir + "/\(LocalSSH.user)-shared-\(jobID)-server_connection_info.txt"
-            let mode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int
-            #expect(mode == 0o640)
-            let original = try String(
-                contentsOfFile: try #require(deployed["info_file"] as? String), encoding: .utf8)
-            #expect(try String(contentsOfFile: path, encoding: .utf8) == original)
-            // The deployment's own file stays private.
-            let own =
-                try FileManager.default.attributesOfItem(
-                    atPath: try #require(deployed["info_file"] as? String))[.posixPermissions] as? Int
-            #expect(own == 0o600)
-            // Someone else's file where ours would go is refused and never replaced.
-            let second = try await deployJSON(cli, ["--name", "shared2"])
-            let secondID = try #require(second["job_id"] as? String)
-            let planted = shareDir + "/\(LocalSSH.user)-shared2-\(secondID)-server_connection_info.txt"
-            try "theirs\n".write(toFile: planted, atomically: true, encoding: .utf8)
-            #expect(chown(planted, 65534, 65534) == 0)
-            let refused = try await cli.run(["info", "shared2", "--share"])
-            #expect(refused.status != 0)
-            #expect(refused.stderr.contains("belongs to nobody"), "\(refused.stderr)")
-            let down = try await cli.run(["teardown", "shared", "shared2", "--yes"])
-            #expect(down.status == 0, "\(down.stderr)")
-            #expect(try String(contentsOfFile: path, encoding: .utf8).hasPrefix("Stopped at "))
-            #expect(try String(contentsOfFile: planted, encoding: .utf8) == "theirs\n")
-            await cli.cancelAll()
+            try await cli.withDeployment(["--name", "shared"]) { deployed in
+                let jobID = try #require(deployed.object["job_id"] as? String)
+                let shared = try await cli.run(["info", "shared", "--share"])
+                #expect(shared.status == 0, "\(shared.stderr)")
+                #expect(shared.stderr.contains("Everyone in that file's group"))
+                #expect(shared.stderr.contains("`root`"), "\(shared.stderr)")
+                // Named by user and job: two users' `sim` never collide (issue 12 item 11).
+                let path = shareDir + "/\(LocalSSH.user)-shared-\(jobID)-server_connection_info.txt"
+                let mode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int
+                #expect(mode == 0o640)
+                let original = try String(
+                    contentsOfFile: try #require(deployed.object["info_file"] as? String), encoding: .utf8)
+                #expect(try String(contentsOfFile: path, encoding: .utf8) == original)
+                // The deployment's own file stays private.
+                let own =
+                    try FileManager.default.attributesOfItem(
+                        atPath: try #require(deployed.object["info_file"] as? String))[.posixPermissions]
+                    as? Int
+                #expect(own == 0o600)
+                // Someone else's file where ours would go is refused and never replaced.
+                let second = try await cli.deploy(["--name", "shared2"])
+                let secondID = try #require(second.object["job_id"] as? String)
+                let planted = shareDir + "/\(LocalSSH.user)-shared2-\(secondID)-server_connection_info.txt"
+                try "theirs\n".write(toFile: planted, atomically: true, encoding: .utf8)
+                #expect(chown(planted, 65534, 65534) == 0)
+                let refused = try await cli.run(["info", "shared2", "--share"])
+                #expect(refused.status != 0)
+                #expect(refused.stderr.contains("belongs to nobody"), "\(refused.stderr)")
+                let down = try await cli.run(["teardown", "shared", "shared2", "--yes"])
+                #expect(down.status == 0, "\(down.stderr)")
+                #expect(try String(contentsOfFile: path, encoding: .utf8).hasPrefix("Stopped at "))
+                #expect(try String(contentsOfFile: planted, encoding: .utf8) == "theirs\n")
+                await cli.cancelAll()
+            }
         }
     }
 }

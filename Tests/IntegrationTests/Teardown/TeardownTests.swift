@@ -73,24 +73,6 @@ extension LocalCluster {
             Teardown(context: context(host), profile: profile, user: LocalHost.currentUser())
         }
 
-        /// Runs `body`, then cancels every job this suite recorded or submitted by hand, pass
-        /// or fail.
-        func cleaningUp(_ body: (JobList) async throws -> Void) async throws {
-            let extra = JobList()
-            do {
-                try await body(extra)
-            } catch {
-                await cancel(extra)
-                throw error
-            }
-            await cancel(extra)
-        }
-
-        func cancel(_ extra: JobList) async {
-            let ids = store.all(cluster: "local").map(\.jobID) + extra.ids
-            if !ids.isEmpty { _ = try? await sh(Scancel(jobIDs: ids).argv) }
-        }
-
         /// A plain job of this user (no vllmctl tag).
         func plainJob(_ extra: JobList) async throws -> String {
             let out = try await sh([
@@ -140,7 +122,7 @@ extension LocalCluster {
         }
 
         @Test func tearsDownARunningAndAPendingDeploymentTwiceHarmlessly() async throws {
-            try await cleaningUp { extra in
+            try await cancellingJobs(recordedIn: store) { extra in
                 let plain = try await plainJob(extra)
                 #expect(try await waitForState(plain, .running)?.state == .running)
                 // All on node1 (the plain job may have landed anywhere; node1 is busy either way).
@@ -197,7 +179,7 @@ extension LocalCluster {
         }
 
         @Test func jobsThatAreNotOursAreNeverTouched() async throws {
-            try await cleaningUp { extra in
+            try await cancellingJobs(recordedIn: store) { extra in
                 let plain = try await plainJob(extra)
                 let theirs = try await otherUsersJob(extra)
                 #expect(try await waitForState(theirs, .running)?.user == Self.otherUser)
@@ -229,7 +211,7 @@ extension LocalCluster {
         }
 
         @Test func staleByUnhealthyWaitsOutTheGrace() async throws {
-            try await cleaningUp { _ in
+            try await cancellingJobs(recordedIn: store) { _ in
                 var flags = DeploySettings()
                 flags.vllmArgs = ["--sim-unhealthy-after", "3"]
                 let record = try #require(
@@ -307,7 +289,7 @@ extension LocalCluster {
         }
 
         @Test func aFailingSqueueCancelsNothing() async throws {
-            try await cleaningUp { _ in
+            try await cancellingJobs(recordedIn: store) { _ in
                 let record = try #require(
                     try await deployer.deploy(
                         DeployRequest(modelOrPreset: "sim", name: "td-shim", wait: false)
@@ -363,11 +345,4 @@ extension LocalCluster {
             }
         }
     }
-}
-
-/// Job ids a test submitted by hand, for its clean-up.
-final class JobList: Sendable {
-    private let list = Mutex<[String]>([])
-    func add(_ id: String) { list.withLock { $0.append(id) } }
-    var ids: [String] { list.withLock { $0 } }
 }

@@ -372,29 +372,16 @@ extension LocalCluster {
             var cli = try CLI()
             cli.configPath = try renderedClusterConfig()
             cli.extraEnvironment["VLLMCTL_SSH_CONFIG"] = LocalSSH.config
+            cli.clusters = ["local-ssh", "local"]
             return cli
-        }
-
-        func cancel(_ cli: CLI) async {
-            let store = DeploymentStore(directory: cli.stateDir)
-            let ids = (store.all(cluster: "local-ssh") + store.all(cluster: "local")).map(\.jobID)
-            if !ids.isEmpty { _ = try? await sh(Scancel(jobIDs: ids).argv) }
-            for tunnel in TunnelStore(records: store).open(cluster: "local-ssh") {
-                TunnelStore(records: store).close(tunnel)
-            }
         }
 
         @Test func deployWithTunnelThenStatusQueryAndTeardown() async throws {
             let cli = try sshCLI()
-            do {
-                let deploy = try await cli.run([
-                    "deploy", "sim", "--cluster", "local-ssh", "--name", "tun-e2e", "--tunnel",
-                    "--tunnel-port", "0",
-                    "--json",
-                ])
-                #expect(deploy.status == 0, "stderr: \(deploy.stderr)")
-                let object = try #require(
-                    try JSONSerialization.jsonObject(with: Data(deploy.stdout.utf8)) as? [String: Any])
+            try await cli.withDeployment([
+                "--cluster", "local-ssh", "--name", "tun-e2e", "--tunnel", "--tunnel-port", "0",
+            ]) { deploy in
+                let object = deploy.object
                 let tunnelURL = try #require(object["tunnel_url"] as? String)
                 let key = try #require(object["api_key"] as? String)
                 #expect(tunnelURL.hasPrefix("http://127.0.0.1:") && tunnelURL.hasSuffix("/v1"))
@@ -440,22 +427,13 @@ extension LocalCluster {
                 ])
                 #expect(late.status != 0)
                 #expect(late.stderr.contains("has ended"), "\(late.stderr)")
-            } catch {
-                await cancel(cli)
-                throw error
             }
-            await cancel(cli)
         }
 
         @Test func aJobWhoseServerDiedIsAClearError() async throws {
             let cli = try sshCLI()
-            do {
-                let deploy = try await cli.run(["deploy", "sim", "--name", "tun-dead", "--json"])
-                #expect(deploy.status == 0, "stderr: \(deploy.stderr)")
-                let url = try #require(
-                    (try JSONSerialization.jsonObject(with: Data(deploy.stdout.utf8)) as? [String: Any])?[
-                        "url"]
-                        as? String)
+            try await cli.withDeployment(["--name", "tun-dead"]) { deploy in
+                let url = try #require(deploy.object["url"] as? String)
                 let address = try #require(url.firstMatch(of: /\/\/([0-9.]+):(\d+)\/v1/))
                 let node = try #require((1...2).first { TestHost.nodeAddress($0) == String(address.1) })
                 // The process listening on that node's port: this job's server, and no other
@@ -475,21 +453,13 @@ extension LocalCluster {
                     tunnel.stderr.contains("connect failed") || tunnel.stderr.contains("has ended"),
                     "\(tunnel.stderr)")
                 #expect(Date().timeIntervalSince(started) < 10)
-            } catch {
-                await cancel(cli)
-                throw error
             }
-            await cancel(cli)
         }
 
         @Test func foregroundTunnelServesAndClosesOnSignals() async throws {
             let cli = try sshCLI()
-            do {
-                let deploy = try await cli.run(["deploy", "sim", "--name", "tun-fg", "--json"])
-                #expect(deploy.status == 0, "stderr: \(deploy.stderr)")
-                let key = try #require(
-                    (try JSONSerialization.jsonObject(with: Data(deploy.stdout.utf8)) as? [String: Any])?[
-                        "api_key"] as? String)
+            try await cli.withDeployment(["--name", "tun-fg"]) { deploy in
+                let key = try #require(deploy.object["api_key"] as? String)
                 for sig in [SIGINT, SIGTERM] {
                     // The job was deployed with `local`; through `local-ssh` it is found by its tag.
                     let process = Process()
@@ -533,11 +503,7 @@ extension LocalCluster {
                 let local = try await cli.run(["tunnel", "tun-fg"])
                 #expect(local.status != 0)
                 #expect(local.stderr.contains("ssh_host"))
-            } catch {
-                await cancel(cli)
-                throw error
             }
-            await cancel(cli)
         }
     }
 }

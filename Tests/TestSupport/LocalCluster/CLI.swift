@@ -19,8 +19,8 @@ package struct CLI: Sendable {
     package var extraEnvironment: [String: String] = [:]
     /// The test host (network namespace) the CLI runs on; nil: the login host (this one).
     package var host: TestHost?
-    /// The cluster profile whose records `cancelAll` reads.
-    package var cluster = "local"
+    /// The cluster profiles whose records and tunnels `cancelAll` cleans up.
+    package var clusters = ["local"]
 
     package init() throws { stateDir = try temporaryDirectory() }
 
@@ -45,27 +45,20 @@ package struct CLI: Sendable {
     /// Runs `body`, then cancels every job this CLI deployed, pass or fail (awaited, so that no
     /// job outlives its test).
     package func cleaningUp<T>(_ body: () async throws -> T) async throws -> T {
-        do {
-            let result = try await body()
-            await cancelAll()
-            return result
-        } catch {
-            await cancelAll()
-            throw error
-        }
+        try await running(body, thenAwaiting: cancelAll)
     }
 
-    /// Cancels every job this CLI's records know on `cluster` and closes its open tunnels.
+    /// Cancels every job this CLI's records know on `clusters` and closes its open tunnels there.
     package func cancelAll() async {
         let store = DeploymentStore(directory: stateDir)
-        let ids = store.all(cluster: cluster).map(\.jobID)
+        let ids = clusters.flatMap { store.all(cluster: $0) }.map(\.jobID)
         if !ids.isEmpty { _ = try? await sh(Scancel(jobIDs: ids).argv) }
         let tunnels = TunnelStore(records: store)
-        for tunnel in tunnels.open(cluster: cluster) { _ = tunnels.close(tunnel) }
+        for tunnel in clusters.flatMap({ tunnels.open(cluster: $0) }) { _ = tunnels.close(tunnel) }
     }
 
     /// `vllmctl deploy MODEL --json ARGS`, parsed; throws with deploy's stderr if it failed.
-    package func deploy(_ model: String = "sim", _ args: [String]) async throws -> CLIDeployment {
+    package func deploy(_ args: [String], model: String = "sim") async throws -> CLIDeployment {
         let result = try await run(["deploy", model, "--json"] + args)
         guard result.status == 0,
             let object = try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
@@ -79,9 +72,9 @@ package struct CLI: Sendable {
     /// reported, and cancels every job this CLI deployed afterwards (also those `body`
     /// deployed), awaited, pass or fail.
     package func withDeployment<T>(
-        _ model: String = "sim", _ args: [String], _ body: (CLIDeployment) async throws -> T
+        _ args: [String], model: String = "sim", _ body: (CLIDeployment) async throws -> T
     ) async throws -> T {
-        try await cleaningUp { try await body(try await deploy(model, args)) }
+        try await cleaningUp { try await body(try await deploy(args, model: model)) }
     }
 }
 

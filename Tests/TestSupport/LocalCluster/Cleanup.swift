@@ -22,12 +22,20 @@ package func cancellingJobs<T>(
         let ids = (records?.all(cluster: cluster).map(\.jobID) ?? []) + extra.ids
         if !ids.isEmpty { _ = try? await sh(Scancel(jobIDs: ids).argv) }
     }
+    return try await running({ try await body(extra) }, thenAwaiting: cancel)
+}
+
+/// Runs `body`, then `cleanup`, awaited, pass or fail (never a `defer { Task { … } }` that the
+/// test does not wait for).
+package func running<T>(_ body: () async throws -> T, thenAwaiting cleanup: () async -> Void) async throws
+    -> T
+{
     do {
-        let result = try await body(extra)
-        await cancel()
+        let result = try await body()
+        await cleanup()
         return result
     } catch {
-        await cancel()
+        await cleanup()
         throw error
     }
 }
