@@ -23,6 +23,8 @@ public struct DeploySettings: Sendable, Equatable {
     public var nodelist: String?
     public var exclude: String?
     public var nodes: Int?
+    /// Replica jobs of one deployment, all with the same key (docs/REPLICAS.md).
+    public var replicas: Int?
     public var gpus: Int?
     public var cpus: Int?
     public var memory: String?
