@@ -6,6 +6,34 @@ import Testing
 extension LocalCluster {
     /// `deploy --replicas` against the real cluster: one job per replica, one key.
     @Suite struct ReplicaDeployTests {
+        @Test func scaleAddsAReplicaWithTheSameKeyAndRemovesTheNewest() async throws {
+            let cli = try CLI()
+            try await cli.cleaningUp {
+                let deploy = try await cli.run(["deploy", "sim", "--name", "grow", "--json"])
+                #expect(deploy.status == 0, "stderr: \(deploy.stderr)")
+                let up = try await cli.run(["scale", "grow", "2"])
+                #expect(up.status == 0, "stderr: \(up.stderr)")
+                #expect(up.stdout.contains("Added grow@2"), "\(up.stdout)")
+                let store = DeploymentStore(directory: cli.stateDir)
+                let live = store.replicas(of: "grow", cluster: "local")
+                #expect(live.count == 2)
+                #expect(Set(live.map(\.apiKey)).count == 1)
+                let added = try #require(live.first { $0.replica == 2 })
+                let info = try JSONDecoder().decode(
+                    ConnectionRecord.self,
+                    from: Data(
+                        contentsOf: URL(fileURLWithPath: added.deployDir + "/" + DeploymentFiles.infoJSON)))
+                #expect(info.apiKey == added.apiKey)
+
+                // Both idle: the newest goes.
+                let down = try await cli.run(["scale", "grow", "1", "--drain-timeout", "5"])
+                #expect(down.status == 0, "stderr: \(down.stderr)")
+                #expect(down.stdout.contains("Cancelled job \(added.jobID)"), "\(down.stdout)")
+                let left = store.replicas(of: "grow", cluster: "local")
+                #expect(left.map(\.jobID) == live.filter { $0.replica == nil }.map(\.jobID))
+            }
+        }
+
         @Test func twoReplicasOnTwoNodesShareOneKeyAndGoTogether() async throws {
             let cli = try CLI()
             try await cli.cleaningUp {

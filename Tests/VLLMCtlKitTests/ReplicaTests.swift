@@ -69,6 +69,28 @@ import Testing
         #expect(json.contains("\"replica\" : 2"), "\(json)")
     }
 
+    @Test func scaleDownTakesTheLeastLoadedThenTheNewest() {
+        let c = [
+            Scaler.Candidate(jobID: "1", replica: 1, load: 0),
+            Scaler.Candidate(jobID: "2", replica: 2, load: 3),
+            Scaler.Candidate(jobID: "3", replica: 3, load: 0),
+            Scaler.Candidate(jobID: "4", replica: 4, load: nil),
+        ]
+        #expect(Scaler.victims(c, keep: 3).map(\.jobID) == ["3"])
+        #expect(Scaler.victims(c, keep: 2).map(\.jobID) == ["3", "1"])
+        // A load that could not be read counts as busy: removed last.
+        #expect(Scaler.victims(c, keep: 1).map(\.jobID) == ["3", "1", "2"])
+        #expect(Scaler.victims(c, keep: 4).isEmpty)
+    }
+
+    @Test func scaleRefusesNonsenseBeforeAnythingRuns() throws {
+        #expect(throws: (any Error).self) { try VLLMCtlCommand.parseAsRoot(["scale", "sim", "0"]) }
+        #expect(throws: (any Error).self) { try VLLMCtlCommand.parseAsRoot(["scale", "sim", "65"]) }
+        #expect(throws: (any Error).self) {
+            try VLLMCtlCommand.parseAsRoot(["scale", "sim", "2", "--drain-timeout", "1e300"])
+        }
+    }
+
     @Test func deployDryRunOfReplicasShowsTheFirstReplicasScript() async throws {
         let host = schedulerHost([])
         let h = try CommandHarness(host: host)

@@ -295,6 +295,9 @@ public struct Deployer: Sendable {
         do {
             try await host.writeFileAtomically(Data(key.value.utf8), to: plan.keyPath, mode: 0o600)
             try await host.writeFileAtomically(Data(script.utf8), to: plan.scriptPath, mode: 0o600)
+            try await host.writeFileAtomically(
+                try JSONEncoder().encode(plan.settings), to: plan.deployDir + "/" + DeploymentFiles.settings,
+                mode: 0o600)
             let sbatch = Sbatch(scriptPath: plan.scriptPath)
             sbatchSent = true
             let result = try await host.run(sbatch.argv, input: nil, timeout: .seconds(60))
@@ -317,6 +320,7 @@ public struct Deployer: Sendable {
             // Nothing half-made is left behind: no key file, no script, no empty directory.
             try? await host.removeFile(plan.keyPath)
             try? await host.removeFile(plan.scriptPath)
+            try? await host.removeFile(plan.deployDir + "/" + DeploymentFiles.settings)
             _ = try? await host.run(["rmdir", plan.deployDir], input: nil, timeout: .seconds(10))
             throw error
         }
@@ -336,6 +340,7 @@ public struct Deployer: Sendable {
             // Nothing of it is left but its log, if it started at all.
             try? await context.host.removeFile(plan.keyPath)
             try? await context.host.removeFile(plan.scriptPath)
+            try? await context.host.removeFile(plan.deployDir + "/" + DeploymentFiles.settings)
             _ = try? await context.host.run(["rmdir", plan.deployDir], input: nil, timeout: .seconds(10))
         }
         let what =
