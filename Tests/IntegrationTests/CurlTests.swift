@@ -12,7 +12,7 @@ import Testing
 /// buffer, against a live HTTP server in this process.
 @Suite struct CurlTests {
     @Test func bodiesWithNULBytesArriveWhole() async throws {
-        let server = try EchoServer()
+        let server = try LoopbackServer(serve: echo)
         var body = Data("before\0after".utf8)
         body += Data((0...255).map { UInt8($0) })
         let response = try await CurlHTTPClient().send(
@@ -33,7 +33,7 @@ import Testing
     }
 
     @Test func anEightMiBBodyArrivesWhole() async throws {
-        let server = try EchoServer()
+        let server = try LoopbackServer(serve: echo)
         // Every byte value, NUL included, in no simple repeating order.
         let body = Data((0..<(8 << 20)).map { UInt8(truncatingIfNeeded: ($0 &* 2_654_435_761) >> 13) })
         let response = try await CurlHTTPClient().send(
@@ -67,7 +67,7 @@ import Testing
         let easy = try CurlEasy()
         let first = try freePort()
         let second = try freePort()
-        let silent = try EchoServer(hangUp: true)
+        let silent = try LoopbackServer { _ = readRequest($0) }
         func failure(_ url: String) -> String {
             do {
                 _ = try easy.perform(HTTPRequest(url: url, timeout: 10)) { _ in true }
@@ -84,84 +84,56 @@ import Testing
         let c = failure(silent.url)
         #expect(c.contains("Empty reply") && !c.contains("port \(second)"), "\(c)")
         // And a success in between leaves nothing behind for the next failure either.
-        let echo = try EchoServer()
-        #expect(throws: Never.self) { try easy.perform(HTTPRequest(url: echo.url)) { _ in true } }
+        let echoing = try LoopbackServer(serve: echo)
+        #expect(throws: Never.self) { try easy.perform(HTTPRequest(url: echoing.url)) { _ in true } }
         let d = failure("http://127.0.0.1:\(first)/")
         #expect(d.contains("port \(first)") && !d.contains("Empty reply"), "\(d)")
     }
 }
 
-/// An HTTP/1.1 server on 127.0.0.1 that answers each request with its own body and
-/// `X-Received: <bytes read>`, one connection at a time on a thread of its own; with `hangUp`
-/// it reads each request and closes the connection without answering. Stops with the object.
-final class EchoServer: @unchecked Sendable {
-    let listener: Int32
-    let port: Int
-    var url: String { "http://127.0.0.1:\(port)/echo" }
+/// Answers one HTTP/1.1 request with its own body and `X-Received: <bytes read>`.
+@Sendable func echo(_ fd: Int32) {
+    let body = readRequest(fd)
+    let head =
+        "HTTP/1.1 200 OK\r\nContent-Length: \(body.count)\r\nX-Received: \(body.count)\r\nConnection: close\r\n\r\n"
+    let reply = Array(head.utf8) + body
+    var sent = 0
+    while sent < reply.count {
+        let n = reply[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        if n <= 0 { break }
+        sent += n
+    }
+}
 
-    init(hangUp: Bool = false) throws {
-        let bound = try LocalListener.bind(address: "127.0.0.1", port: 0)
-        listener = bound.fd
-        port = bound.port
-        let listener = self.listener
-        Thread.detachNewThread {
-            while true {
-                let fd = accept(listener, nil, nil)
-                if fd < 0 {
-                    if errno == EINTR || errno == ECONNABORTED { continue }
-                    return  // the listener was shut down
-                }
-                Self.answer(fd, hangUp: hangUp)
-                close(fd)
+/// Reads one request (its headers, then Content-Length bytes) and returns the body.
+@Sendable func readRequest(_ fd: Int32) -> [UInt8] {
+    var data = [UInt8]()
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    var headerEnd: Int?
+    var length = 0
+    while true {
+        if let end = headerEnd, data.count - end >= length { break }
+        let n = recv(fd, &buffer, buffer.count, 0)
+        if n <= 0 { break }
+        data += buffer[..<n]
+        if headerEnd == nil, let end = findHeaderEnd(data) {
+            headerEnd = end
+            let head = String(decoding: data[..<end], as: UTF8.self).lowercased()
+            for line in head.split(separator: "\r\n") where line.hasPrefix("content-length:") {
+                length =
+                    Int(line.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) ?? 0
             }
         }
     }
+    return headerEnd.map { Array(data[$0...]) } ?? []
+}
 
-    deinit {
-        shutdown(listener, Int32(SHUT_RDWR))
-        close(listener)
+/// The index just past the blank line that ends the headers.
+private func findHeaderEnd(_ data: [UInt8]) -> Int? {
+    guard data.count >= 4 else { return nil }
+    for i in 0...(data.count - 4)
+    where data[i] == 13 && data[i + 1] == 10 && data[i + 2] == 13 && data[i + 3] == 10 {
+        return i + 4
     }
-
-    /// Reads one request, then answers it with its body, or with nothing (`hangUp`).
-    private static func answer(_ fd: Int32, hangUp: Bool) {
-        var data = [UInt8]()
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        var headerEnd: Int?
-        var length = 0
-        while true {
-            if let end = headerEnd, data.count - end >= length { break }
-            let n = recv(fd, &buffer, buffer.count, 0)
-            if n <= 0 { break }
-            data += buffer[..<n]
-            if headerEnd == nil, let range = findHeaderEnd(data) {
-                headerEnd = range
-                let head = String(decoding: data[..<range], as: UTF8.self).lowercased()
-                for line in head.split(separator: "\r\n") where line.hasPrefix("content-length:") {
-                    length =
-                        Int(line.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) ?? 0
-                }
-            }
-        }
-        if hangUp { return }
-        let body = headerEnd.map { Array(data[$0...]) } ?? []
-        let head =
-            "HTTP/1.1 200 OK\r\nContent-Length: \(body.count)\r\nX-Received: \(body.count)\r\nConnection: close\r\n\r\n"
-        let reply = Array(head.utf8) + body
-        var sent = 0
-        while sent < reply.count {
-            let n = reply[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { break }
-            sent += n
-        }
-    }
-
-    /// The index just past the blank line that ends the headers.
-    private static func findHeaderEnd(_ data: [UInt8]) -> Int? {
-        guard data.count >= 4 else { return nil }
-        for i in 0...(data.count - 4)
-        where data[i] == 13 && data[i + 1] == 10 && data[i + 2] == 13 && data[i + 3] == 10 {
-            return i + 4
-        }
-        return nil
-    }
+    return nil
 }

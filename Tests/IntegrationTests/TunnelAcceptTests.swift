@@ -28,6 +28,8 @@ import Testing
         print("TunnelAcceptTests: \(output)")
     }
 
+    /// What the tunnel's target writes to each connection.
+    static let reply = "served\n"
     /// Clients wait in the tunnel's backlog while it has no descriptor to accept them with.
     static let backlogClients = 4
     /// How long descriptors stay exhausted after the first failed accept: with the 1 s pause,
@@ -39,10 +41,12 @@ import Testing
         alarm(120)  // a hang ends the child (SIGALRM), and the parent's expectation fails
         var problems: [String] = []
         do {
-            let target = try Answerer()
+            let target = try LoopbackServer { fd in
+                _ = reply.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+            }
             let t = try await TestTunnel(targetPort: target.port)
             defer { t.tunnel.stop() }
-            if receive(from: connect(to: t.port), limit: 20) != Answerer.reply {
+            if receive(from: connect(to: t.port), limit: 20) != reply {
                 return ["the tunnel did not serve before descriptors ran out"]
             }
             // Sockets for the clients are made before the descriptors run out; their connects
@@ -85,12 +89,12 @@ import Testing
             // Descriptors free again: every client that waited is served, and so is a new one.
             for (i, fd) in clients.enumerated() {
                 let got = receive(from: fd, limit: 20)
-                if got != Answerer.reply {
+                if got != reply {
                     problems.append("waiting client \(i) got \(got.debugDescription)")
                 }
             }
             let fresh = receive(from: connect(to: t.port), limit: 20)
-            if fresh != Answerer.reply { problems.append("a new client got \(fresh.debugDescription)") }
+            if fresh != reply { problems.append("a new client got \(fresh.debugDescription)") }
             let said = acceptFailedEvents(t.events.all)
             if said != 1 { problems.append("\(said) acceptFailed events in all: \(t.events.all)") }
         } catch {
@@ -141,34 +145,6 @@ import Testing
             bytes += buffer[..<n]
         }
         return String(decoding: bytes, as: UTF8.self)
-    }
-}
-
-/// A target that writes `reply` to each connection and closes it, on a thread of its own.
-private final class Answerer: @unchecked Sendable {
-    static let reply = "served\n"
-    let listener: Int32
-    let port: Int
-
-    init() throws {
-        let bound = try LocalListener.bind(address: "127.0.0.1", port: 0)
-        listener = bound.fd
-        port = bound.port
-        let listener = self.listener
-        Thread.detachNewThread {
-            while true {
-                let fd = accept(listener, nil, nil)
-                if fd < 0 {
-                    if errno == EMFILE || errno == ENFILE || errno == EINTR || errno == ECONNABORTED {
-                        usleep(10_000)
-                        continue
-                    }
-                    return
-                }
-                _ = Self.reply.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
-                close(fd)
-            }
-        }
     }
 }
 
