@@ -12,6 +12,8 @@ package final class CapturedTerminal: Terminal {
     package func print(_ text: String) { lines.withLock { $0.append((false, text)) } }
     package func note(_ text: String) { lines.withLock { $0.append((true, text)) } }
     package func progress(_ text: String?) {}
+    /// The results, one entry a `print`.
+    package var printed: [String] { lines.withLock { $0.filter { !$0.isNote }.map(\.text) } }
     /// What was printed as results.
     package var stdout: String {
         lines.withLock { $0.filter { !$0.isNote }.map(\.text) }.joined(separator: "\n")

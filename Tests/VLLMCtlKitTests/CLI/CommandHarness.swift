@@ -96,6 +96,7 @@ struct CommandHarness {
         case let c as ConfigCommand.Check: try await c.run(context)
         case let c as DoctorCommand: try await c.run(context)
         case let c as DeployCommand: try await c.run(context)
+        case let c as ScaleCommand: try await c.run(context)
         default: try command.run()
         }
     }

@@ -167,6 +167,9 @@ import Testing
                 let at = try #require(argv.firstIndex(of: flag), Comment(rawValue: row.key))
                 #expect(argv[at + 1] == row.text(in: settings))
                 #expect(!without.serverArgv.contains(flag))
+            case .deployment:
+                // Not in any one job's script: the deployment's shape (how many jobs).
+                #expect(Self.describe(context) == Self.describe(without.renderContext), "\(row.key)")
             case .derived(let keys) where keys.isEmpty:
                 #expect(with.template == row.text(in: settings), "\(row.key)")
             case .derived(let keys):
@@ -246,7 +249,7 @@ extension DeployCommand {
     static func flagsOnlyIn(help: String) -> [String] {
         let own: Set = [
             "config", "cluster", "accept-new-host-key", "name", "api-key-file", "dry-run", "no-wait", "json",
-            "tunnel", "tunnel-port", "version", "help",
+            "tunnel", "tunnel-port", "version", "help", "wait-all",
         ]
         let rows = Set(
             DeploySettings.table.compactMap { row -> String? in
