@@ -5,7 +5,7 @@ BUILD_FLAGS ?= -Xswiftc -warnings-as-errors
 PREFIX ?= /usr/local
 export VLLMCTL_CONFIG ?= $(CURDIR)/.cluster/vllmctl.yaml
 
-.PHONY: all deps build test unit-test integration-test sim-test cluster-test demo bench docs lint format \
+.PHONY: all deps build test unit-test integration-test sim-test cluster-test demo bench fuzz docs lint format \
         cluster-up cluster-down cluster-status install install-files uninstall man clean
 
 all: build
@@ -44,6 +44,15 @@ demo: build cluster-up
 bench: deps cluster-up
 	$(SWIFT) build -c release --static-swift-stdlib --product vllmctl
 	bash Tests/bench/run.sh
+
+## Fuzzing (docs/FUZZING.md): libFuzzer over every parser of outside input (squeue, sacct,
+## ssh_config, known_hosts, config, SSE, Prometheus text, the connection JSON), FUZZ_SECONDS
+## each (default 60; FUZZ_TARGETS picks some). Its own package, Tests/Fuzz, built with
+## -sanitize=fuzzer in .build/fuzz: the main build and `make test` never compile it. Fails
+## on a crash, whose input is left in .build/fuzz/crashes/TARGET. Not part of `make test`.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash Tests/Fuzz/run.sh
 
 ## VLLMCtlKit's DocC documentation (swift-docc-plugin), as a static site in DOCS_DIR:
 ## `python3 -m http.server -d $(DOCS_DIR)` and open /documentation/vllmctlkit. A warning (a

@@ -76,10 +76,21 @@ let package = Package(
         ),
         // Entry point only.
         .executableTarget(name: "vllmctl", dependencies: ["VLLMCtlCLI"], swiftSettings: strict),
+        // What both test targets share: fakes (a scripted cluster, HTTP, clock, terminal),
+        // paths, and the local cluster's helpers (the CLI runner, its hosts, the simulator).
+        // Not in any product; it lives under Tests/. Its `@testable import VLLMCtlKit` needs a
+        // debug build (testability), as the test targets' do; release builds name their product
+        // (`--product vllmctl`, Makefile), since a plain `swift build -c release` would build it too.
+        .target(
+            name: "TestSupport",
+            dependencies: ["VLLMCtlKit"],
+            path: "Tests/TestSupport",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "VLLMCtlKitTests",
             dependencies: [
-                "VLLMCtlKit", "VLLMCtlCLI",
+                "VLLMCtlKit", "VLLMCtlCLI", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -90,7 +101,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "VLLMCtlKit", "VLLMCtlCLI",
+                "VLLMCtlKit", "VLLMCtlCLI", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -70,11 +70,20 @@ const char *vc_easy_strerror(CURLcode code) { return api.easy_strerror(code); }
 struct curl_slist *vc_slist_append(struct curl_slist *list, const char *text) { return api.slist_append(list, text); }
 void vc_slist_free_all(struct curl_slist *list) { api.slist_free_all(list); }
 
-CURLcode vc_setopt_long(CURL *h, CURLoption o, long v) { return api.easy_setopt(h, o, v); }
+/* An option's number says the type curl_easy_setopt reads it as (CURLOPTTYPE_*). Through the
+   varargs a long read as curl_off_t, or the reverse, is undefined (it only happens to work
+   where both are 64 bits), so these two refuse options of the other type. */
+CURLcode vc_setopt_long(CURL *h, CURLoption o, long v) {
+    if (o >= CURLOPTTYPE_OBJECTPOINT) return CURLE_BAD_FUNCTION_ARGUMENT;
+    return api.easy_setopt(h, o, v);
+}
 CURLcode vc_setopt_str(CURL *h, CURLoption o, const char *v) { return api.easy_setopt(h, o, v); }
 CURLcode vc_setopt_ptr(CURL *h, CURLoption o, void *v) { return api.easy_setopt(h, o, v); }
 CURLcode vc_setopt_slist(CURL *h, CURLoption o, struct curl_slist *v) { return api.easy_setopt(h, o, v); }
-CURLcode vc_setopt_off(CURL *h, CURLoption o, curl_off_t v) { return api.easy_setopt(h, o, v); }
+CURLcode vc_setopt_off(CURL *h, CURLoption o, curl_off_t v) {
+    if (o < CURLOPTTYPE_OFF_T || o >= CURLOPTTYPE_BLOB) return CURLE_BAD_FUNCTION_ARGUMENT;
+    return api.easy_setopt(h, o, v);
+}
 CURLcode vc_setopt_write_cb(CURL *h, vc_write_cb cb) { return api.easy_setopt(h, CURLOPT_WRITEFUNCTION, cb); }
 CURLcode vc_setopt_header_cb(CURL *h, vc_write_cb cb) { return api.easy_setopt(h, CURLOPT_HEADERFUNCTION, cb); }
 CURLcode vc_getinfo_long(CURL *h, CURLINFO i, long *v) { return api.easy_getinfo(h, i, v); }

@@ -29,6 +29,7 @@ struct DeployCommand: AsyncParsableCommand {
     @OptionGroup var wait: SettingFlags<WaitSettingRows>
     @Flag(help: "Print the rendered script and submit nothing.") var dryRun = false
     @Flag(help: "Return after submission.") var noWait = false
+    @Flag(help: "With --replicas: wait until every replica is ready, not only the first.") var waitAll = false
     @Flag(help: "Print one JSON object.") var json = false
     @Flag(
         help:
@@ -73,7 +74,8 @@ struct DeployCommand: AsyncParsableCommand {
             key = try APIKey(text.trimmingCharacters(in: .whitespacesAndNewlines))
         }
         let request = DeployRequest(
-            modelOrPreset: model, name: name, flags: flags, apiKey: key, dryRun: dryRun, wait: !noWait)
+            modelOrPreset: model, name: name, flags: flags, apiKey: key, dryRun: dryRun, wait: !noWait,
+            waitAll: waitAll)
         let deployer = Deployer(
             context: env.context, config: env.config, profile: env.profile, templates: ctx.templates)
         let terminal = env.context.terminal
@@ -81,10 +83,19 @@ struct DeployCommand: AsyncParsableCommand {
         do {
             outcome = try await cancellingOnSignal { try await deployer.deploy(request) }
         } catch is CancellationError {
-            let pending = env.context.records.all(cluster: env.profile.name).last { $0.phase == .submitted }
-            if let job = pending {
+            let records = env.context.records
+            if let job = records.all(cluster: env.profile.name).last(where: { $0.phase == .submitted }) {
+                // Every replica of it that was submitted keeps running too.
+                let ids = records.replicas(of: job.name, cluster: env.profile.name).filter {
+                    $0.phase == .submitted
+                }
+                .map(\.jobID)
+                let jobs =
+                    ids.count > 1
+                    ? "Jobs \(ids.joined(separator: ", ")) (\(job.name)) keep running: see them"
+                    : "Job \(job.jobID) (\(job.name)) keeps running: see it"
                 terminal.note(
-                    "\nStopped waiting. Job \(job.jobID) (\(job.name)) keeps running: see it with `vllmctl status`, cancel it with `scancel \(job.jobID)`."
+                    "\nStopped waiting. \(jobs) with `vllmctl status`, cancel with `vllmctl teardown \(job.name)`."
                 )
             } else {
                 terminal.note("\nStopped before anything was submitted.")
@@ -112,7 +123,7 @@ struct DeployCommand: AsyncParsableCommand {
                 throw ExitCode(1)
             }
         }
-        let report = DeployReport(record: record, connection: outcome.connection, tunnel: tunnelRecord)
+        let report = DeployReport(outcome: outcome, tunnel: tunnelRecord)
         terminal.print(json ? try report.json() : report.text)
     }
 }

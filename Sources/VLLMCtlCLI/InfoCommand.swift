@@ -31,8 +31,15 @@ struct InfoCommand: AsyncParsableCommand {
     func run(_ ctx: CLIContext) async throws {
         let environment = try ctx.cluster(cluster)
         let context = environment.context
-        let resolved = try await DeploymentResolver(context: context, cluster: environment.profile.name)
-            .resolve(deployment)
+        let resolver = DeploymentResolver(context: context, cluster: environment.profile.name)
+        var resolved = try await resolver.resolve(deployment)
+        // NAME of a replicated deployment: a replica that is ready stands for it, and all are listed.
+        let replicas =
+            JobName.split(deployment).replica == nil && !isJobID(deployment)
+            ? try await resolver.replicas(of: resolved.name) : []
+        if resolved.connection == nil, let ready = replicas.first(where: { $0.connection != nil }) {
+            resolved = ready
+        }
         let record = try resolved.requireConnection()
         if resolved.hasEnded {
             context.terminal.note("warning: job \(resolved.jobID) has ended; this URL no longer answers.")
@@ -58,6 +65,14 @@ struct InfoCommand: AsyncParsableCommand {
             context.terminal.print(info.curlCommand)
         } else if !share {
             context.terminal.print(info.text)
+            if replicas.count > 1 {
+                context.terminal.print(
+                    "Replicas (\(replicas.count), one key):\n"
+                        + replicas.map { r in
+                            "  \(r.displayName)  job \(r.jobID)  "
+                                + (r.connection.map { $0.serverURL + "/v1" } ?? "not serving yet")
+                        }.joined(separator: "\n"))
+            }
         }
     }
 }

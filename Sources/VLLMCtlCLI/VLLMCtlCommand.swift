@@ -9,7 +9,8 @@ public struct VLLMCtlCommand: AsyncParsableCommand {
         version: VLLMCtl.versionLine,
         subcommands: [
             DeployCommand.self, StatusCommand.self, InfoCommand.self, QueryCommand.self, LogsCommand.self,
-            MetricsCommand.self, TunnelCommand.self, TeardownCommand.self, TemplatesCommand.self,
+            MetricsCommand.self, TunnelCommand.self, TeardownCommand.self, ScaleCommand.self,
+            TemplatesCommand.self,
             ConfigCommand.self, DoctorCommand.self,
         ])
 

@@ -69,6 +69,7 @@ func deployUseAndTearDown(
 }
 // snippet:end
 
+import TestSupport
 import Testing
 
 extension LocalCluster {
@@ -83,7 +84,7 @@ extension LocalCluster {
                 "VLLMCTL_TEMPLATES": repoRoot + "/templates",
                 "XDG_STATE_HOME": state,
             ]
-            let terminal = RecordingTerminal()
+            let terminal = CapturedTerminal()
             let records = DeploymentStore(
                 directory: DeploymentStore.defaultDirectory(environment: environment))
             #expect(records.directory.hasPrefix(state))

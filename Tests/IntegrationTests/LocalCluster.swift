@@ -1,3 +1,4 @@
+import TestSupport
 import Testing
 
 /// Every suite that submits or cancels jobs on the local cluster nests in here

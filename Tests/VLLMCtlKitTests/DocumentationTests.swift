@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// The DocC catalog stays true: the article's code is the code that the integration test

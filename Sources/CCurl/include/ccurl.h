@@ -19,7 +19,9 @@ struct curl_slist *vc_slist_append(struct curl_slist *list, const char *text);
 void vc_slist_free_all(struct curl_slist *list);
 
 /* curl_easy_setopt and curl_easy_getinfo are variadic, which Swift cannot call.
-   One typed wrapper per argument type. */
+   One typed wrapper per argument type; vc_setopt_long and vc_setopt_off answer
+   CURLE_BAD_FUNCTION_ARGUMENT for an option of another type (curl_off_t options are
+   CURLOPTTYPE_OFF_T, the *_LARGE ones). */
 typedef size_t (*vc_write_cb)(char *ptr, size_t size, size_t nmemb, void *userdata);
 CURLcode vc_setopt_long(CURL *h, CURLoption o, long v);
 CURLcode vc_setopt_str(CURL *h, CURLoption o, const char *v);

@@ -12,7 +12,7 @@ public enum GPURequestStyle: String, Sendable, Codable {
 /// Each property has one row in ``table``, which says its config key, its flag, its help and
 /// where the job script sees it; the config parser, the merge, `deploy`'s flags and the
 /// template's values all walk that table.
-public struct DeploySettings: Sendable, Equatable {
+public struct DeploySettings: Sendable, Equatable, Codable {
     // Scheduler
     public var partition: String?
     public var account: String?
@@ -23,6 +23,8 @@ public struct DeploySettings: Sendable, Equatable {
     public var nodelist: String?
     public var exclude: String?
     public var nodes: Int?
+    /// Replica jobs of one deployment, all with the same key (docs/REPLICAS.md).
+    public var replicas: Int?
     public var gpus: Int?
     public var cpus: Int?
     public var memory: String?

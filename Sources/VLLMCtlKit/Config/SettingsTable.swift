@@ -53,6 +53,9 @@ public struct DeploySetting: Sendable {
         case lines(String)
         /// In `{{server_argv}}`: this vLLM flag and the value, when set.
         case serverFlag(String)
+        /// Not in the job script: it shapes the deployment (how many jobs), which ``Deployer``
+        /// reads (`replicas`).
+        case deployment
         /// ``DeployPlan`` derives these template values from it (with defaults and other
         /// settings); none for `template`, which picks the template itself.
         case derived([String])
@@ -113,6 +116,9 @@ extension DeploySettings {
         .init(
             "nodes", .configOnly, .int(\.nodes), .value("nodes", default: "1"),
             help: "Nodes for the job (the built-in template runs one)."),
+        .init(
+            "replicas", .option("replicas"), .int(\.replicas), .deployment,
+            help: "Replica jobs of the deployment, all with the same key (default 1; docs/REPLICAS.md)."),
         .init(
             "gpus", .option("gpus"), .int(\.gpus), .derived(["gpus", "gpu_gres", "gpu_gpus"]),
             help: "GPUs for the job."),

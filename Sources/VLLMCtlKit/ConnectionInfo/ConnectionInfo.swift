@@ -142,6 +142,9 @@ public enum DeploymentFiles {
     public static let apiKey = "api_key"
     /// The job script.
     public static let script = "job.sbatch"
+    /// The deployment's layered settings (JSON, no key): what `scale` submits more replicas
+    /// with, also from another machine.
+    public static let settings = "deployment.json"
     /// The job's standard output.
     public static func stdout(jobID: String) -> String { "slurm-\(jobID).out" }
     /// The job's standard error.

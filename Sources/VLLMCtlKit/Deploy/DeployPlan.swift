@@ -30,11 +30,19 @@ public struct DeployPlan: Sendable {
     public let stamp: String
     /// The name of the template the script is rendered from.
     public let template: String
+    /// Which replica of a replicated deployment this plan is (1…``replicas``); nil for a
+    /// deployment of one server.
+    public private(set) var replica: Int?
+    /// The most replicas one deployment may have.
+    public static let maxReplicas = 64
+
+    /// How many replica jobs the deployment has (the `replicas` setting; 1 by default).
+    public var replicas: Int { settings.replicas ?? 1 }
 
     /// The deployment's directory on the cluster: key, script, logs, connection files.
-    public var deployDir: String { workdir + "/" + name + "-" + stamp }
-    /// The Slurm job name: ``JobName/prefix`` and the name.
-    public var jobName: String { JobName.of(name) }
+    public var deployDir: String { workdir + "/" + name + "-" + stamp + (replica.map { "-r\($0)" } ?? "") }
+    /// The Slurm job name: ``JobName/prefix`` and the name (and a replica's number).
+    public var jobName: String { JobName.of(name, replica: replica) }
     /// The job script's path on the cluster.
     public var scriptPath: String { deployDir + "/" + DeploymentFiles.script }
     /// The API key file's path on the cluster (0600).
@@ -72,6 +80,14 @@ public struct DeployPlan: Sendable {
         return plan
     }
 
+    /// The plan of replica `k` (1…``replicas``): its own job name and directory, the same
+    /// name and settings.
+    public func replica(_ k: Int) -> DeployPlan {
+        var plan = self
+        plan.replica = k
+        return plan
+    }
+
     var gpus: Int { settings.gpus ?? 1 }
     var parallelism: Int { (settings.tensorParallelSize ?? 1) * (settings.pipelineParallelSize ?? 1) }
 
@@ -87,6 +103,10 @@ public struct DeployPlan: Sendable {
         try Validate.time(s.time ?? Self.defaultTime)
         if let memory = s.memory { try Validate.memory(memory) }
         if gpus < 0 { throw VLLMCtlError.invalidInput("--gpus is \(gpus)", hint: "Ask for 0 or more GPUs.") }
+        if let r = s.replicas, !(1...Self.maxReplicas).contains(r) {
+            throw VLLMCtlError.invalidInput(
+                "--replicas is \(r)", hint: "Ask for 1 to \(Self.maxReplicas) replicas of one deployment.")
+        }
         if let nodes = s.nodes, nodes != 1 {
             throw VLLMCtlError.invalidInput(
                 "\(nodes) nodes were asked for, but the `\(template)` template runs the server on one node",
@@ -222,7 +242,7 @@ public struct DeployPlan: Sendable {
                 if row.text(in: s) == "true" { c[key] = true }
             case .lines(let key):
                 if case .list(let p, _, _) = row.value { c[key] = s[keyPath: p] ?? [] }
-            case .serverFlag, .derived:
+            case .serverFlag, .derived, .deployment:
                 break
             }
         }

@@ -24,6 +24,18 @@ public struct DeployReport: Encodable, Sendable {
     public var state: String
     /// The local tunnel's base URL, with `--tunnel`.
     public var tunnelURL: String?
+    /// Every replica of a replicated deployment (nil for one server).
+    public var replicas: [Replica]?
+
+    /// One replica's job in the report.
+    public struct Replica: Encodable, Sendable {
+        public var replica: Int
+        public var jobID: String
+        public var state: String
+        public var url: String?
+        public var node: String?
+        enum CodingKeys: String, CodingKey { case replica, jobID = "job_id", state, url, node }
+    }
 
     /// Connection details, kept for the text form (not in the JSON).
     private var connection: ConnectionInfo?
@@ -47,10 +59,25 @@ public struct DeployReport: Encodable, Sendable {
         self.tunnel = tunnel
     }
 
+    /// The report of a deployment with its replicas (the lead replica's record and connection
+    /// stand for it, as in ``DeployOutcome``).
+    public init(outcome: DeployOutcome, tunnel: TunnelRecord? = nil) {
+        self.init(record: outcome.record!, connection: outcome.connection, tunnel: tunnel)
+        if outcome.replicas.count > 1 {
+            replicas = outcome.replicas.map {
+                Replica(
+                    replica: $0.record.replica ?? 1, jobID: $0.record.jobID,
+                    state: $0.connection != nil ? "ready" : "starting", url: $0.connection?.baseURL,
+                    node: $0.record.node)
+            }
+        }
+    }
+
     enum CodingKeys: String, CodingKey {
         case jobID = "job_id", name, cluster, url, apiKey = "api_key", model
         case servedModelName = "served_model_name", node, infoFile = "info_file", state
         case tunnelURL = "tunnel_url"
+        case replicas
     }
 
     /// `deploy --json`: one line, keys sorted.
@@ -75,6 +102,11 @@ public struct DeployReport: Encodable, Sendable {
             \(connection.curlCommand)
             Connection info: \(infoFile)
             """
+        for r in replicas ?? [] {
+            lines +=
+                "\nReplica \(r.replica): job \(r.jobID), \(r.state)"
+                + (r.url.map { " at \($0) on \(r.node ?? "?")" } ?? " (`vllmctl status \(name)` follows it)")
+        }
         if let tunnel {
             lines += """
 

@@ -15,11 +15,13 @@ public struct DeployRequest: Sendable {
     /// Wait until the server answers before returning (the default); false returns right
     /// after submission.
     public var wait: Bool
+    /// With replicas: wait until every replica is ready, not only the first.
+    public var waitAll: Bool
 
     /// A request; only the model or preset is required.
     public init(
         modelOrPreset: String, name: String? = nil, flags: DeploySettings = .init(), apiKey: APIKey? = nil,
-        dryRun: Bool = false, wait: Bool = true
+        dryRun: Bool = false, wait: Bool = true, waitAll: Bool = false
     ) {
         self.modelOrPreset = modelOrPreset
         self.name = name
@@ -27,19 +29,53 @@ public struct DeployRequest: Sendable {
         self.apiKey = apiKey
         self.dryRun = dryRun
         self.wait = wait
+        self.waitAll = waitAll
     }
 }
 
 /// What `deploy` produced.
 public struct DeployOutcome: Sendable {
-    /// The resolved and checked deployment.
+    /// The resolved and checked deployment (the first replica's, for a replicated one).
     public var plan: DeployPlan
     /// The job script as rendered (it holds no key).
     public var script: String
     /// The local record of the submitted job; nil for a dry run.
     public var record: DeploymentRecord?
     /// What the ready server's job published: URL, key, curl command; nil for a dry run or
-    /// when not waiting.
+    /// when not waiting. For a replicated deployment, the first replica that became ready.
+    public var connection: ConnectionInfo?
+    /// Every replica's job (one for a deployment of one server); empty for a dry run.
+    public var replicas: [ReplicaOutcome] = []
+
+    public init(
+        plan: DeployPlan, script: String, record: DeploymentRecord?, connection: ConnectionInfo?,
+        replicas: [ReplicaOutcome] = []
+    ) {
+        self.plan = plan
+        self.script = script
+        self.record = record
+        self.connection = connection
+        self.replicas = replicas
+    }
+
+    /// The outcome of submitted jobs: the first ready replica stands for the deployment.
+    init(_ replicas: [ReplicaOutcome]) {
+        let lead = replicas.first { $0.connection != nil } ?? replicas[0]
+        self.init(
+            plan: lead.plan, script: lead.script, record: lead.record, connection: lead.connection,
+            replicas: replicas)
+    }
+}
+
+/// One submitted job of a deployment: a replica, or the deployment's only job.
+public struct ReplicaOutcome: Sendable {
+    /// Its plan (its own job name and directory).
+    public var plan: DeployPlan
+    /// Its job script.
+    public var script: String
+    /// Its local record.
+    public var record: DeploymentRecord
+    /// Its server's connection, once ready; nil while it starts or when it failed.
     public var connection: ConnectionInfo?
 }
 
@@ -97,18 +133,49 @@ public struct Deployer: Sendable {
     }
 
     /// Runs the whole deployment. Throws `CancellationError` (job left running) when the
-    /// task is cancelled while waiting.
+    /// task is cancelled while waiting. With `replicas` above 1, submits one job per replica
+    /// (all with the same key, each with its own directory and connection files) and is ready
+    /// when one replica is (all, with ``DeployRequest/waitAll``).
     public func deploy(_ request: DeployRequest) async throws -> DeployOutcome {
         let plan = try await plan(request)
         let wanted: DeploymentName = request.name.map { .exactly($0) } ?? .free(base: plan.name)
+        let count = plan.replicas
         if request.dryRun {
             let named = try plan.renamed(context.records.name(for: wanted, cluster: profile.name))
-            return DeployOutcome(plan: named, script: try render(named), record: nil, connection: nil)
+            let first = count > 1 ? named.replica(1) : named
+            return DeployOutcome(plan: first, script: try render(first), record: nil, connection: nil)
         }
         let key = request.apiKey ?? APIKey.generate()
+        var submitted: [ReplicaOutcome] = []
+        do {
+            for k in 1...count {
+                // The first takes the name; the others join it.
+                let replicaWanted = submitted.first.map { .exactly($0.plan.name) } ?? wanted
+                submitted.append(
+                    try await submitOne(
+                        count > 1 ? plan.replica(k) : plan, wanted: replicaWanted, key: key))
+            }
+        } catch {
+            // Half a deployment is not what was asked for: the replicas already submitted are
+            // cancelled, and the error says so.
+            guard !submitted.isEmpty else { throw error }
+            throw await cancelPartial(submitted, because: error)
+        }
+        guard request.wait else { return DeployOutcome(submitted) }
+        let timeout = plan.settings.readyTimeout ?? DeployPlan.defaultReadyTimeout
+        if count == 1 {
+            submitted[0] = try await ready(submitted[0], key: key, timeout: timeout)
+            return DeployOutcome(submitted)
+        }
+        return DeployOutcome(
+            try await waitForReplicas(submitted, key: key, timeout: timeout, all: request.waitAll))
+    }
+
+    /// Names (under the records lock), renders, submits and records one job.
+    func submitOne(_ plan: DeployPlan, wanted: DeploymentName, key: APIKey) async throws -> ReplicaOutcome {
         var named = plan
         var script = ""
-        var record: DeploymentRecord
+        let record: DeploymentRecord
         do {
             record = try await context.records.create(wanted, cluster: profile.name) { name in
                 named = try plan.renamed(name)
@@ -117,7 +184,7 @@ public struct Deployer: Sendable {
                 return DeploymentRecord(
                     name: named.name, cluster: named.cluster, jobID: jobID, model: named.model,
                     servedModelName: named.servedName, deployDir: named.deployDir, phase: .submitted,
-                    createdAt: context.clock.now(), apiKey: key.value)
+                    createdAt: context.clock.now(), apiKey: key.value, replica: named.replica)
             }
         } catch let unsaved as RecordNotSaved {
             // A job without a record would run unseen by status and teardown: cancel it.
@@ -127,19 +194,96 @@ public struct Deployer: Sendable {
         context.terminal.note(
             "Submitted job \(record.jobID) (\(named.jobName)) on \(profile.name); files in \(named.deployDir)"
         )
-        guard request.wait else {
-            return DeployOutcome(plan: named, script: script, record: record, connection: nil)
-        }
-        let timeout = named.settings.readyTimeout ?? DeployPlan.defaultReadyTimeout
+        return ReplicaOutcome(plan: named, script: script, record: record)
+    }
+
+    /// Waits for one job's server and records it ready.
+    func ready(_ replica: ReplicaOutcome, key: APIKey, timeout: Double) async throws -> ReplicaOutcome {
+        var replica = replica
         let connection = try await waitUntilReady(
-            plan: named, jobID: record.jobID, key: key, readyTimeout: timeout)
-        record.phase = .ready
-        record.url = connection.record.serverURL
-        record.node = connection.record.node
-        record.port = connection.record.port
-        try context.records.save(record)
-        return DeployOutcome(
-            plan: named, script: script, record: record, connection: connection.record.connection)
+            plan: replica.plan, jobID: replica.record.jobID, key: key, readyTimeout: timeout)
+        replica.record.phase = .ready
+        replica.record.url = connection.record.serverURL
+        replica.record.node = connection.record.node
+        replica.record.port = connection.record.port
+        try context.records.save(replica.record)
+        replica.connection = connection.record.connection
+        return replica
+    }
+
+    /// Waits for the replicas side by side until one (or, with `all`, every one) is ready; the
+    /// others keep starting. Each replica that becomes ready or fails is said as it happens.
+    /// Throws when none became ready, with every replica's reason.
+    func waitForReplicas(_ replicas: [ReplicaOutcome], key: APIKey, timeout: Double, all: Bool) async throws
+        -> [ReplicaOutcome]
+    {
+        var out = replicas
+        var failures: [String] = []
+        let terminal = context.terminal
+        try await withThrowingTaskGroup(of: (Int, Result<ReplicaOutcome, any Error>).self) { group in
+            for (i, replica) in replicas.enumerated() {
+                group.addTask {
+                    do {
+                        return (i, .success(try await ready(replica, key: key, timeout: timeout)))
+                    } catch is CancellationError {
+                        throw CancellationError()
+                    } catch {
+                        return (i, .failure(error))
+                    }
+                }
+            }
+            var done = 0
+            var readyCount = 0
+            while let (i, result) = try await group.next() {
+                done += 1
+                let label = "replica \(i + 1) of \(replicas.count) (job \(replicas[i].record.jobID))"
+                switch result {
+                case .success(let replica):
+                    out[i] = replica
+                    readyCount += 1
+                    terminal.note("Ready: \(label) at \(replica.connection?.baseURL ?? "?")")
+                case .failure(let error):
+                    failures.append("\(label): \(error)")
+                    terminal.note("Failed: \(label): \(error)")
+                }
+                if readyCount > 0 && (!all || done == replicas.count) {
+                    // The rest keep starting on the cluster; status shows them.
+                    group.cancelAll()
+                    break
+                }
+            }
+        }
+        guard out.contains(where: { $0.connection != nil }) else {
+            throw VLLMCtlError.invalidInput(
+                "None of the \(replicas.count) replicas became ready:\n" + failures.joined(separator: "\n"),
+                hint:
+                    "Fix the cause above and deploy again; `vllmctl teardown \(replicas[0].plan.name)` cancels what is left."
+            )
+        }
+        return out
+    }
+
+    /// Cancels the replicas submitted before `error` stopped the deployment, marks their
+    /// records ended, and returns the error to throw (saying what was cancelled).
+    func cancelPartial(_ submitted: [ReplicaOutcome], because error: any Error) async -> VLLMCtlError {
+        let ids = submitted.map(\.record.jobID)
+        var cancelled = false
+        if let argv = try? Scancel(jobIDs: ids).checkedArgv(),
+            let result = try? await context.host.run(argv, input: nil, timeout: .seconds(60)),
+            result.status == 0
+        {
+            cancelled = true
+            for replica in submitted {
+                try? context.records.markEnded(replica.record, at: context.clock.now())
+            }
+        }
+        let what =
+            cancelled
+            ? "the \(ids.count) replica job(s) already submitted (\(ids.joined(separator: ", "))) were cancelled"
+            : "cancelling the replica job(s) already submitted failed: cancel them with `scancel \(ids.joined(separator: " "))`"
+        return .invalidInput(
+            "Submitting replica \(submitted.count + 1) failed (\(error)); \(what)",
+            hint: "Fix the cause and deploy again, or ask for fewer replicas.")
     }
 
     /// Writes the key and the script into a new deployment directory and submits the script;
@@ -151,6 +295,9 @@ public struct Deployer: Sendable {
         do {
             try await host.writeFileAtomically(Data(key.value.utf8), to: plan.keyPath, mode: 0o600)
             try await host.writeFileAtomically(Data(script.utf8), to: plan.scriptPath, mode: 0o600)
+            try await host.writeFileAtomically(
+                try JSONEncoder().encode(plan.settings), to: plan.deployDir + "/" + DeploymentFiles.settings,
+                mode: 0o600)
             let sbatch = Sbatch(scriptPath: plan.scriptPath)
             sbatchSent = true
             let result = try await host.run(sbatch.argv, input: nil, timeout: .seconds(60))
@@ -173,6 +320,7 @@ public struct Deployer: Sendable {
             // Nothing half-made is left behind: no key file, no script, no empty directory.
             try? await host.removeFile(plan.keyPath)
             try? await host.removeFile(plan.scriptPath)
+            try? await host.removeFile(plan.deployDir + "/" + DeploymentFiles.settings)
             _ = try? await host.run(["rmdir", plan.deployDir], input: nil, timeout: .seconds(10))
             throw error
         }
@@ -192,6 +340,7 @@ public struct Deployer: Sendable {
             // Nothing of it is left but its log, if it started at all.
             try? await context.host.removeFile(plan.keyPath)
             try? await context.host.removeFile(plan.scriptPath)
+            try? await context.host.removeFile(plan.deployDir + "/" + DeploymentFiles.settings)
             _ = try? await context.host.run(["rmdir", plan.deployDir], input: nil, timeout: .seconds(10))
         }
         let what =

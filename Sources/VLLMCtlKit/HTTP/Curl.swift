@@ -20,6 +20,7 @@ final class CurlEasy {
                 hint: "The machine may be out of memory.")
         }
         self.handle = handle
+        errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
     }
 
     deinit {

@@ -15,7 +15,7 @@ public enum PrometheusText {
             var name = ""
             var labels: [String: String] = [:]
             var rest = Substring(line)
-            if let brace = line.firstIndex(of: "{"), let close = line.lastIndex(of: "}") {
+            if let brace = line.firstIndex(of: "{"), let close = line.lastIndex(of: "}"), brace < close {
                 name = String(line[..<brace])
                 labels = parseLabels(line[line.index(after: brace)..<close])
                 rest = line[line.index(after: close)...]

@@ -29,11 +29,17 @@ public struct ServerMetrics: Sendable, Equatable {
         )
     }
 
+    /// A count as a whole number; the server's text may say anything (`+Inf`, `NaN`, `1e300`),
+    /// which is shown as it is rather than converted to an Int (a trap).
+    static func count(_ value: Double) -> String {
+        value.isFinite && abs(value) < 1e15 ? String(Int(value)) : String(value)
+    }
+
     public func line(since earlier: ServerMetrics, seconds: Double) -> String {
         let r = rates(since: earlier, seconds: seconds)
         let kv = kvCacheUsage.map { String(format: "%.1f%%", $0 * 100) } ?? "n/a"
         let f = { (v: Double) in String(format: "%.1f", v) }
         return
-            "running \(Int(running))  waiting \(Int(waiting))  kv-cache \(kv)  prompt \(f(r.prompt)) tok/s  generation \(f(r.generation)) tok/s"
+            "running \(Self.count(running))  waiting \(Self.count(waiting))  kv-cache \(kv)  prompt \(f(r.prompt)) tok/s  generation \(f(r.generation)) tok/s"
     }
 }

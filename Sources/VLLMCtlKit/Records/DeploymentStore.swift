@@ -58,6 +58,11 @@ public struct DeploymentRecord: Sendable, Equatable, Codable {
     public var apiKey: String
     /// When it ended, once it has.
     public var endedAt: Date?
+    /// Which replica of a replicated deployment it is (1…); nil for a deployment of one server.
+    public var replica: Int? = nil
+
+    /// `NAME`, or `NAME@K` for replica K: how status shows it and commands take it.
+    public var displayName: String { name + (replica.map { "\(JobName.replicaMark)\($0)" } ?? "") }
 
     enum CodingKeys: String, CodingKey {
         case name, cluster
@@ -70,6 +75,7 @@ public struct DeploymentRecord: Sendable, Equatable, Codable {
         case url, node, port
         case apiKey = "api_key"
         case endedAt = "ended_at"
+        case replica
     }
 
     /// The path of `server_connection_info.txt` on the cluster.
@@ -119,10 +125,18 @@ public struct DeploymentStore: Sendable {
         }.sorted { $0.createdAt < $1.createdAt }
     }
 
-    /// Finds a record by job id or name (the newest with that name).
+    /// Finds a record by job id, name (the newest with that name) or `NAME@K` (replica K).
     public func find(_ idOrName: String, cluster: String) -> DeploymentRecord? {
         let records = all(cluster: cluster)
-        return records.first { $0.jobID == idOrName } ?? records.last { $0.name == idOrName }
+        if let byID = records.first(where: { $0.jobID == idOrName }) { return byID }
+        let (name, replica) = JobName.split(idOrName)
+        return records.last { $0.name == name && (replica == nil || $0.replica == replica) }
+    }
+
+    /// The records of deployment `name` that have not ended: one, or one per live replica.
+    public func replicas(of name: String, cluster: String) -> [DeploymentRecord] {
+        all(cluster: cluster).filter { $0.name == name && $0.phase != .ended }
+            .sorted { ($0.replica ?? 0) < ($1.replica ?? 0) }
     }
 
     /// Runs `body` holding an exclusive lock (flock) on this cluster's records, so that two

@@ -21,6 +21,12 @@ public struct ResolvedDeployment: Sendable {
     public var stdoutPath: String { deployDir + "/" + DeploymentFiles.stdout(jobID: jobID) }
     /// The path of the job's standard error on the cluster.
     public var stderrPath: String { deployDir + "/" + DeploymentFiles.stderr(jobID: jobID) }
+    /// `NAME`, or `NAME@K` for replica K of a replicated deployment.
+    public var displayName: String {
+        if let record { return record.displayName }
+        guard let replica = job.flatMap({ JobName.split($0.name).replica }) else { return name }
+        return name + "\(JobName.replicaMark)\(replica)"
+    }
     /// Whether Slurm reports the job RUNNING.
     public var isRunning: Bool { job?.state == .running }
 
@@ -81,7 +87,7 @@ public struct DeploymentResolver: Sendable {
                 job: job, deployDir: job.workDir,
                 connection: try await connection(deployDir: job.workDir, jobID: job.jobID))
         }
-        let tag = JobName.of(idOrName)
+        let (base, replica) = JobName.split(idOrName)
         var found: JobSnapshot?
         // A job that has just left squeue can take a moment to reach sacct (slurmdbd lags):
         // look again twice before saying there is no such deployment.
@@ -90,7 +96,10 @@ public struct DeploymentResolver: Sendable {
             let jobs = try await StatusBuilder(context: context, cluster: cluster).scheduledJobs(
                 user: user, includeEnded: true)
             // A name may have been used before: the live job wins, else the newest.
-            let named = jobs.filter { $0.name == tag }
+            let named = jobs.filter {
+                replica == nil
+                    ? JobName.belongs($0.name, to: base) : $0.name == JobName.of(base, replica: replica)
+            }
             found =
                 jobs.first(where: { $0.jobID == idOrName }) ?? named.last(where: { !$0.state.isFinal })
                 ?? named.max(by: { (Int($0.jobID) ?? 0) < (Int($1.jobID) ?? 0) })
@@ -111,6 +120,38 @@ public struct DeploymentResolver: Sendable {
             job: job,
             deployDir: job.workDir, connection: try await connection(deployDir: job.workDir, jobID: job.jobID)
         )
+    }
+
+    /// Every live replica of the deployment `name` (one entry for a deployment of one server),
+    /// with its connection file, ordered by replica number. From this machine's records when
+    /// they know the deployment, else from one squeue call (deployed from elsewhere).
+    public func replicas(of name: String) async throws -> [ResolvedDeployment] {
+        let base = JobName.split(name).name
+        let recorded = context.records.replicas(of: base, cluster: cluster)
+        var out: [ResolvedDeployment] = []
+        if !recorded.isEmpty {
+            for record in recorded {
+                out.append(
+                    ResolvedDeployment(
+                        name: record.name, jobID: record.jobID, record: record, job: nil,
+                        deployDir: record.deployDir,
+                        connection: try await connection(deployDir: record.deployDir, jobID: record.jobID)))
+            }
+            return out
+        }
+        let user = try await context.host.userName()
+        let jobs = try await StatusBuilder(context: context, cluster: cluster).scheduledJobs(
+            user: user, includeEnded: false)
+        for job in jobs where JobName.belongs(job.name, to: base) && !job.workDir.isEmpty {
+            out.append(
+                ResolvedDeployment(
+                    name: base, jobID: job.jobID, record: nil, job: job, deployDir: job.workDir,
+                    connection: try await connection(deployDir: job.workDir, jobID: job.jobID)))
+        }
+        return out.sorted {
+            (JobName.split($0.job?.name ?? "").replica ?? 0)
+                < (JobName.split($1.job?.name ?? "").replica ?? 0)
+        }
     }
 
     func connection(deployDir: String, jobID: String) async throws -> ConnectionRecord? {

@@ -19,11 +19,26 @@ struct KnownHosts {
         case unknown
     }
 
-    let session: SSHSession
+    /// The libssh2 session whose known-host collections parse the lines; `owner` keeps it alive.
+    private let raw: OpaquePointer
+    private let owner: AnyObject
     let files: [String]
+    /// A file's text, or nil when it cannot be read (it is then skipped).
+    var read: @Sendable (String) -> String? = { try? String(contentsOfFile: $0, encoding: .utf8) }
 
     init(session: SSHSession, files: [String]) {
-        self.session = session
+        raw = session.raw
+        owner = session
+        self.files = files
+    }
+
+    /// Checks against `files` without a connection, on a libssh2 session of its own that is never
+    /// connected (libssh2's known-host parser needs one): for the fuzz target and tests. Nil when
+    /// libssh2 cannot create a session.
+    init?(unconnectedWithFiles files: [String]) {
+        guard let session = UnconnectedSession() else { return nil }
+        raw = session.raw
+        owner = session
         self.files = files
     }
 
@@ -81,7 +96,7 @@ struct KnownHosts {
         let name = Self.hostPattern(host, port)
         let typemask = LIBSSH2_KNOWNHOST_TYPE_PLAIN | LIBSSH2_KNOWNHOST_KEYENC_RAW | keyType
         for file in files {
-            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { continue }
+            guard let text = read(file) else { continue }
             for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
                 var trimmed = line.trimmingCharacters(in: .whitespaces)
                 if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
@@ -93,7 +108,7 @@ struct KnownHosts {
                 } else if trimmed.hasPrefix("@") {
                     continue
                 }
-                guard let collection = libssh2_knownhost_init(session.raw) else { continue }
+                guard let collection = libssh2_knownhost_init(raw) else { continue }
                 defer { libssh2_knownhost_free(collection) }
                 guard
                     libssh2_knownhost_readline(
@@ -175,4 +190,17 @@ struct KnownHosts {
                 hint: "Check the disk and the file's permissions")
         }
     }
+}
+
+/// A libssh2 session that never connects, freed with this object.
+private final class UnconnectedSession {
+    let raw: OpaquePointer
+
+    init?() {
+        guard LibSSH2.initResult == 0 else { return nil }
+        guard let raw = libssh2_session_init_ex(nil, nil, nil, nil) else { return nil }
+        self.raw = raw
+    }
+
+    deinit { libssh2_session_free(raw) }
 }

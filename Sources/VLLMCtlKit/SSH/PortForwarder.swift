@@ -101,6 +101,7 @@ public final class PortForwarder: @unchecked Sendable {
     private var inbox: [Forward] = []
     private var running = false
     private var lostReason: String?
+    private var failedAccepts = 0
 
     // Only the loop's thread touches what follows.
     private var session: SSHSession?
@@ -225,6 +226,10 @@ public final class PortForwarder: @unchecked Sendable {
     }
 
     private var isStopping: Bool { stopLock.withLock { stopRequested } }
+
+    /// `accept` calls that failed for want of descriptors or memory, so far: with the pause
+    /// after each, at most one a second (tests count them to see that the loop does not spin).
+    var acceptFailures: Int { stopLock.withLock { failedAccepts } }
 
     /// Runs until `stop()`. Closes the listener, every client and the session before it returns.
     /// With `exitWhenIdle` it returns as soon as no client is left, and leaves the session
@@ -514,6 +519,7 @@ public final class PortForwarder: @unchecked Sendable {
             if fd < 0 {
                 let code = errno
                 if code == EMFILE || code == ENFILE || code == ENOBUFS || code == ENOMEM {
+                    stopLock.withLock { failedAccepts += 1 }
                     // The listener stays readable: polling it now would spin.
                     let now = MonotonicClock.now()
                     acceptPausedUntil = now + 1_000_000_000

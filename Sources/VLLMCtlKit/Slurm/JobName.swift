@@ -1,14 +1,37 @@
-/// The names vllmctl gives the jobs it submits: a tag and the deployment's name. Teardown acts
-/// only on tagged jobs; status lists them.
+/// The names vllmctl gives the jobs it submits: a tag and the deployment's name, and for a
+/// replica of a replicated deployment `@` and its number (`vllmctl-sim@2`). Deployment names
+/// never hold `@`, so the number cannot be mistaken for part of a name. Teardown acts only on
+/// tagged jobs; status lists them.
 public enum JobName {
     /// The tag in front of every job name vllmctl submits.
     public static let prefix = "vllmctl-"
+    /// Between a deployment's name and a replica's number.
+    public static let replicaMark: Character = "@"
 
-    /// The job name for the deployment `name`: `vllmctl-NAME`.
-    public static func of(_ name: String) -> String { prefix + name }
+    /// The job name for the deployment `name` (`vllmctl-NAME`), or for its replica `replica`
+    /// (`vllmctl-NAME@K`).
+    public static func of(_ name: String, replica: Int? = nil) -> String {
+        prefix + name + (replica.map { "\(replicaMark)\($0)" } ?? "")
+    }
 
-    /// The deployment name in a tagged job name; the name itself when it has no tag.
+    /// The deployment name in a tagged job name (a replica's without its number); the name
+    /// itself when it has no tag.
     public static func deploymentName(_ jobName: String) -> String {
-        jobName.hasPrefix(prefix) ? String(jobName.dropFirst(prefix.count)) : jobName
+        split(jobName).name
+    }
+
+    /// The deployment name and the replica number (nil: not a replica) in a job name, or in a
+    /// `NAME@K` a user typed.
+    public static func split(_ jobName: String) -> (name: String, replica: Int?) {
+        let name = jobName.hasPrefix(prefix) ? String(jobName.dropFirst(prefix.count)) : jobName
+        guard let mark = name.lastIndex(of: replicaMark),
+            let number = Int(name[name.index(after: mark)...]), number >= 1, number <= 999
+        else { return (name, nil) }
+        return (String(name[..<mark]), number)
+    }
+
+    /// Whether `jobName` is the deployment `name`'s job, or one of its replicas'.
+    public static func belongs(_ jobName: String, to name: String) -> Bool {
+        jobName.hasPrefix(prefix) && split(jobName).name == name
     }
 }

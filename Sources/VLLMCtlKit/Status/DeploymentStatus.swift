@@ -50,6 +50,11 @@ public struct DeploymentStatus: Sendable, Equatable, Codable {
     public var recorded: Bool
     /// The OpenAI base URL of a `vllmctl tunnel` open to it from this machine.
     public var tunnelURL: String? = nil
+    /// Which replica of a replicated deployment the job is (1…); nil for one server.
+    public var replica: Int? = nil
+
+    /// `NAME`, or `NAME@K` for replica K.
+    public var displayName: String { name + (replica.map { "\(JobName.replicaMark)\($0)" } ?? "") }
 
     enum CodingKeys: String, CodingKey {
         case name
@@ -65,6 +70,7 @@ public struct DeploymentStatus: Sendable, Equatable, Codable {
         case infoFile = "info_file"
         case recorded
         case tunnelURL = "tunnel_url"
+        case replica
     }
 
     public static let lowWalltimeSeconds = 600

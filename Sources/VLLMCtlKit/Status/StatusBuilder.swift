@@ -131,6 +131,7 @@ public struct StatusBuilder: Sendable {
             elapsedSeconds: SlurmTime.seconds(job.elapsed), timeLeftSeconds: SlurmTime.seconds(job.timeLeft),
             walltimeLow: false, deployDir: deployDir,
             infoFile: deployDir.map { $0 + "/" + DeploymentFiles.infoText }, recorded: record != nil)
+        status.replica = record?.replica ?? JobName.split(job.name).replica
         if let left = status.timeLeftSeconds, job.state == .running {
             status.walltimeLow = left < DeploymentStatus.lowWalltimeSeconds
         }
@@ -147,7 +148,7 @@ public struct StatusBuilder: Sendable {
             name: record.name, jobID: record.jobID, cluster: cluster, user: user, model: record.model,
             servedModelName: record.servedModelName, state: "ENDED", reason: nil, node: record.node, url: nil,
             health: .unchecked, elapsedSeconds: nil, timeLeftSeconds: nil, walltimeLow: false,
-            deployDir: record.deployDir, infoFile: record.infoFile, recorded: true)
+            deployDir: record.deployDir, infoFile: record.infoFile, recorded: true, replica: record.replica)
     }
 
     func checkHealth(_ rows: [DeploymentStatus]) async -> [DeploymentStatus] {
@@ -193,7 +194,7 @@ public enum StatusTable {
             var left = r.timeLeftSeconds.map(SlurmTime.short) ?? (r.state == "RUNNING" ? "unlimited" : "-")
             if r.walltimeLow { left += " !" }
             lines.append([
-                r.name, r.jobID, r.servedModelName ?? r.model ?? "-", state, r.node ?? "-",
+                r.displayName, r.jobID, r.servedModelName ?? r.model ?? "-", state, r.node ?? "-",
                 r.url.map { $0 + "/v1" } ?? "-",
                 r.health == .unchecked ? "-" : r.health.rawValue,
                 r.state == JobState.running.rawValue ? (r.elapsedSeconds.map(SlurmTime.short) ?? "-") : "-",
@@ -221,7 +222,8 @@ public enum StatusTable {
         let tunneled = listTunnels ? rows.filter { $0.tunnelURL != nil } : []
         if !tunneled.isEmpty {
             text +=
-                "\nTunnels: " + tunneled.map { "\($0.name) → \($0.tunnelURL ?? "")" }.joined(separator: ", ")
+                "\nTunnels: "
+                + tunneled.map { "\($0.displayName) → \($0.tunnelURL ?? "")" }.joined(separator: ", ")
         }
         if rows.contains(where: \.walltimeLow) {
             text += "\n! less than 10 minutes of walltime left: deploy a replacement now."

@@ -116,6 +116,7 @@ public struct TeardownSelector: Sendable {
             "vllmctl cancels only your own deployments (your jobs named `\(JobName.prefix)…`). Nothing was cancelled."
         for target in targets {
             var action: TeardownAction?
+            var more: [TeardownAction] = []
             if !target.isEmpty && target.allSatisfy(\.isNumber) {
                 if let job = facts.queue[target] ?? facts.others[target] {
                     if let why = ownership.whyNotOurs(job) {
@@ -144,24 +145,43 @@ public struct TeardownSelector: Sendable {
                         ))
                 }
             } else {
-                let live = facts.ours.filter { $0.name == JobName.of(target) }
-                if live.count > 1 {
+                // NAME: its job, or every replica of it (`vllmctl-NAME@K`); NAME@K: that replica.
+                let (base, replica) = JobName.split(target)
+                let live = facts.ours.filter {
+                    replica == nil
+                        ? JobName.belongs($0.name, to: base) : $0.name == JobName.of(base, replica: replica)
+                }
+                let numbers = live.map { JobName.split($0.name).replica }
+                let oneDeployment =
+                    live.count == 1 || (!numbers.contains(nil) && Set(numbers).count == numbers.count)
+                if !oneDeployment {
                     problems.append(
                         .invalidInput(
                             "`\(target)` names \(live.count) running deployments (jobs \(live.map(\.jobID).joined(separator: ", ")))",
                             hint: "Give the job ids instead. Nothing was cancelled."))
-                } else if let job = live.first {
-                    action = cancel(job, facts, reason: nil)
-                } else if let record = facts.survey.records.last(where: { $0.name == target }) {
-                    action = gone(record, facts)
+                } else if !live.isEmpty {
+                    for job in live { more.append(cancel(job, facts, reason: nil)) }
                 } else {
-                    problems.append(
-                        .notFound(
-                            what: "deployment", name: target,
-                            hint:
-                                "None of your jobs is named `\(JobName.prefix)\(target)` and no local record has that name. Give a job id, or check `squeue --me`. Nothing was cancelled."
-                        ))
+                    let records = facts.survey.records.filter {
+                        $0.name == base && (replica == nil || $0.replica == replica)
+                    }
+                    let replicated = records.filter { $0.replica != nil && $0.phase != .ended }
+                    if !replicated.isEmpty {
+                        for record in replicated { more.append(gone(record, facts)) }
+                    } else if let record = records.last {
+                        action = gone(record, facts)
+                    } else {
+                        problems.append(
+                            .notFound(
+                                what: "deployment", name: target,
+                                hint:
+                                    "None of your jobs is named `\(JobName.prefix)\(target)` and no local record has that name. Give a job id, or check `squeue --me`. Nothing was cancelled."
+                            ))
+                    }
                 }
+            }
+            for extra in more where !actions.contains(where: { $0.jobID == extra.jobID }) {
+                actions.append(extra)
             }
             if let action, !actions.contains(where: { $0.jobID == action.jobID }) {
                 actions.append(action)

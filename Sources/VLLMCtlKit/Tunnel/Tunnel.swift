@@ -11,7 +11,7 @@ public final class Tunnel: @unchecked Sendable {
     public let targetPort: Int
     /// The SSH server the tunnel runs through, for messages.
     public let via: String
-    private let forwarder: PortForwarder
+    let forwarder: PortForwarder
     private let finished = DispatchSemaphore(value: 0)
     /// The SSH server's last refusal to open a channel, to explain a failed check.
     private let refusals: RefusalBox

@@ -1,0 +1,146 @@
+import Foundation
+
+/// `vllmctl scale NAME N`: more or fewer replicas of a running deployment. New replicas get the
+/// deployment's settings (its `deployment.json`) and key; replicas removed are the least loaded
+/// (vLLM's running + waiting requests), the newest first among equals, each cancelled once its
+/// in-flight requests have finished or the drain timeout has passed.
+public struct Scaler: Sendable {
+    /// The deployer whose context, profile and templates new replicas go through.
+    public let deployer: Deployer
+
+    public init(deployer: Deployer) { self.deployer = deployer }
+
+    /// What a scale did.
+    public struct Outcome: Sendable {
+        /// Replicas submitted (and, when waited for, ready).
+        public var added: [ReplicaOutcome] = []
+        /// Replicas drained and cancelled: their teardown outcomes.
+        public var removed: [TeardownOutcome] = []
+    }
+
+    /// One live replica and its load, as scale-down chooses among them.
+    public struct Candidate: Sendable, Equatable {
+        public var jobID: String
+        /// 1 for a deployment's original unnumbered job.
+        public var replica: Int
+        /// Running + waiting requests; nil when /metrics could not be read.
+        public var load: Double?
+    }
+
+    /// The replicas to remove to leave `keep`: the least loaded first (an unknown load counts
+    /// as busy: it is removed last), and among equals the newest (highest replica number).
+    public static func victims(_ candidates: [Candidate], keep: Int) -> [Candidate] {
+        let sorted = candidates.sorted {
+            let a = $0.load ?? .infinity, b = $1.load ?? .infinity
+            return a != b ? a < b : $0.replica > $1.replica
+        }
+        return Array(sorted.prefix(max(0, candidates.count - keep)))
+    }
+
+    /// Scales the deployment `name` to `count` replicas. `wait`: wait until added replicas
+    /// are ready; `drainTimeout`: seconds a removed replica may take to finish its requests.
+    public func scale(_ name: String, to count: Int, wait: Bool = true, drainTimeout: Double = 60)
+        async throws
+        -> Outcome
+    {
+        guard (1...DeployPlan.maxReplicas).contains(count) else {
+            throw VLLMCtlError.invalidInput(
+                "Cannot scale to \(count) replicas",
+                hint: "Give 1 to \(DeployPlan.maxReplicas); `vllmctl teardown \(name)` stops the deployment.")
+        }
+        let context = deployer.context
+        let cluster = deployer.profile.name
+        let base = JobName.split(name).name
+        let live = try await DeploymentResolver(context: context, cluster: cluster).replicas(of: base)
+            .filter { $0.job.map { !$0.state.isFinal } ?? true }
+        guard let first = live.first else {
+            throw VLLMCtlError.notFound(
+                what: "running deployment", name: base, hint: "`vllmctl status` lists them; deploy it first.")
+        }
+        var outcome = Outcome()
+        if count > live.count {
+            let settingsPath = first.deployDir + "/" + DeploymentFiles.settings
+            guard let data = try await context.host.readFile(settingsPath),
+                let settings = try? JSONDecoder().decode(DeploySettings.self, from: data)
+            else {
+                throw VLLMCtlError.file(
+                    path: settingsPath,
+                    message:
+                        "is missing or unreadable, so new replicas cannot get the deployment's settings (it was deployed by an older vllmctl?); deploy it again with --replicas"
+                )
+            }
+            let key = try await apiKey(of: first)
+            let plan = try DeployPlan(
+                name: base, cluster: cluster, settings: settings,
+                workdir: try await deployer.resolveWorkdir(),
+                stamp: Deployer.stamp(context.clock.now()))
+            let used = live.map { number(of: $0) }
+            let next = (used.max() ?? 0) + 1
+            for k in next..<(next + count - live.count) {
+                outcome.added.append(
+                    try await deployer.submitOne(plan.replica(k), wanted: .exactly(base), key: key))
+            }
+            if wait {
+                let timeout = settings.readyTimeout ?? DeployPlan.defaultReadyTimeout
+                outcome.added = try await deployer.waitForReplicas(
+                    outcome.added, key: key, timeout: timeout, all: true)
+            }
+        } else if count < live.count {
+            var candidates: [Candidate] = []
+            for replica in live {
+                candidates.append(
+                    Candidate(
+                        jobID: replica.jobID, replica: number(of: replica), load: await load(of: replica)))
+            }
+            let chosen = Self.victims(candidates, keep: count)
+            for victim in chosen {
+                context.terminal.note("Draining replica \(victim.replica) (job \(victim.jobID))…")
+                if let replica = live.first(where: { $0.jobID == victim.jobID }) {
+                    await drain(replica, timeout: drainTimeout)
+                }
+            }
+            let teardown = Teardown(
+                context: context, profile: deployer.profile, user: try await context.host.userName())
+            let plan = try await teardown.plan(.named(chosen.map(\.jobID)))
+            outcome.removed = await teardown.execute(plan)
+        }
+        return outcome
+    }
+
+    func number(of replica: ResolvedDeployment) -> Int {
+        replica.record?.replica ?? replica.job.flatMap { JobName.split($0.name).replica } ?? 1
+    }
+
+    func apiKey(of replica: ResolvedDeployment) async throws -> APIKey {
+        if let text = replica.connection?.apiKey ?? replica.record?.apiKey { return try APIKey(text) }
+        let path = replica.deployDir + "/" + DeploymentFiles.apiKey
+        guard let data = try await deployer.context.host.readFile(path) else {
+            throw VLLMCtlError.file(path: path, message: "cannot be read, so new replicas cannot get the key")
+        }
+        return try APIKey(
+            String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    /// Running + waiting requests from the replica's /metrics; nil when it cannot be read.
+    func load(of replica: ResolvedDeployment) async -> Double? {
+        guard let url = replica.connection?.serverURL,
+            let r = try? await deployer.context.http.send(HTTPRequest(url: url + "/metrics", timeout: 5)),
+            r.status == 200
+        else { return nil }
+        let metrics = ServerMetrics(samples: PrometheusText.parse(r.text))
+        return metrics.running + metrics.waiting
+    }
+
+    /// Waits until the replica has no running or waiting request, or `timeout` has passed.
+    func drain(_ replica: ResolvedDeployment, timeout: Double) async {
+        let clock = deployer.context.clock
+        let deadline = clock.now().addingTimeInterval(timeout)
+        while clock.now() < deadline {
+            guard let load = await load(of: replica), load > 0 else { return }
+            try? await clock.sleep(seconds: 1)
+        }
+        deployer.context.terminal.note(
+            "Replica job \(replica.jobID) still had requests after the drain timeout (\(Int(timeout)) s); cancelling it."
+        )
+    }
+}

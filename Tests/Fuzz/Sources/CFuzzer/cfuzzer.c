@@ -1,0 +1,1 @@
+/* Declarations only (include/cfuzzer.h); libFuzzer defines them. */

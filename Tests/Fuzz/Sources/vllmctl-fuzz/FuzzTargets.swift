@@ -1,0 +1,1 @@
+../../../VLLMCtlKitTests/FuzzTargets.swift
