@@ -109,8 +109,10 @@ public final class Balancer: Sendable {
         engine.state.withLock { $0.table.snapshot() }
     }
 
-    /// Stops listening, stops the health checks and closes every connection; shuts the event
-    /// loop group down when the balancer made it. Requests in flight are cut.
+    /// Stops listening, stops the health checks and closes the idle connections to replicas.
+    /// With a group of its own, the balancer then shuts it down, which closes every connection
+    /// and cuts requests in flight. With a group passed in, requests in flight finish on their
+    /// connections.
     public func shutdown() async {
         let (server, health, first) = running.withLock { r in
             let result = (r.server, Array(r.health.values), !r.stopped)
