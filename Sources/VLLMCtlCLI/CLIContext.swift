@@ -204,3 +204,18 @@ func cancellingOnSignal<T: Sendable>(_ body: @escaping @Sendable () async throws
     }
     return try await task.value
 }
+
+/// Returns on the first SIGINT, SIGTERM or SIGHUP (which no longer end the process meanwhile).
+func waitForSignal() async {
+    let signals = [SIGINT, SIGTERM, SIGHUP]
+    for sig in signals { signal(sig, SIG_IGN) }
+    let (stream, continuation) = AsyncStream<Int32>.makeStream()
+    let sources = signals.map { sig -> any DispatchSourceSignal in
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        source.setEventHandler { continuation.yield(sig) }
+        source.resume()
+        return source
+    }
+    for await _ in stream { break }
+    sources.forEach { $0.cancel() }
+}

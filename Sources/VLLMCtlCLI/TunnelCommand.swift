@@ -75,6 +75,13 @@ struct TunnelCommand: AsyncParsableCommand {
             )
             return
         }
+        // A replicated deployment: one local port balancing over every replica.
+        if JobName.split(deployment).replica == nil, !isJobID(deployment),
+            try await DeploymentResolver(context: cluster.context, cluster: profile).replicas(of: deployment)
+                .count > 1
+        {
+            return try await runBalanced(ctx, cluster: cluster, store: store, deployment: deployment)
+        }
         // The port first: a port in use is the commonest mistake, and costs no handshake.
         let listener = try LocalListener.bind(address: bind, port: localPort)
         let opened = try await DeploymentTunnel.open(
@@ -98,6 +105,62 @@ struct TunnelCommand: AsyncParsableCommand {
             terminal.note("Press Ctrl-C to close it.")
         }
         await Self.holdUntilSignal(opened.tunnel, onExit: forget)
+        terminal.note("Tunnel closed.")
+    }
+
+    /// `vllmctl tunnel NAME` of a replicated deployment: a ``BalancedEndpoint`` on the local
+    /// port, its connections carried to the replicas over an SSH session of its own (the
+    /// command's session keeps asking squeue which replicas serve).
+    func runBalanced(_ ctx: CLIContext, cluster: ClusterContext, store: TunnelStore, deployment: String)
+        async throws
+    {
+        let terminal = ctx.terminal
+        guard let remote = cluster.context.host as? RemoteHost else {
+            throw ValidationError(
+                "The profile `\(cluster.profile.name)` does not reach the cluster over SSH.")
+        }
+        let endpoint = try await BalancedEndpoint.start(
+            deployment, context: cluster.context, cluster: cluster.profile.name,
+            connector: RouteConnector(route: RemoteHost(options: remote.options)), bind: bind,
+            port: localPort,
+            onEvent: { terminal.note("tunnel: \($0)") })
+        let serving = endpoint.balancer.snapshot()
+        // Checked through itself, as a client will use it.
+        let url = "http://" + URLTarget.hostPort(bind == "0.0.0.0" ? "127.0.0.1" : bind, endpoint.port)
+        do {
+            let health = try await CurlHTTPClient().send(HTTPRequest(url: url + "/health", timeout: 10))
+            guard health.status == 200 else {
+                throw VLLMCtlError.http(
+                    url: url + "/health", message: "answered \(health.status) through the tunnel",
+                    hint: "See `vllmctl status \(deployment)`.")
+            }
+        } catch {
+            await endpoint.stop()
+            throw error
+        }
+        let first = try await DeploymentResolver(context: cluster.context, cluster: cluster.profile.name)
+            .replicas(of: deployment).first
+        let record = TunnelRecord(
+            cluster: cluster.profile.name, jobID: first?.jobID ?? "", name: JobName.split(deployment).name,
+            pid: getpid(), bind: bind, localPort: endpoint.port, target: "\(serving.count) replicas",
+            startedAt: Date(), background: detachedChild, logFile: logFile)
+        try store.save(record)
+        defer {
+            store.remove(record)
+            if let log = record.logFile { unlink(log) }
+        }
+        if detachedChild {
+            terminal.note(
+                "Tunnel open: \(record.baseURL) balancing \(record.target) of \(record.name); pid \(record.pid)"
+            )
+        } else {
+            DeploymentTunnel.readyLines(record, key: endpoint.apiKey).forEach(terminal.print)
+            terminal.note(
+                "Balancing over \(serving.map { URLTarget.hostPort($0.host, $0.port) }.joined(separator: ", ")); Ctrl-C closes it."
+            )
+        }
+        await waitForSignal()
+        await endpoint.stop()
         terminal.note("Tunnel closed.")
     }
 

@@ -10,6 +10,7 @@ public struct VLLMCtlCommand: AsyncParsableCommand {
         subcommands: [
             DeployCommand.self, StatusCommand.self, InfoCommand.self, QueryCommand.self, LogsCommand.self,
             MetricsCommand.self, TunnelCommand.self, TeardownCommand.self, ScaleCommand.self,
+            GatewayCommand.self,
             TemplatesCommand.self,
             ConfigCommand.self, DoctorCommand.self,
         ])

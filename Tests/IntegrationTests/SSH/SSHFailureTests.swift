@@ -126,13 +126,12 @@ final class TextBox: Sendable {
     @Test func aFirstConnectionThatFailsIsNotRetried() async throws {
         let host = RemoteHost(options: LocalSSH.options(port: 1))
         let terminal = CapturedTerminal()
-        let started = Date()
         let text = await thrownText {
             try await host.retryingReads(terminal: terminal) { try await host.output(["true"]) }
         }
         #expect(text?.contains("cannot connect") == true, "\(text ?? "no error")")
+        // Not retried: a retry says "Lost the SSH connection … reconnecting" first.
         #expect(terminal.text.isEmpty)
-        #expect(Date().timeIntervalSince(started) < 5)
     }
 }
 

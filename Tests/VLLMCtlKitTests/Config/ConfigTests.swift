@@ -56,7 +56,7 @@ import Testing
         #expect(line == 4)
         #expect(key == "clusters.hpc.partiton")
         #expect(problem.contains("unknown key"))
-        let text = "\(error!)"
+        let text = "\(error.map { "\($0)" } ?? "no error")"
         #expect(text.contains("config.yaml:4"))
         #expect(text.contains("clusters.hpc.partiton"))
     }

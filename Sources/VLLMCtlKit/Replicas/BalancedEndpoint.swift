@@ -1,0 +1,75 @@
+import Foundation
+
+/// One endpoint in front of a replicated deployment: a ``Balancer`` whose replicas follow the
+/// deployment's ``ReplicaSet`` (refreshed every few seconds with one squeue call), so that
+/// replicas that appear (scale, resubmission) join and replicas that end leave, without a
+/// restart. `vllmctl tunnel NAME` runs one on the laptop (connections carried over SSH);
+/// `vllmctl gateway NAME` on the login node (plain TCP).
+public final class BalancedEndpoint: Sendable {
+    /// The balancer.
+    public let balancer: Balancer
+    /// The deployment's replicas.
+    public let replicas: ReplicaSet
+    /// The port it listens on.
+    public let port: Int
+    /// The key the replicas share.
+    public let apiKey: String?
+    private let refresher: Task<Void, Never>
+
+    private init(
+        balancer: Balancer, replicas: ReplicaSet, port: Int, apiKey: String?, refresher: Task<Void, Never>
+    ) {
+        self.balancer = balancer
+        self.replicas = replicas
+        self.port = port
+        self.apiKey = apiKey
+        self.refresher = refresher
+    }
+
+    /// Starts the endpoint on `bind:port` in front of deployment `name`'s replicas. Throws
+    /// when the deployment has no serving replica yet (nothing to balance), or the address
+    /// cannot be bound. A refresh that cannot ask the scheduler changes nothing: replicas are
+    /// never dropped on a guess.
+    public static func start(
+        _ name: String, context: Context, cluster: String, connector: any UpstreamConnector, bind: String,
+        port: Int, refreshSeconds: Double = 5, settings: BalancerSettings = BalancerSettings(),
+        onEvent: @escaping @Sendable (BalancerEvent) -> Void
+    ) async throws -> BalancedEndpoint {
+        let set = ReplicaSet(context: context, cluster: cluster, name: name)
+        let first = try await set.refresh()
+        guard !first.isEmpty else {
+            throw VLLMCtlError.invalidInput(
+                "No replica of `\(JobName.split(name).name)` is serving yet",
+                hint: "`vllmctl status` shows them; try again once one is ready.")
+        }
+        let balancer = Balancer(
+            replicas: first.map { Replica(host: $0.host, port: $0.port) }, connector: connector,
+            settings: settings,
+            onEvent: onEvent)
+        let bound: Int
+        do {
+            bound = try await balancer.start(host: bind, port: port)
+        } catch {
+            await balancer.shutdown()
+            throw error
+        }
+        let clock = context.clock
+        let refresher = Task {
+            while !Task.isCancelled {
+                try? await clock.sleep(seconds: refreshSeconds)
+                if Task.isCancelled { break }
+                if let now = try? await set.refresh() {
+                    balancer.setReplicas(now.map { Replica(host: $0.host, port: $0.port) })
+                }
+            }
+        }
+        return BalancedEndpoint(
+            balancer: balancer, replicas: set, port: bound, apiKey: await set.apiKey, refresher: refresher)
+    }
+
+    /// Stops following the deployment and shuts the balancer down.
+    public func stop() async {
+        refresher.cancel()
+        await balancer.shutdown()
+    }
+}
