@@ -11,7 +11,10 @@ struct LogsCommand: AsyncParsableCommand {
     @Flag(help: "Keep printing new output until the job ends.") var follow = false
     @Flag(help: "The job's stderr instead of stdout.") var stderr = false
     @Option(help: "How many last lines to show first.") var lines: Int = 50
-    @Option(help: "A node of a multi-node deployment: its Ray log instead (e.g. node2; `vllmctl status` lists them).")
+    @Option(
+        help:
+            "A node of a multi-node deployment: its Ray log instead (e.g. node2; `vllmctl status` lists them)."
+    )
     var node: String?
 
     func validate() throws {
@@ -19,7 +22,8 @@ struct LogsCommand: AsyncParsableCommand {
             throw ValidationError("`\(node)` is not a node name (letters, digits, `-`, `_` and `.`).")
         }
         if node != nil && stderr {
-            throw ValidationError("--node shows the node's Ray log (stdout and stderr together); leave out --stderr.")
+            throw ValidationError(
+                "--node shows the node's Ray log (stdout and stderr together); leave out --stderr.")
         }
     }
 
@@ -37,7 +41,8 @@ struct LogsCommand: AsyncParsableCommand {
             throw VLLMCtlError.invalidInput(
                 "Job \(resolved.jobID) (\(resolved.displayName)) has no Ray log for \(node)",
                 hint: (nodes.map { "Its nodes are \($0). " } ?? "")
-                    + "Only multi-node deployments (--nodes 2 or more) keep one per node, once the job has started; without --node, `vllmctl logs` shows the job's own output.")
+                    + "Only multi-node deployments (--nodes 2 or more) keep one per node, once the job has started; without --node, `vllmctl logs` shows the job's own output."
+            )
         }
         let follower = LogFollower(context: env.context)
         let terminal = env.context.terminal

@@ -28,7 +28,9 @@ func rayProcessesGone(job jobID: String, seconds: Int = 20) async throws -> [Str
 @Test func multiNodeShapesThatDoNotFitAreRefusedBeforeSubmission() async throws {
     var cli = try CLI()
     cli.configPath = try renderedClusterConfig()
-    let r = try await cli.run(["deploy", "sim", "--nodes", "2", "--gpus", "4", "-t", "8", "--name", "mn-refused"])
+    let r = try await cli.run([
+        "deploy", "sim", "--nodes", "2", "--gpus", "4", "-t", "8", "--name", "mn-refused",
+    ])
     #expect(r.status != 0)
     #expect(r.stderr.contains("Tensor parallel 8 does not fit in one node's 4 GPUs"), "\(r.stderr)")
     #expect(r.stderr.contains("-t 4 --pipeline-parallel-size 2"), "\(r.stderr)")
@@ -54,7 +56,8 @@ extension LocalCluster {
             var jobID = ""
             do {
                 let deploy = try await cli.run(
-                    ["deploy", "sim-2node", "--cluster", "hpc", "--name", "mn-lap", "--json"], timeout: .seconds(300))
+                    ["deploy", "sim-2node", "--cluster", "hpc", "--name", "mn-lap", "--json"],
+                    timeout: .seconds(300))
                 #expect(deploy.status == 0, "stderr: \(deploy.stderr)")
                 let object = try #require(
                     try JSONSerialization.jsonObject(with: Data(deploy.stdout.utf8)) as? [String: Any])
@@ -81,7 +84,9 @@ extension LocalCluster {
                 let worker = try await cli.run(["logs", "mn-lap", "--cluster", "hpc", "--node", "node2"])
                 #expect(worker.status == 0, "stderr: \(worker.stderr)")
                 #expect(worker.stdout.contains("Ray worker on node2"), "\(worker.stdout)")
-                let err = try await cli.run(["logs", "mn-lap", "--cluster", "hpc", "--stderr", "--lines", "200"])
+                let err = try await cli.run([
+                    "logs", "mn-lap", "--cluster", "hpc", "--stderr", "--lines", "200",
+                ])
                 #expect(err.stdout.contains("node2 joined the Ray cluster with 2 GPU(s)"), "\(err.stdout)")
                 #expect(err.stdout.contains("Ray cluster formed: 2 nodes, 4 GPUs"), "\(err.stdout)")
                 // The simulator placed its ranks on both nodes through Ray.
@@ -135,8 +140,11 @@ extension LocalCluster {
                 #expect(deploy.stderr.contains("node2 has not joined"), "\(deploy.stderr)")
                 #expect(deploy.stderr.contains("VLLMCTL_RAY_JOIN_TIMEOUT"), "\(deploy.stderr)")
                 #expect(deploy.stderr.contains("FAILED"), "\(deploy.stderr)")
-                let record = try #require(DeploymentStore(directory: cli.stateDir).all(cluster: "local").first)
-                let sacct = try await sh(["sacct", "-n", "-X", "-P", "-o", "State,Elapsed", "-j", record.jobID])
+                let record = try #require(
+                    DeploymentStore(directory: cli.stateDir).all(cluster: "local").first)
+                let sacct = try await sh([
+                    "sacct", "-n", "-X", "-P", "-o", "State,Elapsed", "-j", record.jobID,
+                ])
                 #expect(sacct.stdout.contains("FAILED"), "\(sacct.stdout)")
                 // Queue waits aside, the job ended shortly after its join timeout.
                 #expect(took < 240, "\(took) s")

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 
+@testable import VLLMCtlCLI
 @testable import VLLMCtlKit
 
 /// `--nodes N` (docs/MULTINODE.md): the plan's defaults, its checks before submission, and the
@@ -72,10 +73,16 @@ import Testing
     }
 
     @Test func sizesThatDoNotFillTheJobAreRefused() {
-        let text = Self.error(Self.settings { $0.tensorParallelSize = 2; $0.pipelineParallelSize = 2 })
+        let text = Self.error(
+            Self.settings {
+                $0.tensorParallelSize = 2; $0.pipelineParallelSize = 2
+            })
         #expect(text.contains("= 4 GPUs, but the job has 2 nodes × 4 GPUs = 8"), "\(text)")
         #expect(text.contains("-t 4 --pipeline-parallel-size 2"), "\(text)")
-        let odd = Self.error(Self.settings { $0.gpus = 4; $0.tensorParallelSize = 3 })
+        let odd = Self.error(
+            Self.settings {
+                $0.gpus = 4; $0.tensorParallelSize = 3
+            })
         #expect(odd.contains("Tensor parallel 3"), "\(odd)")
     }
 
@@ -102,11 +109,19 @@ import Testing
         #expect(!plan.serverArgv.contains("--pipeline-parallel-size"))
         #expect(plan.renderContext["ray_port"] == nil)
         // On one node --gpus is still the job's GPUs, and TP × PP may not exceed it.
-        #expect(!Self.error(Self.settings { $0.nodes = 1; $0.gpus = 4; $0.tensorParallelSize = 8 }).isEmpty)
+        #expect(
+            !Self.error(
+                Self.settings {
+                    $0.nodes = 1; $0.gpus = 4; $0.tensorParallelSize = 8
+                }
+            ).isEmpty)
     }
 
     @Test func fittingShapes() {
-        #expect(DeployPlan.fittingShapes(nodes: 2, perNode: 4).map { "\($0.tp)x\($0.pp)" } == ["4x2", "2x4", "1x8"])
+        #expect(
+            DeployPlan.fittingShapes(nodes: 2, perNode: 4).map { "\($0.tp)x\($0.pp)" } == [
+                "4x2", "2x4", "1x8",
+            ])
         #expect(DeployPlan.fittingShapes(nodes: 3, perNode: 2).map { "\($0.tp)x\($0.pp)" } == ["2x3", "1x6"])
         #expect(DeployPlan.fittingShapes(nodes: 2, perNode: 0).isEmpty)
     }
@@ -147,5 +162,32 @@ import Testing
         #expect(Hostlist.expand("a[1-2]-ib") == ["a1-ib", "a2-ib"])
         #expect(Hostlist.expand("weird[x]") == ["weird[x]"])
         #expect(Hostlist.expand("") == [])
+    }
+}
+
+/// `vllmctl logs NAME --node NODE`, in process over a scripted cluster.
+@Suite struct MultiNodeLogsTests {
+    @Test func logsNodeShowsThatNodesRayLog() async throws {
+        var twoNodes = job("60", "vllmctl-big")
+        twoNodes.nodes = "node[1-2]"
+        let h = try CommandHarness(host: schedulerHost([twoNodes]))
+        let record = try h.deployment("big", id: "60")
+        try "vllmctl: Ray worker on node2\n".write(
+            toFile: record.deployDir + "/" + DeploymentFiles.rayLog(node: "node2", jobID: "60"),
+            atomically: true,
+            encoding: .utf8)
+        try await h.run(["logs", "big", "--node", "node2"])
+        #expect(h.written.value == "vllmctl: Ray worker on node2\n")
+        let error = await #expect(throws: VLLMCtlError.self) {
+            try await h.run(["logs", "big", "--node", "node3"])
+        }
+        #expect("\(error!)".contains("no Ray log for node3"), "\(error!)")
+        #expect("\(error!)".contains("Its nodes are node1, node2"), "\(error!)")
+        #expect(throws: (any Error).self) {
+            try VLLMCtlCommand.parseAsRoot(["logs", "big", "--node", "../x"])
+        }
+        #expect(throws: (any Error).self) {
+            try VLLMCtlCommand.parseAsRoot(["logs", "big", "--node", "node2", "--stderr"])
+        }
     }
 }

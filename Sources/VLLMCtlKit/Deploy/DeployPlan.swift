@@ -69,7 +69,8 @@ public struct DeployPlan: Sendable {
         self.model = model
         self.servedName = settings.servedName ?? model
         self.template =
-            settings.template ?? ((settings.nodes ?? 1) > 1 ? ScriptTemplates.multiNodeName : ScriptTemplates.defaultName)
+            settings.template
+            ?? ((settings.nodes ?? 1) > 1 ? ScriptTemplates.multiNodeName : ScriptTemplates.defaultName)
         self.workdir = workdir
         self.stamp = stamp
         try validate()
@@ -108,7 +109,8 @@ public struct DeployPlan: Sendable {
         var s = settings
         let perNode = s.gpus ?? 1
         if s.tensorParallelSize == nil, perNode > 0 {
-            s.tensorParallelSize = s.pipelineParallelSize.map { max(1, nodes * perNode / max($0, 1)) } ?? perNode
+            s.tensorParallelSize =
+                s.pipelineParallelSize.map { max(1, nodes * perNode / max($0, 1)) } ?? perNode
         }
         if s.pipelineParallelSize == nil, let tp = s.tensorParallelSize, tp > 0, (nodes * perNode) % tp == 0 {
             s.pipelineParallelSize = max(1, nodes * perNode / tp)
@@ -284,7 +286,9 @@ public struct DeployPlan: Sendable {
                 argv += [flag, value]
             }
         }
-        if isMultiNode, !(s.vllmArgs ?? []).contains(where: { $0.hasPrefix("--distributed-executor-backend") }) {
+        if isMultiNode,
+            !(s.vllmArgs ?? []).contains(where: { $0.hasPrefix("--distributed-executor-backend") })
+        {
             argv += ["--distributed-executor-backend", "ray"]
         }
         argv += s.vllmArgs ?? []

@@ -37,7 +37,8 @@ public enum Hostlist {
             let width = bounds[0].count
             for n in lo...hi {
                 let digits = String(n)
-                out.append(prefix + String(repeating: "0", count: max(0, width - digits.count)) + digits + suffix)
+                out.append(
+                    prefix + String(repeating: "0", count: max(0, width - digits.count)) + digits + suffix)
             }
         }
         return out
