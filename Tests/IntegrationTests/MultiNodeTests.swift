@@ -107,20 +107,23 @@ extension LocalCluster {
             await cancel(cli, cluster: "hpc")
         }
 
-        /// A worker that cannot reach the head (a `ray` that points workers at a wrong port, for
-        /// this job only) fails the deploy within the join timeout, naming the node, and the job
-        /// ends instead of holding its nodes until its time limit.
-        @Test func aWorkerThatCannotJoinFailsTheDeployQuicklyNamingTheNode() async throws {
+        /// Deploys `sim-2node` with a `ray` that rewrites each worker's arguments by the bash
+        /// `case` branch `rewrite` (a test double for this job only: no node's link is touched),
+        /// and a 15 s join timeout. Checks that the deploy fails, the job ends FAILED instead of
+        /// holding its nodes until its time limit, and no Ray process is left; returns deploy's
+        /// stderr.
+        func deployWithBrokenWorker(name: String, rewrite: String) async throws -> String {
             var cli = try CLI()
             cli.configPath = try renderedClusterConfig()
-            let dir = try temporaryDirectory()
-            let fake = dir + "/ray"
+            let fake = try temporaryDirectory() + "/ray"
             let script = """
                 #!/bin/bash
-                # Test double: Ray workers are sent to a port where no head listens.
+                # Test double: the real ray, with each worker's arguments rewritten.
+                worker=0
+                for a in "$@"; do [[ $a == --address=* ]] && worker=1; done
                 args=()
                 for a in "$@"; do
-                  case "$a" in --address=*) a="${a%:*}:1" ;; esac
+                  (( worker )) && case "$a" in \(rewrite) esac
                   args+=("$a")
                 done
                 exec \(repoRoot)/.cluster/ray-venv/bin/ray "${args[@]}"
@@ -128,16 +131,15 @@ extension LocalCluster {
                 """
             try script.write(toFile: fake, atomically: true, encoding: .utf8)
             try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: fake)
-            try await cli.cleaningUp {
+            return try await cli.cleaningUp {
                 let start = Date()
                 let deploy = try await cli.run(
                     [
-                        "deploy", "sim-2node", "--name", "mn-nojoin", "--setup",
+                        "deploy", "sim-2node", "--name", name, "--setup",
                         "export VLLMCTL_RAY=\(fake) VLLMCTL_RAY_JOIN_TIMEOUT=15",
                     ], timeout: .seconds(300))
                 let took = Date().timeIntervalSince(start)
                 #expect(deploy.status != 0)
-                #expect(deploy.stderr.contains("node2 has not joined"), "\(deploy.stderr)")
                 #expect(deploy.stderr.contains("VLLMCTL_RAY_JOIN_TIMEOUT"), "\(deploy.stderr)")
                 #expect(deploy.stderr.contains("FAILED"), "\(deploy.stderr)")
                 let record = try #require(
@@ -150,7 +152,24 @@ extension LocalCluster {
                 #expect(took < 240, "\(took) s")
                 let left = try await rayProcessesGone(job: record.jobID)
                 #expect(left.isEmpty, "Ray processes left: \(left)")
+                return deploy.stderr
             }
+        }
+
+        /// A worker that cannot reach the head (sent to a port where no head listens) fails the
+        /// deploy within the join timeout, naming the node and quoting its Ray log.
+        @Test func aWorkerThatCannotJoinFailsTheDeployQuicklyNamingTheNode() async throws {
+            let stderr = try await deployWithBrokenWorker(
+                name: "mn-nojoin", rewrite: #"--address=*) a="${a%:*}:1" ;;"#)
+            #expect(stderr.contains("node2 has not joined"), "\(stderr)")
+            #expect(stderr.contains("ray-node2-"), "\(stderr)")
+        }
+
+        /// A worker that joins without its GPUs (hidden from Ray) is not a formed cluster.
+        @Test func aWorkerThatJoinsWithoutItsGPUsFailsTheDeployNamingTheNode() async throws {
+            let stderr = try await deployWithBrokenWorker(
+                name: "mn-nogpu", rewrite: "--num-gpus=*) a=--num-gpus=0 ;;")
+            #expect(stderr.contains("node2 joined with 0 of 2 GPUs"), "\(stderr)")
         }
     }
 }
