@@ -171,5 +171,30 @@ extension LocalCluster {
                 name: "mn-nogpu", rewrite: "--num-gpus=*) a=--num-gpus=0 ;;")
             #expect(stderr.contains("node2 joined with 0 of 2 GPUs"), "\(stderr)")
         }
+
+        /// Teardown while Ray is still starting (before the server) stops Ray on both nodes.
+        @Test func teardownWhileRayStartsLeavesNoRay() async throws {
+            var cli = try CLI()
+            cli.configPath = try renderedClusterConfig()
+            try await cli.cleaningUp {
+                let deploy = try await cli.run([
+                    "deploy", "sim-2node", "--name", "mn-early", "--no-wait", "--json",
+                ])
+                #expect(deploy.status == 0, "stderr: \(deploy.stderr)")
+                let object = try #require(
+                    try JSONSerialization.jsonObject(with: Data(deploy.stdout.utf8)) as? [String: Any])
+                let jobID = try #require(object["job_id"] as? String)
+                var started = false
+                for _ in 0..<240 where !started {
+                    started = try await rayProcesses(job: jobID).contains { $0.contains("raylet") }
+                    if !started { try await Task.sleep(for: .milliseconds(500)) }
+                }
+                #expect(started, "no raylet of job \(jobID) appeared")
+                let down = try await cli.run(["teardown", "mn-early", "--yes"])
+                #expect(down.status == 0, "stderr: \(down.stderr)")
+                let left = try await rayProcessesGone(job: jobID)
+                #expect(left.isEmpty, "Ray processes left after teardown: \(left)")
+            }
+        }
     }
 }
