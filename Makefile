@@ -20,7 +20,7 @@ build: deps
 ## Everything: deps, the local cluster, build, unit + integration tests.
 test: deps cluster-up
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
-	python3 -m unittest slurm/sim/test_vllm_sim.py
+	python3 -m unittest slurm/sim/test_vllm_sim.py slurm/sim/test_ray_mode.py
 	bash slurm/tests/test-cluster.sh
 	$(SWIFT) test --skip-build
 
@@ -31,7 +31,7 @@ integration-test: cluster-up
 	$(SWIFT) test $(BUILD_FLAGS) --filter IntegrationTests
 
 sim-test:
-	python3 -m unittest slurm/sim/test_vllm_sim.py
+	python3 -m unittest slurm/sim/test_vllm_sim.py slurm/sim/test_ray_mode.py
 
 cluster-test: cluster-up
 	bash slurm/tests/test-cluster.sh

@@ -635,6 +635,11 @@ mv -f "$tmp" "$VLLMCTL_YAML"
 mkdir -p "$STATE/deployments"
 
 # ---------------------------------------------------------------------------
+# 4b. Ray for the multi-node tests (docs/MULTINODE.md): its own venv, .cluster/ray-venv
+# ---------------------------------------------------------------------------
+bash "$SLURM_DIR/install-ray.sh" || die "installing Ray failed (slurm/install-ray.sh; see above)"
+
+# ---------------------------------------------------------------------------
 # 5. Summary
 # ---------------------------------------------------------------------------
 if ((${#STARTED[@]})); then
@@ -664,5 +669,6 @@ vllmctl local Slurm cluster is up ($((SECONDS - T0))s; $started)
              keyboard-interactive: $SSH_KBD_ALIAS on :$SSH_KBD_PORT, password in $KBD_PASSWORD_FILE)
              from the laptop: $SSH_LOGIN_ALIAS, $SSH_LOGIN_LEGACY_ALIAS, $SSH_LOGIN_KBD_ALIAS ($LOGIN_ADDR)
   config     $VLLMCTL_YAML (clusters: local, local-ssh, hpc)
+  ray        $(cd -P "$STATE" && pwd)/ray-venv (ray start on the nodes; the simulator's Ray mode)
   state      $STATE (logs in $LOG_DIR)
 EOF

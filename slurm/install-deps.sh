@@ -10,7 +10,7 @@ PACKAGES=(
     openssh-server openssh-client
     libpam-modules passwd
     libcurl4-openssl-dev libssh2-1-dev pkg-config
-    curl python3 iproute2 nftables util-linux openssl
+    curl python3 python3-venv iproute2 nftables util-linux openssl
     man-db groff-base
 )
 

@@ -10,7 +10,7 @@ bin="${VLLMCTL_BENCH_BIN:-$repo/.build/release/vllmctl}"
 export VLLMCTL_CONFIG="$repo/.cluster/vllmctl.yaml"
 work="$(mktemp -d)"
 export VLLMCTL_STATE_DIR="$work/state"
-trap 'scancel --name=vllmctl-bench-deploy >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+trap 'scancel --name=vllmctl-bench-deploy >/dev/null 2>&1 || true; scancel --name=vllmctl-bench-mn >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 # The laptop namespace gets the same state directory and config (a shared filesystem).
 
 # Count scheduler calls: shims that log, then run the real command.
@@ -25,8 +25,8 @@ time_cmd() { # prints seconds for one run of "$@"
   local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); python3 -c "print($e - $s)"
 }
 
-# Sections: VLLMCTL_BENCH="deploy laptop status doctor tunnel" (default: all).
-sections=" ${VLLMCTL_BENCH:-deploy laptop status doctor tunnel} "
+# Sections: VLLMCTL_BENCH="deploy laptop status doctor tunnel multinode" (default: all).
+sections=" ${VLLMCTL_BENCH:-deploy laptop status doctor tunnel multinode} "
 want() { [[ $sections == *" $1 "* ]]; }
 runs=5
 if want deploy; then
@@ -198,4 +198,56 @@ if want tunnel; then
 # vllmctl tunnel vs ssh -L through the same sshd (issue 4): Tests/bench/tunnel.sh.
 echo
 bash "$repo/Tests/bench/tunnel.sh" "$bin"
+fi
+
+if want multinode; then
+# One server on one node (TP 2) and across two (TP 2 x PP 2 on Ray), the same simulated load
+# (the profile's 2 s): from RUNNING (squeue polled every 0.2 s by name) to `deploy` returning
+# ready, and the part of it that is the Ray cluster forming (the job's own log line). The
+# simulator is this checkout's (its Ray mode), Ray the test cluster's venv (slurm/install-ray.sh).
+echo
+echo "== multi-node: RUNNING -> ready, one node vs. two with Ray ($runs runs each, simulator load 2 s)"
+sim=(--server-command "$repo/slurm/sim/bin/vllm serve")
+ray_setup=(--setup "export PATH=$(cd -P "$repo/.cluster" && pwd)/ray-venv/bin:\$PATH")
+: > "$work/mn"
+for nodes in 1 2; do
+  for i in $(seq 1 "$runs"); do
+    : > "$work/running"
+    ( while :; do
+        if [[ "$(squeue -h -n vllmctl-bench-mn -o %T 2>/dev/null)" == RUNNING* ]]; then date +%s.%N > "$work/running"; break; fi
+        sleep 0.2
+      done ) &
+    poller=$!
+    if (( nodes == 1 )); then
+      out="$("$bin" deploy sim --name bench-mn --gpus 2 -t 2 "${sim[@]}" --json)"
+    else
+      out="$("$bin" deploy sim --name bench-mn --nodes 2 --gpus 2 "${sim[@]}" "${ray_setup[@]}" --json)"
+    fi
+    done_at=$(date +%s.%N)
+    kill "$poller" 2>/dev/null || true; wait "$poller" 2>/dev/null || true
+    job=$(printf '%s' "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["job_id"])')
+    dir=$(dirname "$(printf '%s' "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["info_file"])')")
+    ray=$(grep -ho 'Ray cluster formed: .* in [0-9.]* s' "$dir/slurm-$job.err" | awk '{print $(NF-1)}' || true)
+    scancel "$job"
+    echo "$nodes $(cat "$work/running") $done_at ${ray:-0}" >> "$work/mn"
+    # Let Slurm release the nodes before the next run.
+    for _ in $(seq 1 50); do [[ -z "$(squeue -h -j "$job" 2>/dev/null)" ]] && break; sleep 0.2; done
+  done
+done
+python3 - "$work/mn" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+by = {}
+for nodes, running, done, ray in rows:
+    by.setdefault(int(nodes), []).append((float(done) - float(running), float(ray)))
+for nodes, runs in sorted(by.items()):
+    for i, (t, r) in enumerate(runs, 1):
+        print(f"  {nodes} node(s) run {i}: RUNNING -> ready {t:5.1f} s" + (f" (Ray cluster formed in {r:.1f} s)" if nodes > 1 else ""))
+one = statistics.median(t for t, _ in by.get(1, [(0, 0)]))
+two = statistics.median(t for t, _ in by.get(2, [(0, 0)]))
+ray = statistics.median(r for _, r in by.get(2, [(0, 0)]))
+print(f"  median RUNNING -> ready: 1 node {one:.1f} s, 2 nodes {two:.1f} s (+{two - one:.1f} s; ratio {two / one if one else 0:.2f}); "
+      f"of the 2-node time, Ray start-up (head + worker joined) {ray:.1f} s; the rest is the simulator joining "
+      f"Ray and placing its 4 ranks, then the same 2 s load")
+PY
 fi

@@ -1321,6 +1321,101 @@ def _visible_devices():
     return [d.strip() for d in cvd.split(",") if d.strip()]
 
 
+# --------------------------------------------------------------------------------------
+# Ray mode: a server across several nodes (--distributed-executor-backend ray)
+# --------------------------------------------------------------------------------------
+
+def ray_mode(backend, tp, pp, local_gpus):
+    """Whether vLLM would run this server across a Ray cluster: the Ray backend with more than
+    one pipeline stage, or with a world (TP x PP) larger than this node's GPUs (None: unknown)."""
+    if (backend or "").strip().lower() != "ray":
+        return False
+    return pp > 1 or (local_gpus is not None and tp * pp > local_gpus)
+
+
+def ray_refusal(tp, pp, nodes):
+    """None when the Ray cluster whose ray.nodes() is `nodes` can hold the server: TP x PP
+    GPUs in all, and each pipeline stage's TP workers on one node. Otherwise the text of the
+    ValueError vLLM would fail with, and what the cluster has."""
+    alive = [n for n in nodes if n.get("Alive")]
+    gpus = {}
+    for n in alive:
+        name = n.get("NodeManagerHostname") or n.get("NodeManagerAddress") or "?"
+        gpus[name] = gpus.get(name, 0) + int(float(n.get("Resources", {}).get("GPU", 0)))
+    have = ", ".join("%s: %d GPU(s)" % (k, v) for k, v in sorted(gpus.items())) or "no alive node"
+    world = tp * pp
+    if sum(gpus.values()) < world:
+        return ("ValueError: The number of required GPUs exceeds the total number of available "
+                "GPUs in the placement group: tensor_parallel_size %d x pipeline_parallel_size %d "
+                "= %d GPUs, but the Ray cluster has %d on %d node(s) (%s)."
+                % (tp, pp, world, sum(gpus.values()), len(gpus), have))
+    if sum(g // tp for g in gpus.values()) < pp:
+        return ("ValueError: %d pipeline stages of tensor_parallel_size %d do not fit: each stage's "
+                "%d GPUs must be on one node, and the Ray cluster has %s."
+                % (pp, tp, tp, have))
+    return None
+
+
+def _ray_fail(final):
+    vlog("ERROR", "ray_utils.py:1", "Failed to initialize the Ray cluster.", stream=sys.stderr)
+    _write(sys.stderr, _traceback(
+        [("/vllm-sim/vllm/v1/executor/ray_utils.py", 1, "initialize_ray_cluster",
+          "ray.init(address=ray_address)"),
+         ("/vllm-sim/vllm/v1/executor/ray_utils.py", 1, "_verify_bundles",
+          "raise ValueError(...)")], final))
+    sys.stdout.flush()
+    return 1
+
+
+def start_on_ray(args):
+    """Joins the Ray cluster the job started (RAY_ADDRESS, else `auto`), refuses unless it has
+    the nodes and GPUs the server needs, then places one task per GPU through a placement group
+    (as vLLM places its workers) and logs where each rank runs. 0 on success."""
+    W = "ray_utils.py:1"
+    try:
+        import ray
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    except ImportError as e:
+        return _ray_fail("ModuleNotFoundError: %s (the Ray backend needs Ray: run the "
+                         "simulator with a python that has it, e.g. slurm/install-ray.sh's venv)" % e)
+    address = os.environ.get("RAY_ADDRESS") or "auto"
+    vlog("INFO", W, "Connecting to the existing Ray cluster at address: %s" % address)
+    try:
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    except Exception as e:  # ConnectionError and friends: vLLM fails the same way
+        return _ray_fail("ConnectionError: could not connect to the Ray cluster at %s: %s"
+                         % (address, str(e).splitlines()[0] if str(e) else type(e).__name__))
+    tp, pp = args.tensor_parallel_size, args.pipeline_parallel_size
+    nodes = ray.nodes()
+    refusal = ray_refusal(tp, pp, nodes)
+    if refusal:
+        return _ray_fail(refusal)
+    alive = [n for n in nodes if n.get("Alive")]
+    vlog("INFO", W, "Ray cluster: %d node(s), %d GPU(s)" % (
+        len(alive), int(ray.cluster_resources().get("GPU", 0))))
+    world = tp * pp
+    pg = placement_group([{"GPU": 1, "CPU": 0}] * world, strategy="PACK")
+    try:
+        ray.get(pg.ready(), timeout=60)
+    except Exception as e:
+        return _ray_fail("ValueError: the placement group of %d GPU bundles was not ready within "
+                         "60 s: %s" % (world, type(e).__name__))
+
+    @ray.remote(num_gpus=1, num_cpus=0)
+    def where():
+        import socket as _s
+        return _s.gethostname(), os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+    refs = [where.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
+        placement_group=pg, placement_group_bundle_index=i)).remote() for i in range(world)]
+    for rank, (host, cvd) in enumerate(ray.get(refs, timeout=120)):
+        vlog("INFO", "ray_executor.py:1", "rank %d (pipeline stage %d, tensor rank %d) on %s, "
+             "CUDA_VISIBLE_DEVICES=%s" % (rank, rank // tp, rank % tp, host, cvd))
+    args.ray_placement_group = pg
+    return 0
+
+
 def _port_in_use(host, port):
     ulog("ERROR", "[Errno 98] error while attempting to bind on address ('%s', %d): %s"
          % (host, port, ERRNO_ADDRINUSE_TEXT))
@@ -1373,6 +1468,7 @@ def main(argv=None, form="serve"):
     vlog("INFO", W, "args (api key redacted): %s" % json.dumps(shown))
     ignored = {}
     used = ("--uvicorn-log-level", "--disable-log-stats", "--enable-log-requests",
+            "--distributed-executor-backend",
             "--limit-mm-per-prompt", "--ssl-keyfile", "--ssl-certfile")
     for f in _IGNORED_VALUE_FLAGS + _IGNORED_BOOL_FLAGS:
         v = getattr(args, f[2:].replace("-", "_"))
@@ -1389,7 +1485,11 @@ def main(argv=None, form="serve"):
     cvd_raw = os.environ.get("CUDA_VISIBLE_DEVICES")
     vlog("INFO", W, "CUDA_VISIBLE_DEVICES=%s" % (cvd_raw if cvd_raw is not None else "<unset>"))
     world = args.tensor_parallel_size * args.pipeline_parallel_size
-    if devices is not None and world > len(devices):
+    if ray_mode(args.distributed_executor_backend, args.tensor_parallel_size,
+                args.pipeline_parallel_size, None if devices is None else len(devices)):
+        if start_on_ray(args) != 0:
+            return 1
+    elif devices is not None and world > len(devices):
         vlog("ERROR", "engine.py:1", "EngineCore failed to start.", stream=sys.stderr)
         _write(sys.stderr, _traceback(
             [("/vllm-sim/vllm/v1/engine/core.py", 1, "run_engine_core",

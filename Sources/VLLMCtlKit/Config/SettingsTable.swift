@@ -114,14 +114,16 @@ extension DeploySettings {
             help: "Nodes to run on."),
         .init("exclude", .option("exclude"), .string(\.exclude), .sbatch("exclude"), help: "Nodes to avoid."),
         .init(
-            "nodes", .configOnly, .int(\.nodes), .value("nodes", default: "1"),
-            help: "Nodes for the job (the built-in template runs one)."),
+            "nodes", .option("nodes"), .int(\.nodes), .value("nodes", default: "1"),
+            help:
+                "Nodes for one server (default 1). Above 1, --gpus is per node and the multi-node template runs vLLM on Ray (docs/MULTINODE.md)."
+        ),
         .init(
             "replicas", .option("replicas"), .int(\.replicas), .deployment,
             help: "Replica jobs of the deployment, all with the same key (default 1; docs/REPLICAS.md)."),
         .init(
             "gpus", .option("gpus"), .int(\.gpus), .derived(["gpus", "gpu_gres", "gpu_gpus"]),
-            help: "GPUs for the job."),
+            help: "GPUs for the job (per node with --nodes)."),
         .init("cpus", .option("cpus"), .int(\.cpus), .sbatch("cpus"), help: "CPUs for the job."),
         .init("memory", .option("mem"), .string(\.memory), .sbatch("memory"), help: "Memory, e.g. 64G."),
         .init(

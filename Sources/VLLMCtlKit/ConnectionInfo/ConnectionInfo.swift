@@ -149,4 +149,7 @@ public enum DeploymentFiles {
     public static func stdout(jobID: String) -> String { "slurm-\(jobID).out" }
     /// The job's standard error.
     public static func stderr(jobID: String) -> String { "slurm-\(jobID).err" }
+    /// The Ray log of one node of a multi-node job (`ray start` on that node, stdout and
+    /// stderr): `ray-node2-1234.log`.
+    public static func rayLog(node: String, jobID: String) -> String { "ray-\(node)-\(jobID).log" }
 }

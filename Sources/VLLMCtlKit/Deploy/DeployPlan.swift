@@ -13,12 +13,15 @@ public struct DeployPlan: Sendable {
     public static let defaultPort = 8000
     /// Seconds a running job has to answer before the wait gives up.
     public static let defaultReadyTimeout = 1800.0
+    /// The first port a multi-node job tries for its Ray head (the next free one is taken).
+    public static let defaultRayPort = 6379
 
     /// The deployment's name.
     public private(set) var name: String
     /// The cluster profile's name.
     public let cluster: String
-    /// Flags over preset over profile, merged.
+    /// Flags over preset over profile, merged; for several nodes, with the parallel sizes
+    /// filled in (tensor parallel = GPUs per node, pipeline parallel = the rest).
     public let settings: DeploySettings
     /// The model the server loads.
     public let model: String
@@ -62,10 +65,12 @@ public struct DeployPlan: Sendable {
         try Validate.name(name)
         self.name = name
         self.cluster = cluster
-        self.settings = settings
+        self.settings = Self.withParallelDefaults(settings)
         self.model = model
         self.servedName = settings.servedName ?? model
-        self.template = settings.template ?? ScriptTemplates.defaultName
+        self.template =
+            settings.template
+            ?? ((settings.nodes ?? 1) > 1 ? ScriptTemplates.multiNodeName : ScriptTemplates.defaultName)
         self.workdir = workdir
         self.stamp = stamp
         try validate()
@@ -88,8 +93,86 @@ public struct DeployPlan: Sendable {
         return plan
     }
 
+    /// GPUs per node (for one node: the job's GPUs).
     var gpus: Int { settings.gpus ?? 1 }
     var parallelism: Int { (settings.tensorParallelSize ?? 1) * (settings.pipelineParallelSize ?? 1) }
+    /// How many nodes the server runs on (the `nodes` setting; 1 by default).
+    public var nodes: Int { settings.nodes ?? 1 }
+    /// Whether the server runs across several nodes (with Ray: docs/MULTINODE.md).
+    public var isMultiNode: Bool { nodes > 1 }
+
+    /// For several nodes, vLLM's multi-node defaults where the settings leave them open:
+    /// tensor parallel = the GPUs of one node, pipeline parallel = the job's GPUs / that.
+    static func withParallelDefaults(_ settings: DeploySettings) -> DeploySettings {
+        let nodes = settings.nodes ?? 1
+        guard nodes > 1 else { return settings }
+        var s = settings
+        let perNode = s.gpus ?? 1
+        if s.tensorParallelSize == nil, perNode > 0 {
+            s.tensorParallelSize =
+                s.pipelineParallelSize.map { max(1, nodes * perNode / max($0, 1)) } ?? perNode
+        }
+        if s.pipelineParallelSize == nil, let tp = s.tensorParallelSize, tp > 0, (nodes * perNode) % tp == 0 {
+            s.pipelineParallelSize = max(1, nodes * perNode / tp)
+        }
+        return s
+    }
+
+    /// The tensor × pipeline parallel sizes that fill `nodes` nodes of `perNode` GPUs, each
+    /// tensor-parallel group within one node, largest tensor parallel first.
+    public static func fittingShapes(nodes: Int, perNode: Int) -> [(tp: Int, pp: Int)] {
+        guard nodes > 0, perNode > 0 else { return [] }
+        return (1...perNode).reversed().filter { perNode % $0 == 0 }.map { ($0, nodes * perNode / $0) }
+    }
+
+    private func multiNodeValidate() throws {
+        let s = settings
+        if template == ScriptTemplates.defaultName {
+            throw VLLMCtlError.invalidInput(
+                "\(nodes) nodes were asked for, but the `\(template)` template runs the server on one node",
+                hint:
+                    "Leave out --template (the `\(ScriptTemplates.multiNodeName)` template is used for --nodes above 1), or use one node."
+            )
+        }
+        if gpus < 1 {
+            throw VLLMCtlError.invalidInput(
+                "A server on \(nodes) nodes needs GPUs on every node, but --gpus is \(gpus)",
+                hint: "Pass --gpus N: with --nodes, it is the GPUs of each node.")
+        }
+        let tp = s.tensorParallelSize ?? 1
+        let pp = s.pipelineParallelSize ?? 1
+        let total = nodes * gpus
+        let shapes = Self.fittingShapes(nodes: nodes, perNode: gpus)
+            .map { "-t \($0.tp) --pipeline-parallel-size \($0.pp)" }
+        let fits =
+            "With \(nodes) nodes of \(gpus) GPUs (--gpus is per node with --nodes), these fit: "
+            + shapes.joined(separator: ", ") + " (the first is the default)."
+        if tp > gpus {
+            throw VLLMCtlError.invalidInput(
+                "Tensor parallel \(tp) does not fit in one node's \(gpus) GPUs: tensor parallelism stays within a node, pipeline parallelism spans the nodes",
+                hint: fits)
+        }
+        if tp * pp != total {
+            throw VLLMCtlError.invalidInput(
+                "Tensor parallel \(tp) × pipeline parallel \(pp) = \(tp * pp) GPUs, but the job has \(nodes) nodes × \(gpus) GPUs = \(total)",
+                hint: fits)
+        }
+        for arg in s.vllmArgs ?? [] {
+            let parts = arg.split(separator: "=", maxSplits: 1).map(String.init)
+            if parts[0] == "--distributed-executor-backend", parts.count == 2, parts[1] != "ray" {
+                throw VLLMCtlError.invalidInput(
+                    "`\(arg)` was given, but a server on several nodes runs on the Ray cluster the job starts",
+                    hint: "Drop it: vllmctl passes --distributed-executor-backend ray.")
+            }
+        }
+        if let words = s.vllmArgs, let i = words.firstIndex(of: "--distributed-executor-backend"),
+            i + 1 < words.count, words[i + 1] != "ray"
+        {
+            throw VLLMCtlError.invalidInput(
+                "`--distributed-executor-backend \(words[i + 1])` was given, but a server on several nodes runs on the Ray cluster the job starts",
+                hint: "Drop it: vllmctl passes --distributed-executor-backend ray.")
+        }
+    }
 
     private func validate() throws {
         let s = settings
@@ -107,12 +190,8 @@ public struct DeployPlan: Sendable {
             throw VLLMCtlError.invalidInput(
                 "--replicas is \(r)", hint: "Ask for 1 to \(Self.maxReplicas) replicas of one deployment.")
         }
-        if let nodes = s.nodes, nodes != 1 {
-            throw VLLMCtlError.invalidInput(
-                "\(nodes) nodes were asked for, but the `\(template)` template runs the server on one node",
-                hint:
-                    "Use tensor parallelism within one node (up to its GPU count), or a multi-node template of your own."
-            )
+        if nodes < 1 {
+            throw VLLMCtlError.invalidInput("--nodes is \(nodes)", hint: "Ask for 1 or more nodes.")
         }
         if let tp = s.tensorParallelSize, tp < 1 {
             throw VLLMCtlError.invalidInput("--tensor-parallel-size is \(tp)", hint: "It must be 1 or more.")
@@ -121,12 +200,14 @@ public struct DeployPlan: Sendable {
             throw VLLMCtlError.invalidInput(
                 "--pipeline-parallel-size is \(pp)", hint: "It must be 1 or more.")
         }
-        if parallelism > 1 && gpus == 0 {
+        if isMultiNode {
+            try multiNodeValidate()
+        } else if parallelism > 1 && gpus == 0 {
             throw VLLMCtlError.invalidInput(
                 "Tensor parallel \(s.tensorParallelSize ?? 1) × pipeline parallel \(s.pipelineParallelSize ?? 1) needs \(parallelism) GPUs, but the job asks for none",
                 hint: "Pass --gpus \(parallelism), or lower the parallel sizes.")
         }
-        if gpus > 0 && parallelism > gpus {
+        if !isMultiNode && gpus > 0 && parallelism > gpus {
             throw VLLMCtlError.invalidInput(
                 "Tensor parallel \(s.tensorParallelSize ?? 1) × pipeline parallel \(s.pipelineParallelSize ?? 1) needs \(parallelism) GPUs, but the job asks for \(gpus)",
                 hint: "Pass --gpus \(parallelism), or lower the parallel sizes.")
@@ -205,6 +286,11 @@ public struct DeployPlan: Sendable {
                 argv += [flag, value]
             }
         }
+        if isMultiNode,
+            !(s.vllmArgs ?? []).contains(where: { $0.hasPrefix("--distributed-executor-backend") })
+        {
+            argv += ["--distributed-executor-backend", "ray"]
+        }
         argv += s.vllmArgs ?? []
         return argv
     }
@@ -228,6 +314,10 @@ public struct DeployPlan: Sendable {
             "curl_model": ConnectionInfo.curlModelLiteral(servedName),
             "vllmctl_version": VLLMCtl.version,
         ]
+        if isMultiNode {
+            c["ray_port"] = String(Self.defaultRayPort)
+            c["total_gpus"] = String(nodes * gpus)
+        }
         if gpus > 0 {
             c["gpus"] = String(gpus)
             c[(s.gpuRequest ?? .gres) == .gres ? "gpu_gres" : "gpu_gpus"] = true

@@ -126,7 +126,8 @@ public struct StatusBuilder: Sendable {
             jobID: job.jobID, cluster: cluster, user: job.user.isEmpty ? user : job.user,
             model: record?.model, servedModelName: record?.servedModelName, state: job.state.rawValue,
             reason: (job.reason.isEmpty || job.reason == "None") ? nil : job.reason,
-            node: (job.nodes.isEmpty || job.nodes == "None assigned") ? nil : job.nodes, url: record?.url,
+            node: (job.nodes.isEmpty || job.nodes == "None assigned")
+                ? nil : Hostlist.expand(job.nodes).joined(separator: ","), url: record?.url,
             health: .unchecked,
             elapsedSeconds: SlurmTime.seconds(job.elapsed), timeLeftSeconds: SlurmTime.seconds(job.timeLeft),
             walltimeLow: false, deployDir: deployDir,

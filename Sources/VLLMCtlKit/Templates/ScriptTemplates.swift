@@ -14,6 +14,8 @@ public struct ScriptTemplates: Sendable {
     public static let fileSuffix = ".sbatch.mustache"
     public static let partialSuffix = ".partial.mustache"
     public static let defaultName = "single-node"
+    /// The built-in template for a server across several nodes (`--nodes` above 1).
+    public static let multiNodeName = "multi-node"
 
     /// Directories searched, later ones overriding earlier ones.
     public var directories: [String]

@@ -109,7 +109,12 @@ import Testing
             ("bad memory", { $0.memory = "lots" }),
             ("utilization > 1", { $0.gpuMemoryUtilization = 1.5 }),
             ("port 0", { $0.port = 0 }),
-            ("two nodes on single-node", { $0.nodes = 2 }),
+            (
+                "two nodes on single-node",
+                {
+                    $0.nodes = 2; $0.template = "single-node"
+                }
+            ),
             ("hostile partition", { $0.partition = "gpu\n#SBATCH --uid=0" }),
             ("partition with space", { $0.partition = "gpu x" }),
             ("key in vllm args", { $0.vllmArgs = ["--api-key", "sk-secret"] }),
