@@ -98,7 +98,8 @@ import Testing
         }
         let allowed = DeploySettings.table.map(\.key) + ["ssh_host", "workdir", "share_dir", "http_proxy"]
         #expect(
-            "\(error.map { "\($0)" } ?? "no error")".contains("unknown key; allowed here: " + allowed.sorted().joined(separator: ", ")))
+            "\(error.map { "\($0)" } ?? "no error")".contains(
+                "unknown key; allowed here: " + allowed.sorted().joined(separator: ", ")))
     }
 
     /// docs/CONFIG.md lists the keys a profile and a preset take.

@@ -84,7 +84,9 @@ import Testing
         let error = #expect(throws: VLLMCtlError.self) {
             try ImageAttachment(bytes: Data("hello world".utf8), path: "notes.png")
         }
-        #expect("\(error.map { "\($0)" } ?? "no error")".contains("notes.png is not a PNG, JPEG, GIF or WebP image"))
+        #expect(
+            "\(error.map { "\($0)" } ?? "no error")".contains(
+                "notes.png is not a PNG, JPEG, GIF or WebP image"))
         #expect(throws: VLLMCtlError.self) { try ImageAttachment(bytes: Data(), path: "empty.png") }
     }
 
