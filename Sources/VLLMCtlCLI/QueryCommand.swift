@@ -96,19 +96,47 @@ struct QueryCommand: AsyncParsableCommand {
     func run() async throws { try await run(.live) }
 
     func run(_ ctx: CLIContext) async throws {
-        let (server, http) = try await resolveServer(ctx)
+        let (servers, http) = try await resolveServer(ctx)
+        // Everything that can be checked locally is checked before the first request (and
+        // stdin is read once, whichever replica answers).
+        let options =
+            info
+            ? nil
+            : QueryOptions(
+                prompt: try readPrompt(ctx.input), chat: chat, system: system, maxTokens: maxTokens,
+                temperature: temperature, topP: topP,
+                model: model, stream: stream, image: try image.map { try ImageAttachment.load(path: $0) },
+                structuredOutput: try jsonSchema.map { try StructuredOutput.parse(argument: $0) })
+        // A replicated deployment: the next replica when one could not be reached at all.
+        for (i, server) in servers.enumerated() {
+            do {
+                return try await run(ctx, server: server, http: http, options: options)
+            } catch let failed as AskFailed
+                where i + 1 < servers.count && QueryServer.mayTryAnother(after: failed.error)
+            {
+                ctx.terminal.note(
+                    "\(server.url) could not be reached (\(failed.error)); trying another replica")
+            } catch let failed as AskFailed {
+                throw failed.error
+            }
+        }
+    }
+
+    /// An error from asking one server, before (`printed` false) or after anything was printed.
+    struct AskFailed: Error {
+        let error: any Error
+    }
+
+    func run(_ ctx: CLIContext, server: QueryServer, http: any HTTPClient, options: QueryOptions?)
+        async throws
+    {
         let client = QueryClient(http: http, server: server)
-        if info {
-            let facts = try await client.info()
+        guard let options else {
+            let facts: ServerInfo
+            do { facts = try await client.info() } catch { throw AskFailed(error: error) }
             ctx.terminal.print(json ? try PrettyJSON.string(facts) : facts.text)
             return
         }
-        // Everything that can be checked locally is checked before the first request.
-        let options = QueryOptions(
-            prompt: try readPrompt(ctx.input), chat: chat, system: system, maxTokens: maxTokens,
-            temperature: temperature, topP: topP,
-            model: model, stream: stream, image: try image.map { try ImageAttachment.load(path: $0) },
-            structuredOutput: try jsonSchema.map { try StructuredOutput.parse(argument: $0) })
 
         let write = ctx.write
         let json = self.json
@@ -126,8 +154,11 @@ struct QueryCommand: AsyncParsableCommand {
                 onEvent: { event in if json { write(event + "\n") } })
         } catch {
             // A stream that broke off leaves its partial line open; end it before the error.
-            if printed.value { write("\n") }
-            throw error
+            if printed.value {
+                write("\n")
+                throw error
+            }
+            throw AskFailed(error: error)
         }
         if !stream {
             ctx.terminal.print(json ? String(decoding: result.rawBody, as: UTF8.self) : result.text)
@@ -147,14 +178,14 @@ struct QueryCommand: AsyncParsableCommand {
 
     /// The server from the deployment (and HTTP through the profile's login node when it has
     /// `ssh_host`), or from --url / --host (HTTP straight from here).
-    func resolveServer(_ ctx: CLIContext) async throws -> (QueryServer, any HTTPClient) {
+    func resolveServer(_ ctx: CLIContext) async throws -> ([QueryServer], any HTTPClient) {
         let total: Double? = timeout == 0 ? nil : timeout
         if let deployment {
             let cluster = try ctx.cluster(self.cluster)
-            let server = try await QueryServer.deployment(
+            let servers = try await QueryServer.candidates(
                 deployment, context: cluster.context, cluster: cluster.profile.name, apiKey: apiKey, ssl: ssl,
                 caCertificate: cacert, connectTimeout: connectTimeout, timeout: total)
-            return (server, cluster.context.http)
+            return (servers, cluster.context.http)
         }
         guard let url = url ?? host.map({ QueryServer.url(host: $0, port: port ?? 8000, ssl: ssl) }) else {
             throw ValidationError("Name a deployment (JOB|NAME), or give the server with --url or --host.")
@@ -162,7 +193,7 @@ struct QueryCommand: AsyncParsableCommand {
         let server = try QueryServer(
             url: url, apiKey: apiKey ?? ctx.environment["VLLMCTL_API_KEY"], caCertificate: cacert,
             connectTimeout: connectTimeout, timeout: total)
-        return (server, ctx.directHTTP)
+        return ([server], ctx.directHTTP)
     }
 
     func readPrompt(_ input: any CommandInput) throws -> String {

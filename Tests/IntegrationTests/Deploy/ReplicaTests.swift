@@ -69,6 +69,23 @@ extension LocalCluster {
                 let info = try await cli.run(["info", "rep"])
                 #expect(info.stdout.contains("Replicas (2, one key)"), "\(info.stdout)")
 
+                // One replica's server dies: `query NAME` goes to the other (the seed's fallback).
+                let dead = try #require(records.first)
+                let deadInfo = try JSONDecoder().decode(
+                    ConnectionRecord.self,
+                    from: Data(
+                        contentsOf: URL(fileURLWithPath: dead.deployDir + "/" + DeploymentFiles.infoJSON)))
+                let node = try #require((1...2).first { TestHost.nodeAddress($0) == deadInfo.host })
+                let ss = try await sh(
+                    TestHost.node(node).prefix + ["ss", "-ltnpH", "( sport = :\(deadInfo.port) )"])
+                let pids = ss.stdout.matches(of: /pid=(\d+)/).compactMap { pid_t(String($0.1)) }
+                #expect(!pids.isEmpty, "\(ss.stdout)")
+                for pid in Set(pids) { kill(pid, SIGKILL) }
+                for _ in 0..<4 {
+                    let query = try await cli.run(["query", "rep", "--prompt", "hello", "--max-tokens", "4"])
+                    #expect(query.status == 0, "stderr: \(query.stderr)")
+                }
+
                 let teardown = try await cli.run(["teardown", "rep"])
                 #expect(teardown.status == 0, "stderr: \(teardown.stderr)")
                 #expect(

