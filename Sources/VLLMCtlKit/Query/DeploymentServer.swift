@@ -10,12 +10,7 @@ extension QueryServer {
         caCertificate: String? = nil, connectTimeout: Double = 5, timeout: Double? = 120
     ) async throws -> QueryServer {
         let resolved = try await DeploymentResolver(context: context, cluster: cluster).resolve(idOrName)
-        let record = try resolved.requireConnection()
-        if resolved.hasEnded {
-            throw VLLMCtlError.invalidInput(
-                "Job \(resolved.jobID) (\(resolved.name)) has ended, so its server no longer answers",
-                hint: "Deploy again with `vllmctl deploy`; `vllmctl status --all` lists your deployments.")
-        }
+        let record = try resolved.requireServing()
         let tunnel = TunnelStore(records: context.records).open(cluster: cluster, jobID: resolved.jobID).first
         var url = tunnel?.serverURL ?? record.serverURL
         if ssl, url.hasPrefix("http://") { url = "https://" + url.dropFirst("http://".count) }

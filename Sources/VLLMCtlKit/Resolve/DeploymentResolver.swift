@@ -46,6 +46,20 @@ public struct ResolvedDeployment: Sendable {
             hint: "Wait for it with `vllmctl status \(name) --watch`, or read `vllmctl logs \(name)`.")
     }
 
+    /// The connection of a deployment that still serves; an error saying what to do when it
+    /// has none yet or has ended (`consequence`: "its server no longer answers").
+    public func requireServing(_ consequence: String = "its server no longer answers") throws
+        -> ConnectionRecord
+    {
+        let connection = try requireConnection()
+        if hasEnded {
+            throw VLLMCtlError.invalidInput(
+                "Job \(jobID) (\(name)) has ended, so \(consequence)",
+                hint: "Deploy again with `vllmctl deploy`; `vllmctl status --all` lists your deployments.")
+        }
+        return connection
+    }
+
     /// The job has ended (or its connection file says so): the URL no longer answers.
     public var hasEnded: Bool { connection?.endedAt != nil || (job.map { $0.state.isFinal } ?? true) }
 }

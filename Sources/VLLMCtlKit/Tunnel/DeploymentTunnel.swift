@@ -26,12 +26,7 @@ public struct DeploymentTunnel: Sendable {
         onEvent: @escaping @Sendable (ForwarderEvent, _ target: String) -> Void
     ) async throws -> DeploymentTunnel {
         let resolved = try await DeploymentResolver(context: context, cluster: cluster).resolve(idOrName)
-        let connection = try resolved.requireConnection()
-        if resolved.hasEnded {
-            throw VLLMCtlError.invalidInput(
-                "Job \(resolved.jobID) (\(resolved.name)) has ended, so there is no server to tunnel to",
-                hint: "Deploy again with `vllmctl deploy`; `vllmctl status --all` lists your deployments.")
-        }
+        let connection = try resolved.requireServing("there is no server to tunnel to")
         guard let remote = context.host as? RemoteHost else {
             throw VLLMCtlError.invalidInput(
                 "The profile `\(cluster)` does not reach the cluster over SSH",

@@ -30,15 +30,6 @@ extension LocalCluster {
     /// Issue 14: one endpoint in front of replicas, from the laptop (over SSH) and on the
     /// login node (`gateway`).
     @Suite struct BalancedEndpointTests {
-        func laptopCLI() throws -> CLI {
-            var cli = try CLI()
-            cli.configPath = try renderedClusterConfig()
-            cli.extraEnvironment["VLLMCTL_SSH_CONFIG"] = LocalSSH.config
-            cli.host = .laptop
-            cli.clusters = ["hpc"]
-            return cli
-        }
-
         /// The replicas served `[requests]` per replica, from the endpoint's page.
         func served(_ page: String) throws -> [Int] {
             let object = try #require(
@@ -48,7 +39,7 @@ extension LocalCluster {
         }
 
         @Test func aTunnelFromTheLaptopBalancesOverTwoReplicasAndTheGatewayToo() async throws {
-            let cli = try laptopCLI()
+            let cli = try CLI.laptop()
             try await cli.withDeployment([
                 "--cluster", "hpc", "--name", "bal", "--replicas", "2", "--gpus", "2", "--wait-all",
             ]) {

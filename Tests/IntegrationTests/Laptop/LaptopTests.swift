@@ -8,15 +8,6 @@ extension LocalCluster {
     /// The headline path: vllmctl on a laptop that reaches the cluster only through the login
     /// node's sshd. Every command here runs in the `vc-laptop` namespace.
     @Suite struct LaptopTests {
-        func laptopCLI() throws -> CLI {
-            var cli = try CLI()
-            cli.configPath = try renderedClusterConfig()
-            cli.extraEnvironment["VLLMCTL_SSH_CONFIG"] = LocalSSH.config
-            cli.host = .laptop
-            cli.clusters = ["hpc"]
-            return cli
-        }
-
         /// If the cluster silently became one host, every laptop test below would pass for the
         /// wrong reason: this one fails instead.
         @Test func theLaptopReachesOnlyTheLoginNodesSSHD() async throws {
@@ -34,7 +25,7 @@ extension LocalCluster {
         }
 
         @Test func deployStatusQueryMetricsLogsTunnelAndTeardownFromTheLaptop() async throws {
-            let cli = try laptopCLI()
+            let cli = try CLI.laptop()
             try await cli.withDeployment(["--cluster", "hpc", "--name", "lap-e2e"]) { deploy in
                 let object = deploy.object
                 let url = try #require(object["url"] as? String)
@@ -87,7 +78,7 @@ extension LocalCluster {
         /// reach the server; status says unknown with the reason, and teardown --stale keeps the
         /// job even with no grace at all. Once the node is back, it is healthy again.
         @Test func aServerThatCannotBeCheckedIsUnknownAndNeverStale() async throws {
-            let cli = try laptopCLI()
+            let cli = try CLI.laptop()
             let link = "vc-node2-h"
             let args = ["--cluster", "hpc", "--name", "lap-unknown", "--nodelist", "node2"]
             try await cli.withDeployment(args) { _ in
@@ -140,7 +131,7 @@ extension LocalCluster {
         }
 
         @Test func deployWithTunnelGivesAWorkingLocalhostEndpointOnTheLaptop() async throws {
-            let cli = try laptopCLI()
+            let cli = try CLI.laptop()
             try await cli.withDeployment([
                 "--cluster", "hpc", "--name", "lap-tun", "--tunnel", "--tunnel-port", "0",
             ]) { deploy in

@@ -24,6 +24,17 @@ package struct CLI: Sendable {
 
     package init() throws { stateDir = try temporaryDirectory() }
 
+    /// The CLI as a laptop runs it: in the `vc-laptop` namespace, profile `hpc` (through the
+    /// login node's sshd), with the local cluster's ssh_config.
+    package static func laptop() throws -> CLI {
+        var cli = try CLI()
+        cli.configPath = try renderedClusterConfig()
+        cli.extraEnvironment["VLLMCTL_SSH_CONFIG"] = LocalSSH.config
+        cli.host = .laptop
+        cli.clusters = ["hpc"]
+        return cli
+    }
+
     package var environment: [String: String] {
         var env = ProcessInfo.processInfo.environment
         env["VLLMCTL_STATE_DIR"] = stateDir
