@@ -12,6 +12,7 @@ PACKAGES=(
     libcurl4-openssl-dev libssh2-1-dev pkg-config
     curl python3 python3-venv iproute2 nftables util-linux openssl
     man-db groff-base
+    nginx-light # the peer of the balancing endpoint in make bench (Tests/bench/balancer.sh)
 )
 
 missing=()

@@ -124,26 +124,9 @@ struct TunnelCommand: AsyncParsableCommand {
             connector: RouteConnector(route: RemoteHost(options: remote.options)), bind: bind,
             port: localPort,
             onEvent: { terminal.note("tunnel: \($0)") })
-        let serving = endpoint.balancer.snapshot()
-        // Checked through itself, as a client will use it.
-        let url = "http://" + URLTarget.hostPort(bind == "0.0.0.0" ? "127.0.0.1" : bind, endpoint.port)
-        do {
-            let health = try await CurlHTTPClient().send(HTTPRequest(url: url + "/health", timeout: 10))
-            guard health.status == 200 else {
-                throw VLLMCtlError.http(
-                    url: url + "/health", message: "answered \(health.status) through the tunnel",
-                    hint: "See `vllmctl status \(deployment)`.")
-            }
-        } catch {
-            await endpoint.stop()
-            throw error
-        }
-        let first = try await DeploymentResolver(context: cluster.context, cluster: cluster.profile.name)
-            .replicas(of: deployment).first
-        let record = TunnelRecord(
-            cluster: cluster.profile.name, jobID: first?.jobID ?? "", name: JobName.split(deployment).name,
-            pid: getpid(), bind: bind, localPort: endpoint.port, target: "\(serving.count) replicas",
-            startedAt: Date(), background: detachedChild, logFile: logFile)
+        try await endpoint.checkThroughItself(bind: bind)
+        let record = await endpoint.record(
+            cluster: cluster.profile.name, bind: bind, background: detachedChild, logFile: logFile)
         try store.save(record)
         defer {
             store.remove(record)
@@ -155,9 +138,8 @@ struct TunnelCommand: AsyncParsableCommand {
             )
         } else {
             DeploymentTunnel.readyLines(record, key: endpoint.apiKey).forEach(terminal.print)
-            terminal.note(
-                "Balancing over \(serving.map { URLTarget.hostPort($0.host, $0.port) }.joined(separator: ", ")); Ctrl-C closes it."
-            )
+            let serving = endpoint.balancer.snapshot().map { URLTarget.hostPort($0.host, $0.port) }
+            terminal.note("Balancing over \(serving.joined(separator: ", ")); Ctrl-C closes it.")
         }
         await waitForSignal()
         await endpoint.stop()

@@ -25,8 +25,8 @@ time_cmd() { # prints seconds for one run of "$@"
   local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); python3 -c "print($e - $s)"
 }
 
-# Sections: VLLMCTL_BENCH="deploy laptop status doctor tunnel multinode" (default: all).
-sections=" ${VLLMCTL_BENCH:-deploy laptop status doctor tunnel multinode} "
+# Sections: VLLMCTL_BENCH="deploy laptop status doctor tunnel multinode balancer" (default: all).
+sections=" ${VLLMCTL_BENCH:-deploy laptop status doctor tunnel multinode balancer} "
 want() { [[ $sections == *" $1 "* ]]; }
 runs=5
 if want deploy; then
@@ -250,4 +250,11 @@ print(f"  median RUNNING -> ready: 1 node {one:.1f} s, 2 nodes {two:.1f} s (+{tw
       f"of the 2-node time, Ray start-up (head + worker joined) {ray:.1f} s; the rest is the simulator joining "
       f"Ray and placing its 4 ranks, then the same 2 s load")
 PY
+fi
+
+if want balancer; then
+# The balancing endpoint (issue 14): vllmctl gateway and the laptop's balancing tunnel beside
+# nginx (least_conn) over the same two replicas and beside one replica: Tests/bench/balancer.sh.
+echo
+bash "$repo/Tests/bench/balancer.sh" "$bin"
 fi

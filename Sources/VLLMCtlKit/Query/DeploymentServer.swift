@@ -42,7 +42,10 @@ extension QueryServer {
         // A tunnel open to the deployment balances over all of them: it comes first.
         let tunnels = TunnelStore(records: context.records).open(cluster: cluster).filter { $0.name == base }
         var urls = tunnels.map(\.serverURL)
-        urls += replicas.compactMap { r in r.hasEnded ? nil : r.connection?.serverURL }.shuffled()
+        // (Replicas from the records carry no scheduler view: the connection file says whether
+        // the server stopped.)
+        urls += replicas.compactMap { r in r.connection?.endedAt == nil ? r.connection?.serverURL : nil }
+            .shuffled()
         let key = apiKey ?? replicas.lazy.compactMap { $0.connection?.apiKey ?? $0.record?.apiKey }.first
         let served = replicas.lazy.compactMap { $0.connection?.servedModelName }.first
         guard !urls.isEmpty else {

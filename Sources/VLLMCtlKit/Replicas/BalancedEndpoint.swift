@@ -67,6 +67,36 @@ public final class BalancedEndpoint: Sendable {
             balancer: balancer, replicas: set, port: bound, apiKey: await set.apiKey, refresher: refresher)
     }
 
+    /// Asks `/health` through the endpoint itself, as a client will (a replica answers);
+    /// throws, and stops the endpoint, when it does not.
+    public func checkThroughItself(bind: String) async throws {
+        let url = "http://" + URLTarget.hostPort(bind == "0.0.0.0" ? "127.0.0.1" : bind, port) + "/health"
+        do {
+            let health = try await CurlHTTPClient().send(HTTPRequest(url: url, timeout: 10))
+            guard health.status == 200 else {
+                throw VLLMCtlError.http(
+                    url: url, message: "answered \(health.status) through the endpoint",
+                    hint: "See `vllmctl status \(await replicas.name)`.")
+            }
+        } catch {
+            await stop()
+            throw error
+        }
+    }
+
+    /// The tunnel record `status` and `teardown` find it by (this process), under the first
+    /// serving replica's job.
+    public func record(cluster: String, bind: String, background: Bool, logFile: String?) async
+        -> TunnelRecord
+    {
+        let serving = (try? await replicas.refresh()) ?? []
+        return TunnelRecord(
+            cluster: cluster, jobID: serving.first?.jobID ?? "", name: replicas.name, pid: getpid(),
+            bind: bind,
+            localPort: port, target: "\(serving.count) replicas", startedAt: Date(), background: background,
+            logFile: logFile)
+    }
+
     /// Stops following the deployment and shuts the balancer down.
     public func stop() async {
         refresher.cancel()

@@ -88,8 +88,8 @@ extension LocalCluster {
 
                 let teardown = try await cli.run(["teardown", "rep"])
                 #expect(teardown.status == 0, "stderr: \(teardown.stderr)")
-                #expect(
-                    teardown.stdout.components(separatedBy: "Cancelled job").count == 3, "\(teardown.stdout)")
+                // The live replica is cancelled (the one whose server died has ended by itself).
+                #expect(teardown.stdout.contains("Cancelled job \(records[1].jobID)"), "\(teardown.stdout)")
                 let ids = records.map(\.jobID)
                 let squeue = Squeue(jobIDs: ids)
                 let left = try await sh(squeue.argv)
