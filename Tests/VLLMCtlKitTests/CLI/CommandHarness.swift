@@ -97,6 +97,7 @@ struct CommandHarness {
         case let c as DoctorCommand: try await c.run(context)
         case let c as DeployCommand: try await c.run(context)
         case let c as ScaleCommand: try await c.run(context)
+        case let c as GatewayCommand: try await c.run(context)
         default: try command.run()
         }
     }

@@ -92,6 +92,19 @@ import Testing
         }
     }
 
+    @Test func gatewayAndScaleSayWhenThereIsNothingToWorkOn() async throws {
+        let h = try CommandHarness(host: schedulerHost([]))
+        let gateway = await #expect(throws: VLLMCtlError.self) {
+            try await h.run(["gateway", "sim", "--port", "0"])
+        }
+        #expect("\(gateway.map { "\($0)" } ?? "")".contains("No replica of `sim` is serving yet"))
+        let scale = await #expect(throws: VLLMCtlError.self) { try await h.run(["scale", "sim", "2"]) }
+        #expect("\(scale.map { "\($0)" } ?? "")".contains("No running deployment named `sim`"))
+        #expect(throws: (any Error).self) {
+            try VLLMCtlCommand.parseAsRoot(["gateway", "sim", "--port", "70000"])
+        }
+    }
+
     @Test func deployDryRunOfReplicasShowsTheFirstReplicasScript() async throws {
         let host = schedulerHost([])
         let h = try CommandHarness(host: host)
