@@ -76,7 +76,7 @@ public final class BalancedEndpoint: Sendable {
             guard health.status == 200 else {
                 throw VLLMCtlError.http(
                     url: url, message: "answered \(health.status) through the endpoint",
-                    hint: "See `vllmctl status \(await replicas.name)`.")
+                    hint: "See `vllmctl status \(replicas.name)`.")
             }
         } catch {
             await stop()
