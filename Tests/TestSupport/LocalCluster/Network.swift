@@ -2,8 +2,21 @@ import Foundation
 
 @testable import VLLMCtlKit
 
-/// A free TCP port on 127.0.0.1, from the kernel.
+/// Every port `freePort()` handed out in this process. Suites run in parallel: a port one
+/// test got (and whose server is not up yet, or was stopped to be restarted on it) must not
+/// go to another test, which would then find someone else's server there.
+private let handedOut = Locked<Set<Int>>([])
+
+/// A free TCP port on 127.0.0.1, from the kernel, never one handed out before in this process.
 package func freePort() throws -> Int {
+    for _ in 0..<1000 {
+        let port = try kernelFreePort()
+        if handedOut.withLock({ $0.insert(port).inserted }) { return port }
+    }
+    throw VLLMCtlError.file(path: "socket", message: "no port that was not handed out before")
+}
+
+private func kernelFreePort() throws -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
     var addr = sockaddr_in()
