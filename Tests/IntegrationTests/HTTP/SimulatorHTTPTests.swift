@@ -10,14 +10,16 @@ import Testing
     let http = CurlHTTPClient()
 
     @Test func refusedWhileLoadingThenHealthy() async throws {
-        let sim = try SimulatorProcess(loadSeconds: 2)
+        // A load far longer than any scheduling delay of the sleep below on a busy machine
+        // (the check must land while it loads).
+        let sim = try SimulatorProcess(loadSeconds: 15)
         defer { sim.stop() }
         try await Task.sleep(for: .milliseconds(300))
         let error = await #expect(throws: VLLMCtlError.self) {
             try await http.send(HTTPRequest(url: sim.url + "/health", connectTimeout: 1, timeout: 2))
         }
         #expect("\(error.map { "\($0)" } ?? "no error")".contains("connection refused"))
-        try await sim.waitHealthy(http: http)
+        try await sim.waitHealthy(http: http, seconds: 60)
         let health = try await http.send(HTTPRequest(url: sim.url + "/health"))
         #expect(health.status == 200)
     }
