@@ -124,7 +124,8 @@ struct CommandHarness {
     }
 }
 
-let testKey = "sk-0123456789abcdef0123456789abcdef"
+/// A key of the generated shape, drawn per run (no key-shaped literal in the tree).
+let testKey = APIKey.generate().value
 
 /// A host whose squeue lists `jobs` (in the call's own marks) and whose `id -un` is `me`;
 /// a job scancel was given leaves squeue and reads CANCELLED in sacct.
