@@ -91,7 +91,8 @@ public actor ReplicaKeeper {
     public nonisolated let policy: KeepPolicy
     private let onEvent: @Sendable (KeepEvent) -> Void
     private var previousQueue: Set<String>?
-    /// Jobs that left the queue and have no final state in sacct yet.
+    /// Jobs out of the queue (left it, or submitted here and not seen in it) whose final state
+    /// sacct has not reported yet.
     private var awaiting: Set<String> = []
     private var settled = false
     private var replaced: Set<String> = []
@@ -123,10 +124,11 @@ public actor ReplicaKeeper {
 
     /// The decision, from what the scheduler says and what was done before. `queue`: the
     /// deployment's jobs squeue lists now; `history`: its jobs sacct lists within the window;
-    /// `departed`: jobs that were in the queue at the last round and are not now; `replaced`:
-    /// failed jobs already replaced; `gaveUp`: replicas already given up on.
+    /// `awaiting`: jobs out of the queue whose end sacct must confirm (they left it, or were
+    /// submitted and never seen in it); `replaced`: failed jobs already replaced; `gaveUp`:
+    /// replicas already given up on.
     public static func decide(
-        queue: [JobSnapshot], history: [JobSnapshot], departed: Set<String>, replaced: Set<String>,
+        queue: [JobSnapshot], history: [JobSnapshot], awaiting: Set<String>, replaced: Set<String>,
         gaveUp: Set<Int>, policy: KeepPolicy
     ) -> KeepDecision {
         var decision = KeepDecision()
@@ -135,7 +137,7 @@ public actor ReplicaKeeper {
         let liveIDs = Set(live.map(\.jobID))
         let ended = (history + queue).filter { $0.state.isFinal && !liveIDs.contains($0.jobID) }
         let endedIDs = Set(ended.map(\.jobID))
-        decision.unsettled = !departed.subtracting(endedIDs).isEmpty
+        decision.unsettled = !awaiting.subtracting(endedIDs).isEmpty
         guard live.count < policy.keep else { return decision }
         var room = policy.keep - live.count
         let byReplica = Dictionary(grouping: ended, by: replica)
@@ -180,6 +182,10 @@ public actor ReplicaKeeper {
             return events
         }
         let ids = Set(queue.map(\.jobID))
+        // Jobs out of the queue whose end sacct has not confirmed yet: those that left it since
+        // the last round, and replacements submitted that the queue may never have shown (a
+        // job that fails at once).
+        awaiting.subtract(ids)
         awaiting.formUnion(previousQueue.map { $0.subtracting(ids) } ?? [])
         let changed = previousQueue != ids
         previousQueue = ids
@@ -198,7 +204,7 @@ public actor ReplicaKeeper {
             $0.user == user && JobName.belongs($0.name, to: name)
         }
         let decision = Self.decide(
-            queue: queue, history: history, departed: awaiting, replaced: replaced, gaveUp: gaveUp,
+            queue: queue, history: history, awaiting: awaiting, replaced: replaced, gaveUp: gaveUp,
             policy: policy)
         awaiting.subtract(history.filter { $0.state.isFinal }.map(\.jobID))
         settled = !decision.unsettled && decision.actions.isEmpty
@@ -233,6 +239,7 @@ public actor ReplicaKeeper {
         do {
             let outcome = try await scaler.resubmit(failed)
             replaced.insert(failed.jobID)
+            awaiting.insert(outcome.record.jobID)
             return .resubmitted(
                 name: name, failed: failed, job: outcome.record.jobID, attempt: attempt,
                 of: policy.maxResubmissions)

@@ -12,17 +12,17 @@ import Testing
     }
 
     func decide(
-        queue: [JobSnapshot], history: [JobSnapshot], departed: Set<String> = [], replaced: Set<String> = [],
+        queue: [JobSnapshot], history: [JobSnapshot], awaiting: Set<String> = [], replaced: Set<String> = [],
         gaveUp: Set<Int> = [], keep: Int = 2, max: Int = 3
     ) -> KeepDecision {
         ReplicaKeeper.decide(
-            queue: queue, history: history, departed: departed, replaced: replaced, gaveUp: gaveUp,
+            queue: queue, history: history, awaiting: awaiting, replaced: replaced, gaveUp: gaveUp,
             policy: KeepPolicy(keep: keep, maxResubmissions: max, window: 3600))
     }
 
     @Test func aFailedReplicaIsResubmittedUnderItsOwnNumber() {
         let failed = ended("12", "vllmctl-sim@2", .failed)
-        let d = decide(queue: [job("11", "vllmctl-sim@1")], history: [failed], departed: ["12"])
+        let d = decide(queue: [job("11", "vllmctl-sim@1")], history: [failed], awaiting: ["12"])
         #expect(d.actions == [.resubmit(replica: 2, failed: failed, attempt: 1)])
         #expect(!d.unsettled)
         // Every state in which the job, not someone's decision, ended it.
@@ -113,11 +113,11 @@ import Testing
         // squeue no longer lists 12, and sacct still says RUNNING (slurmdbd catching up): can't tell.
         let d = decide(
             queue: [job("11", "vllmctl-sim@1")], history: [ended("12", "vllmctl-sim@2", .running)],
-            departed: ["12"])
+            awaiting: ["12"])
         #expect(d.actions.isEmpty)
         #expect(d.unsettled)
         // Not in sacct at all yet: the same.
-        #expect(decide(queue: [job("11", "vllmctl-sim@1")], history: [], departed: ["12"]).unsettled)
+        #expect(decide(queue: [job("11", "vllmctl-sim@1")], history: [], awaiting: ["12"]).unsettled)
     }
 }
 
@@ -242,6 +242,50 @@ import Testing
         _ = await first.round(queue: queue + [job("13", "vllmctl-sim@2", .pending)])
         _ = await first.round(queue: queue)
         #expect(sbatches.value == 1)
+    }
+
+    /// A replacement that fails before any squeue lists it (and before sacct knows it) is
+    /// still waited for, judged, and counted against the limit.
+    @Test func aReplacementThatFailsUnseenIsStillJudged() async throws {
+        let sbatches = Locked(0)
+        let sacctCalls = Locked(0)
+        let dir = Locked("")
+        let host = ScriptedHost { argv in
+            let ok = { (out: String) in CommandResult(status: 0, stdout: out, stderr: "") }
+            switch argv.first {
+            case "id": return ok(me + "\n")
+            case "squeue": return ok(squeueOutput([], for: argv))
+            case "sacct":
+                let call = sacctCalls.withLock {
+                    $0 += 1; return $0
+                }
+                let failed = { (id: String) in
+                    JobSnapshot(jobID: id, name: "vllmctl-solo", user: me, state: .failed, workDir: dir.value)
+                }
+                // The first replacement (20) reaches sacct only on the third call.
+                return ok(sacctOutput(call < 3 ? [failed("10")] : [failed("10"), failed("20")], for: argv))
+            case "sbatch":
+                let n = sbatches.withLock {
+                    $0 += 1; return $0
+                }
+                return ok("\(n * 10 + 10)\n")
+            default: return CommandResult(status: 127, stdout: "", stderr: "unexpected \(argv)")
+            }
+        }
+        let h = try CommandHarness(host: host)
+        try h.writeConfig()
+        dir.withLock { $0 = (try? failedDirectory(h, "solo")) ?? "" }
+        let keeper = ReplicaKeeper(
+            scaler: h.context.scaler(try h.context.cluster(ClusterOptions.parse([]))), name: "solo",
+            policy: KeepPolicy(keep: 1, maxResubmissions: 1, window: 600), onEvent: { _ in })
+        var events: [KeepEvent] = []
+        for _ in 0..<5 { events += await keeper.round() }
+        #expect(sbatches.value == 1, "\(events)")
+        #expect(
+            events.contains {
+                if case .gaveUp(_, let failed, 2, _) = $0 { failed.jobID == "20" } else { false }
+            }, "\(events)")
+        #expect(events.contains(.nothingLeft(name: "solo")), "\(events)")
     }
 
     /// squeue or sacct failing is "can't tell": nothing is submitted.
