@@ -4,160 +4,141 @@ import Testing
 
 @testable import VLLMCtlKit
 
-extension LocalCluster {
-    /// `keep: N` against the real cluster: a replica whose server dies is resubmitted under its
-    /// number with the deployment's key; a model that always fails is given up on after the
-    /// limit. Every job the tests (and their keepers) submitted is cancelled afterwards.
-    @Suite(.serialized) struct KeepTests {
-        let config: Config
-        let profile: ClusterProfile
-        let terminal = CapturedTerminal()
-        let context: Context
-        let templates = ScriptTemplates(directories: [repoRoot + "/templates"])
+/// `keep: N` against the real cluster, in `DeployTests` (its deployer, records and terminal): a
+/// replica whose server dies is resubmitted under its number with the deployment's key; a model
+/// that always fails is given up on after the limit. Every job the tests (and their keepers)
+/// submitted is cancelled afterwards.
+extension LocalCluster.DeployTests {
+    /// A name no other test (or helper) uses, so that the keeper's squeue and sacct see only ours.
+    static func uniqueName(_ base: String) -> String {
+        base + "-" + String(UInt32.random(in: 0...0xFFFFF), radix: 16)
+    }
 
-        init() throws {
-            config = try localClusterConfig()
-            profile = try config.cluster(named: "local")
-            context = Context(
-                host: LocalHost(), http: CurlHTTPClient(), clock: SystemClock(), terminal: terminal,
-                records: DeploymentStore(directory: try temporaryDirectory()), environment: [:])
+    /// Rounds of `keeper` every second until `done` holds for the events so far, or `limit`
+    /// seconds have passed; returns every event.
+    func rounds(
+        _ keeper: ReplicaKeeper, limit: Double, until done: ([KeepEvent]) -> Bool
+    ) async throws -> [KeepEvent] {
+        var events: [KeepEvent] = []
+        let deadline = Date().addingTimeInterval(limit)
+        while Date() < deadline {
+            events += await keeper.round()
+            if done(events) { return events }
+            try await Task.sleep(for: .seconds(1))
         }
+        return events
+    }
 
-        var deployer: Deployer {
-            Deployer(context: context, config: config, profile: profile, templates: templates)
-        }
+    @Test func aReplicaWhoseServerDiesIsResubmittedUnderItsNumberWithTheSameKey() async throws {
+        let name = Self.uniqueName("keepr")
+        var flags = DeploySettings()
+        flags.keep = 2
+        flags.gpus = 0
+        let request = DeployRequest(modelOrPreset: "sim", name: name, flags: flags)
+        try await deployer.withDeployment(request) { first in
+            #expect(first.connection != nil, "\(terminal.stderr)")
+            // Replica 2 is added once the first serves, so that the two never race for one
+            // port on one node (replicas share the key, so a job's own readiness check cannot
+            // tell its server from a sibling's: docs/REPLICAS.md, "Not yet").
+            let scaled = try await Scaler(deployer: deployer).scale(name, to: 2)
+            let victim = try #require(scaled.added.first)
+            #expect(victim.record.replica == 2)
+            let connection = try #require(victim.connection, "\(terminal.stderr)")
+            // The server dies (SIGKILL): its job ends FAILED by itself.
+            let node = try #require((1...2).first { TestHost.nodeAddress($0) == connection.host })
+            let ss = try await sh(
+                TestHost.node(node).prefix + ["ss", "-ltnpH", "( sport = :\(connection.port) )"])
+            let pids = ss.stdout.matches(of: /pid=(\d+)/).compactMap { pid_t(String($0.1)) }
+            try #require(!pids.isEmpty, "\(ss.stdout)")
+            for pid in Set(pids) { kill(pid, SIGKILL) }
 
-        /// A name no other test (or helper) uses, so that the keeper's squeue and sacct see only ours.
-        static func uniqueName(_ base: String) -> String {
-            base + "-" + String(UInt32.random(in: 0...0xFFFFF), radix: 16)
-        }
+            let keeper = ReplicaKeeper(
+                scaler: Scaler(deployer: deployer), name: name,
+                policy: KeepPolicy(keep: 2, maxResubmissions: 2, window: 600), onEvent: { _ in })
+            let events = try await rounds(keeper, limit: 90) { events in
+                events.contains { if case .resubmitted = $0 { true } else { false } }
+            }
+            let resubmitted = events.compactMap { event -> (JobSnapshot, String)? in
+                if case .resubmitted(_, let failed, let job, _, _) = event { return (failed, job) }
+                return nil
+            }
+            try #require(resubmitted.count == 1, "\(events)")
+            let (failed, newJob) = resubmitted[0]
+            #expect(failed.jobID == victim.record.jobID)
+            #expect(failed.state == .failed)
+            #expect(
+                "\(events.last { if case .resubmitted = $0 { true } else { false } }!)".contains(
+                    "keep: \(name)@2 (job \(victim.record.jobID)) ended FAILED; resubmitted it as job \(newJob)"
+                ))
+            // The failed job's directory holds the claim.
+            #expect(FileManager.default.fileExists(atPath: victim.record.deployDir + "/replaced"))
 
-        /// Rounds of `keeper` every second until `done` holds for the events so far, or `limit`
-        /// seconds have passed; returns every event.
-        func rounds(
-            _ keeper: ReplicaKeeper, limit: Double, until done: ([KeepEvent]) -> Bool
-        ) async throws -> [KeepEvent] {
-            var events: [KeepEvent] = []
-            let deadline = Date().addingTimeInterval(limit)
+            // The replacement is replica 2 again, with the deployment's key, and serves:
+            // the replica set (what a tunnel or gateway follows) picks it up.
+            let record = try #require(context.records.all(cluster: "local").first { $0.jobID == newJob })
+            #expect(record.replica == 2)
+            #expect(record.apiKey == connection.apiKey)
+            let set = ReplicaSet(context: context, cluster: "local", name: name)
+            var serving: [ReplicaEndpoint] = []
+            let deadline = Date().addingTimeInterval(90)
             while Date() < deadline {
-                events += await keeper.round()
-                if done(events) { return events }
+                serving = (try? await set.refresh()) ?? []
+                if serving.contains(where: { $0.jobID == newJob }) { break }
                 try await Task.sleep(for: .seconds(1))
             }
-            return events
+            #expect(serving.map(\.replica) == [1, 2], "\(serving)")
+            #expect(serving.contains { $0.jobID == newJob })
+            let models = try await CurlHTTPClient().send(
+                HTTPRequest(
+                    url: try #require(serving.first { $0.jobID == newJob }).serverURL + "/v1/models"
+                )
+                .authorized(try APIKey(connection.apiKey)))
+            #expect(models.status == 200)
+
+            // Both up again: the next rounds do nothing.
+            let after = await keeper.round()
+            #expect(!after.contains { if case .resubmitted = $0 { true } else { false } }, "\(after)")
         }
+    }
 
-        @Test func aReplicaWhoseServerDiesIsResubmittedUnderItsNumberWithTheSameKey() async throws {
-            let name = Self.uniqueName("keepr")
-            var flags = DeploySettings()
-            flags.keep = 2
-            flags.gpus = 0
-            let request = DeployRequest(modelOrPreset: "sim", name: name, flags: flags)
-            try await deployer.withDeployment(request) { first in
-                #expect(first.connection != nil, "\(terminal.stderr)")
-                // Replica 2 is added once the first serves, so that the two never race for one
-                // port on one node (replicas share the key, so a job's own readiness check cannot
-                // tell its server from a sibling's: docs/REPLICAS.md, "Not yet").
-                let scaled = try await Scaler(deployer: deployer).scale(name, to: 2)
-                let victim = try #require(scaled.added.first)
-                #expect(victim.record.replica == 2)
-                let connection = try #require(victim.connection, "\(terminal.stderr)")
-                // The server dies (SIGKILL): its job ends FAILED by itself.
-                let node = try #require((1...2).first { TestHost.nodeAddress($0) == connection.host })
-                let ss = try await sh(
-                    TestHost.node(node).prefix + ["ss", "-ltnpH", "( sport = :\(connection.port) )"])
-                let pids = ss.stdout.matches(of: /pid=(\d+)/).compactMap { pid_t(String($0.1)) }
-                try #require(!pids.isEmpty, "\(ss.stdout)")
-                for pid in Set(pids) { kill(pid, SIGKILL) }
-
-                let keeper = ReplicaKeeper(
-                    scaler: Scaler(deployer: deployer), name: name,
-                    policy: KeepPolicy(keep: 2, maxResubmissions: 2, window: 600), onEvent: { _ in })
-                let events = try await rounds(keeper, limit: 90) { events in
-                    events.contains { if case .resubmitted = $0 { true } else { false } }
-                }
-                let resubmitted = events.compactMap { event -> (JobSnapshot, String)? in
-                    if case .resubmitted(_, let failed, let job, _, _) = event { return (failed, job) }
-                    return nil
-                }
-                try #require(resubmitted.count == 1, "\(events)")
-                let (failed, newJob) = resubmitted[0]
-                #expect(failed.jobID == victim.record.jobID)
-                #expect(failed.state == .failed)
-                #expect(
-                    "\(events.last { if case .resubmitted = $0 { true } else { false } }!)".contains(
-                        "keep: \(name)@2 (job \(victim.record.jobID)) ended FAILED; resubmitted it as job \(newJob)"
-                    ))
-                // The failed job's directory holds the claim.
-                #expect(FileManager.default.fileExists(atPath: victim.record.deployDir + "/replaced"))
-
-                // The replacement is replica 2 again, with the deployment's key, and serves:
-                // the replica set (what a tunnel or gateway follows) picks it up.
-                let record = try #require(context.records.all(cluster: "local").first { $0.jobID == newJob })
-                #expect(record.replica == 2)
-                #expect(record.apiKey == connection.apiKey)
-                let set = ReplicaSet(context: context, cluster: "local", name: name)
-                var serving: [ReplicaEndpoint] = []
-                let deadline = Date().addingTimeInterval(90)
-                while Date() < deadline {
-                    serving = (try? await set.refresh()) ?? []
-                    if serving.contains(where: { $0.jobID == newJob }) { break }
-                    try await Task.sleep(for: .seconds(1))
-                }
-                #expect(serving.map(\.replica) == [1, 2], "\(serving)")
-                #expect(serving.contains { $0.jobID == newJob })
-                let models = try await CurlHTTPClient().send(
-                    HTTPRequest(
-                        url: try #require(serving.first { $0.jobID == newJob }).serverURL + "/v1/models"
-                    )
-                    .authorized(try APIKey(connection.apiKey)))
-                #expect(models.status == 200)
-
-                // Both up again: the next rounds do nothing.
-                let after = await keeper.round()
-                #expect(!after.contains { if case .resubmitted = $0 { true } else { false } }, "\(after)")
+    @Test func aModelThatAlwaysFailsIsGivenUpAfterTheLimit() async throws {
+        let name = Self.uniqueName("keepf")
+        var flags = DeploySettings()
+        flags.keep = 1
+        flags.gpus = 0
+        // Fails before the server starts, every time (the setting is in deployment.json).
+        flags.setup = ["echo 'this model is broken' >&2; exit 3"]
+        let request = DeployRequest(modelOrPreset: "sim", name: name, flags: flags, wait: false)
+        try await deployer.withDeployment(request) { outcome in
+            let first = try #require(outcome.record)
+            let keeper = ReplicaKeeper(
+                scaler: Scaler(deployer: deployer), name: name,
+                policy: KeepPolicy(keep: 1, maxResubmissions: 2, window: 600), onEvent: { _ in })
+            let events = try await rounds(keeper, limit: 180) { events in
+                events.contains { if case .gaveUp = $0 { true } else { false } }
             }
-        }
-
-        @Test func aModelThatAlwaysFailsIsGivenUpAfterTheLimit() async throws {
-            let name = Self.uniqueName("keepf")
-            var flags = DeploySettings()
-            flags.keep = 1
-            flags.gpus = 0
-            // Fails before the server starts, every time (the setting is in deployment.json).
-            flags.setup = ["echo 'this model is broken' >&2; exit 3"]
-            let request = DeployRequest(modelOrPreset: "sim", name: name, flags: flags, wait: false)
-            try await deployer.withDeployment(request) { outcome in
-                let first = try #require(outcome.record)
-                let keeper = ReplicaKeeper(
-                    scaler: Scaler(deployer: deployer), name: name,
-                    policy: KeepPolicy(keep: 1, maxResubmissions: 2, window: 600), onEvent: { _ in })
-                let events = try await rounds(keeper, limit: 180) { events in
-                    events.contains { if case .gaveUp = $0 { true } else { false } }
-                }
-                let attempts = events.compactMap { event -> Int? in
-                    if case .resubmitted(_, _, _, let attempt, _) = event { return attempt }
-                    return nil
-                }
-                #expect(attempts == [1, 2], "\(events)")
-                let gaveUp = try #require(
-                    events.first { if case .gaveUp = $0 { true } else { false } }, "\(events)")
-                guard case .gaveUp(_, let failed, let failures, _) = gaveUp else { return }
-                #expect(failures == 3)
-                #expect(failed.state == .failed)
-                #expect(failed.jobID != first.jobID)
-                let message = "\(gaveUp)"
-                #expect(message.contains("keep: \(name) failed 3 times within 10 min"), "\(message)")
-                #expect(message.contains("not resubmitting it again"), "\(message)")
-
-                // It stays given up: more rounds submit nothing, and say nothing is left.
-                let later = try await rounds(keeper, limit: 10) { events in
-                    events.contains(.nothingLeft(name: name))
-                }
-                #expect(!later.contains { if case .resubmitted = $0 { true } else { false } }, "\(later)")
-                #expect(later.contains(.nothingLeft(name: name)), "\(later)")
-                #expect(context.records.all(cluster: "local").count == 3)
+            let attempts = events.compactMap { event -> Int? in
+                if case .resubmitted(_, _, _, let attempt, _) = event { return attempt }
+                return nil
             }
+            #expect(attempts == [1, 2], "\(events)")
+            let gaveUp = try #require(
+                events.first { if case .gaveUp = $0 { true } else { false } }, "\(events)")
+            guard case .gaveUp(_, let failed, let failures, _) = gaveUp else { return }
+            #expect(failures == 3)
+            #expect(failed.state == .failed)
+            #expect(failed.jobID != first.jobID)
+            let message = "\(gaveUp)"
+            #expect(message.contains("keep: \(name) failed 3 times within 10 min"), "\(message)")
+            #expect(message.contains("not resubmitting it again"), "\(message)")
+
+            // It stays given up: more rounds submit nothing, and say nothing is left.
+            let later = try await rounds(keeper, limit: 10) { events in
+                events.contains(.nothingLeft(name: name))
+            }
+            #expect(!later.contains { if case .resubmitted = $0 { true } else { false } }, "\(later)")
+            #expect(later.contains(.nothingLeft(name: name)), "\(later)")
+            #expect(context.records.all(cluster: "local").count == 3)
         }
     }
 }
