@@ -97,8 +97,14 @@ extension CLIContext {
     func keeper(_ cluster: ClusterContext, deployment: String, label: String) async -> ReplicaKeeper? {
         let terminal = self.terminal
         do {
-            return try await ReplicaKeeper.configured(
+            let keeper = try await ReplicaKeeper.configured(
                 deployment, scaler: scaler(cluster), onEvent: { terminal.note("\(label): \($0)") })
+            if let keeper {
+                terminal.note(
+                    "\(label): keeping \(keeper.policy.keep) replica\(keeper.policy.keep == 1 ? "" : "s") of `\(keeper.name)` up (keep: \(keeper.policy.keep)); failed ones are resubmitted, at most \(keeper.policy.maxResubmissions) times each per hour."
+                )
+            }
+            return keeper
         } catch {
             terminal.note(
                 "\(label): could not read the deployment's settings (\(error)), so failed replicas are not resubmitted."

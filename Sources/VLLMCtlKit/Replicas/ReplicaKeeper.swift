@@ -61,7 +61,7 @@ public enum KeepEvent: Sendable, Equatable, CustomStringConvertible {
                 "keep: \(Self.label(name, failed)) (job \(failed.jobID)) was already replaced by another vllmctl"
         case .resubmitFailed(let name, let failed, let error):
             return
-                "keep: resubmitting \(Self.label(name, failed)) (job \(failed.jobID)) failed: \(error); trying again next round"
+                "keep: resubmitting \(Self.label(name, failed)) (job \(failed.jobID)) failed: \(error)"
         case .cannotTell(let why):
             return "keep: \(why); nothing is resubmitted until the scheduler answers"
         case .nothingLeft(let name):
@@ -97,6 +97,7 @@ public actor ReplicaKeeper {
     private var settled = false
     private var replaced: Set<String> = []
     private var gaveUp: Set<Int> = []
+    private var submitFailures: [String: Int] = [:]
 
     public init(
         scaler: Scaler, name: String, policy: KeepPolicy, onEvent: @escaping @Sendable (KeepEvent) -> Void
@@ -227,14 +228,22 @@ public actor ReplicaKeeper {
         guard !failed.workDir.isEmpty else {
             replaced.insert(failed.jobID)
             return .resubmitFailed(
-                name: name, failed: failed, error: "sacct does not say its deployment directory")
+                name: name, failed: failed,
+                error:
+                    "sacct does not say its deployment directory, so its settings cannot be read; not trying again"
+            )
         }
         let claim = failed.workDir + "/" + Self.claim
         do {
             try await host.makeNewDirectory(claim, mode: 0o700)
         } catch {
-            replaced.insert(failed.jobID)
-            return .replacedElsewhere(name: name, failed: failed)
+            if let test = try? await host.run(["test", "-d", claim], input: nil, timeout: .seconds(10)),
+                test.status == 0
+            {
+                replaced.insert(failed.jobID)
+                return .replacedElsewhere(name: name, failed: failed)
+            }
+            return submissionFailed(failed, error: error)
         }
         do {
             let outcome = try await scaler.resubmit(failed)
@@ -247,10 +256,27 @@ public actor ReplicaKeeper {
             // Not submitted: give the claim back, so that the next round (or another keeper)
             // tries again.
             _ = try? await host.run(["rmdir", claim], input: nil, timeout: .seconds(10))
-            settled = false
-            return .resubmitFailed(name: name, failed: failed, error: "\(error)")
+            return submissionFailed(failed, error: error)
         }
     }
+
+    /// Submissions that fail (sbatch refusing, a full disk) are tried again next round, at
+    /// most ``maxSubmitFailures`` times per failed job, so that a refusal does not loop either.
+    func submissionFailed(_ failed: JobSnapshot, error: any Error) -> KeepEvent {
+        settled = false
+        let count = (submitFailures[failed.jobID] ?? 0) + 1
+        submitFailures[failed.jobID] = count
+        guard count < Self.maxSubmitFailures else {
+            replaced.insert(failed.jobID)
+            return .resubmitFailed(
+                name: name, failed: failed,
+                error: "\(error); after \(count) failed tries it is not tried again")
+        }
+        return .resubmitFailed(name: name, failed: failed, error: "\(error); trying again next round")
+    }
+
+    /// Failed submissions of one replacement before the keeper stops trying.
+    public static let maxSubmitFailures = 3
 
     /// The keeper a deployment's settings ask for (`keep: N` in its `deployment.json`, read
     /// from a replica's directory); nil when it has none.

@@ -218,6 +218,9 @@ import Testing
                 let failed = JobSnapshot(
                     jobID: "12", name: "vllmctl-sim@2", user: me, state: .failed, workDir: dir.value)
                 return ok(sacctOutput([failed], for: argv))
+            case "test":
+                let exists = FileManager.default.fileExists(atPath: argv[2])
+                return CommandResult(status: exists ? 0 : 1, stdout: "", stderr: "")
             case "sbatch":
                 sbatches.withLock { $0 += 1 }
                 return ok("13\n")
@@ -286,6 +289,45 @@ import Testing
                 if case .gaveUp(_, let failed, 2, _) = $0 { failed.jobID == "20" } else { false }
             }, "\(events)")
         #expect(events.contains(.nothingLeft(name: "solo")), "\(events)")
+    }
+
+    /// sbatch refusing (a QOS limit) is tried again a few times, then no more: no loop.
+    @Test func aRefusedSubmissionIsTriedAFewTimesThenNoMore() async throws {
+        let sbatches = Locked(0)
+        let dir = Locked("")
+        let host = ScriptedHost { argv in
+            let ok = { (out: String) in CommandResult(status: 0, stdout: out, stderr: "") }
+            switch argv.first {
+            case "id": return ok(me + "\n")
+            case "sacct":
+                let failed = JobSnapshot(
+                    jobID: "12", name: "vllmctl-sim@2", user: me, state: .nodeFail, workDir: dir.value)
+                return ok(sacctOutput([failed], for: argv))
+            case "sbatch":
+                sbatches.withLock { $0 += 1 }
+                return CommandResult(
+                    status: 1, stdout: "", stderr: "sbatch: error: QOSMaxSubmitJobPerUserLimit")
+            case "rmdir":
+                try? FileManager.default.removeItem(atPath: argv[1])
+                return ok("")
+            default: return CommandResult(status: 127, stdout: "", stderr: "unexpected \(argv)")
+            }
+        }
+        let h = try CommandHarness(host: host)
+        try h.writeConfig()
+        dir.withLock { $0 = (try? failedDirectory(h, "sim-r2")) ?? "" }
+        let keeper = ReplicaKeeper(
+            scaler: h.context.scaler(try h.context.cluster(ClusterOptions.parse([]))), name: "sim",
+            policy: KeepPolicy(keep: 2), onEvent: { _ in })
+        var events: [KeepEvent] = []
+        for _ in 0..<6 { events += await keeper.round(queue: [job("11", "vllmctl-sim@1")]) }
+        #expect(sbatches.value == ReplicaKeeper.maxSubmitFailures, "\(events)")
+        let lines = events.map(\.description)
+        #expect(lines.filter { $0.contains("trying again next round") }.count == 2, "\(lines)")
+        #expect(lines.last?.contains("after 3 failed tries it is not tried again") == true, "\(lines)")
+        #expect(lines.allSatisfy { $0.contains("QOSMaxSubmitJobPerUserLimit") }, "\(lines)")
+        // The claim was given back each time: another keeper may still try.
+        #expect(!FileManager.default.fileExists(atPath: dir.value + "/" + ReplicaKeeper.claim))
     }
 
     /// squeue or sacct failing is "can't tell": nothing is submitted.
