@@ -160,15 +160,17 @@ public struct StatusBuilder: Sendable {
         case requestsUnknown(String)
     }
 
-    /// /health of every running row and, for a running replica of a replicated deployment,
-    /// its requests from /metrics, all side by side (a deployment of one server costs no
-    /// /metrics request).
+    /// /health of every running row and, for a running replica of a replicated deployment
+    /// (`NAME@K`, or the unnumbered job of a deployment scaled up beside its `NAME@K`s), its
+    /// requests from /metrics, all side by side (a deployment of one server costs no /metrics
+    /// request).
     func checkHealth(_ rows: [DeploymentStatus]) async -> [DeploymentStatus] {
         let http = context.http
         let timeout = healthTimeout
+        let replicated = Set(rows.lazy.filter { $0.replica != nil }.map(\.name))
         return await withTaskGroup(of: (Int, Probe).self) { group in
             for (i, row) in rows.enumerated() where row.state == JobState.running.rawValue {
-                if row.replica != nil, let url = row.url {
+                if !replicated.isEmpty, replicated.contains(row.name), let url = row.url {
                     group.addTask { (i, await Self.requests(url: url, http: http, timeout: timeout)) }
                 }
                 guard let url = row.tunnelURL.map({ String($0.dropLast("/v1".count)) }) ?? row.url else {
@@ -231,7 +233,9 @@ public enum StatusTable {
     /// `listTunnels`: a "Tunnels:" line under the table (the detail view has its own).
     public static func render(_ rows: [DeploymentStatus], listTunnels: Bool = true) -> String {
         // Requests running/waiting: a column only when a deployment has replicas.
-        let requests = rows.contains { $0.replica != nil }
+        let requests = rows.contains {
+            $0.replica != nil || $0.requestsDetail != nil || $0.requestsRunning != nil
+        }
         var header = ["NAME", "JOB", "MODEL", "STATE", "NODE", "URL", "HEALTH", "UPTIME", "LEFT"]
         if requests { header.insert("RUN/WAIT", at: 7) }
         var lines = [header]

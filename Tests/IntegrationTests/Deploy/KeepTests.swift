@@ -95,6 +95,13 @@ extension LocalCluster.DeployTests {
                 .authorized(try APIKey(connection.apiKey)))
             #expect(models.status == 200)
 
+            // status: each replica's requests, from the simulator's own /metrics (the first job,
+            // unnumbered, is replica 1).
+            let rows = try await StatusBuilder(context: context, cluster: "local").build(includeEnded: false)
+                .filter { $0.name == name && $0.state == JobState.running.rawValue }
+            #expect(rows.count == 2)
+            #expect(rows.allSatisfy { $0.requestsRunning == 0 && $0.requestsWaiting == 0 }, "\(rows)")
+
             // Both up again: the next rounds do nothing.
             let after = await keeper.round()
             #expect(!after.contains { if case .resubmitted = $0 { true } else { false } }, "\(after)")

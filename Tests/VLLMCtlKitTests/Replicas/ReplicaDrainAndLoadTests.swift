@@ -110,6 +110,9 @@ func metricsBody(running: Int, waiting: Int) -> Data {
             try servingJob("51", "vllmctl-sim@1", port: 8001, root: h0.dir),
             try servingJob("52", "vllmctl-sim@2", port: 8002, root: h0.dir),
             try servingJob("60", "vllmctl-solo", port: 8003, root: h0.dir),
+            // A deployment of one server scaled up: its unnumbered job is replica 1.
+            try servingJob("70", "vllmctl-grown", port: 8004, root: h0.dir),
+            try servingJob("71", "vllmctl-grown@2", port: 8005, root: h0.dir),
         ]
         let asked = Locked<[String]>([])
         let http = ScriptedHTTP { request in
@@ -134,6 +137,8 @@ func metricsBody(running: Int, waiting: Int) -> Data {
         #expect(two.contains(" unknown "), "\(two)")
         #expect(!solo.contains("/1 ") && solo.contains(" - "), "\(solo)")
         #expect(!asked.value.contains("http://10.77.0.11:8003/metrics"))
+        #expect(asked.value.contains("http://10.77.0.11:8004/metrics"))
+        #expect(asked.value.contains("http://10.77.0.11:8005/metrics"))
 
         try await h.run(["status", "--json"])
         let json = try #require(h.terminal.printed.last)
