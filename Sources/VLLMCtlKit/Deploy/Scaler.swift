@@ -118,9 +118,9 @@ public struct Scaler: Sendable {
     /// has stopped sending them new requests (capped by the drain timeout).
     public static let endpointGrace = BalancedEndpoint.defaultRefreshSeconds + 1
 
-    /// Writes the `draining` marker into the replica's deployment directory.
+    /// Writes the `draining-JOBID` marker into the replica's deployment directory.
     func markDraining(_ replica: ResolvedDeployment) async {
-        let path = replica.deployDir + "/" + DeploymentFiles.draining
+        let path = replica.deployDir + "/" + DeploymentFiles.draining(jobID: replica.jobID)
         let text =
             "job \(replica.jobID) draining since \(Int(deployer.context.clock.now().timeIntervalSince1970))\n"
         do {
@@ -133,7 +133,8 @@ public struct Scaler: Sendable {
     }
 
     func unmarkDraining(_ replica: ResolvedDeployment) async {
-        try? await deployer.context.host.removeFile(replica.deployDir + "/" + DeploymentFiles.draining)
+        try? await deployer.context.host.removeFile(
+            replica.deployDir + "/" + DeploymentFiles.draining(jobID: replica.jobID))
     }
 
     /// Submits a replacement for `failed`, a job of this deployment that ended in failure:

@@ -81,7 +81,7 @@ public enum KeepEvent: Sendable, Equatable, CustomStringConvertible {
 /// was cancelled (teardown, scale) or completed is never replaced, and nothing is done when
 /// squeue or sacct cannot be asked. Several keepers of one deployment (a tunnel and a gateway)
 /// replace each failed job once between them: each claims it first by creating the directory
-/// `replaced` in the failed job's deployment directory, which only one can create.
+/// `replaced-JOBID` in the failed job's deployment directory, which only one can create.
 public actor ReplicaKeeper {
     /// Submits the replacements (the deployment's settings and key).
     public nonisolated let scaler: Scaler
@@ -109,8 +109,8 @@ public actor ReplicaKeeper {
     }
 
     /// The directory a keeper creates in a failed job's deployment directory to claim its
-    /// replacement.
-    public static let claim = "replaced"
+    /// replacement (named by job: the jobs of a renewal chain share one directory).
+    public static func claim(jobID: String) -> String { "replaced-\(jobID)" }
 
     /// The states a replica is resubmitted after: the job failed, not someone's decision.
     public static func isReplaceable(_ state: JobState) -> Bool {
@@ -233,7 +233,7 @@ public actor ReplicaKeeper {
                     "sacct does not say its deployment directory, so its settings cannot be read; not trying again"
             )
         }
-        let claim = failed.workDir + "/" + Self.claim
+        let claim = failed.workDir + "/" + Self.claim(jobID: failed.jobID)
         do {
             try await host.makeNewDirectory(claim, mode: 0o700)
         } catch {

@@ -20,7 +20,8 @@ public struct ReplicaEndpoint: Sendable, Equatable, Hashable {
 /// the seed's list of servers, kept current. Each ``refresh()`` is one squeue call; a job's
 /// connection file is read once, when it first runs (it does not move while the job runs).
 /// Jobs that end leave; jobs that appear (scale, resubmission) join. A replica whose directory
-/// holds the `draining` marker (`scale` is removing it) leaves at once, before it is cancelled.
+/// holds its job's `draining-JOBID` marker (`scale` is removing it) leaves at once, before it
+/// is cancelled.
 public actor ReplicaSet {
     /// Where Slurm runs and files are read; the records for deployment directories.
     public let context: Context
@@ -63,7 +64,9 @@ public actor ReplicaSet {
             let dir = directories[job.jobID] ?? records[job.jobID]?.deployDir ?? job.workDir
             if !dir.isEmpty {
                 do {
-                    if try await context.host.readFile(dir + "/" + DeploymentFiles.draining) != nil {
+                    if try await context.host.readFile(dir + "/" + DeploymentFiles.draining(jobID: job.jobID))
+                        != nil
+                    {
                         draining.insert(job.jobID)
                     }
                 } catch {

@@ -44,7 +44,7 @@ extension LocalCluster.DeployTests {
                     #expect(down.removed.allSatisfy { $0.succeeded }, "\(down.removed)")
                     #expect(
                         FileManager.default.fileExists(
-                            atPath: victim.record.deployDir + "/" + DeploymentFiles.draining))
+                            atPath: victim.record.deployDir + "/" + DeploymentFiles.draining(jobID: jobID)))
                     // (The squeue asked when it left answers within moments.)
                     for _ in 0..<100 where stateWhenLeft.value == nil {
                         try await Task.sleep(for: .milliseconds(200))

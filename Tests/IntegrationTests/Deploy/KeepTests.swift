@@ -71,7 +71,9 @@ extension LocalCluster.DeployTests {
                     "keep: \(name)@2 (job \(victim.record.jobID)) ended FAILED; resubmitted it as job \(newJob)"
                 ))
             // The failed job's directory holds the claim.
-            #expect(FileManager.default.fileExists(atPath: victim.record.deployDir + "/replaced"))
+            #expect(
+                FileManager.default.fileExists(
+                    atPath: victim.record.deployDir + "/replaced-\(victim.record.jobID)"))
 
             // The replacement is replica 2 again, with the deployment's key, and serves:
             // the replica set (what a tunnel or gateway follows) picks it up.

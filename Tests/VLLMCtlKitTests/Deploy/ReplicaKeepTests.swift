@@ -199,7 +199,7 @@ import Testing
         // The failed job is claimed, so that no other keeper replaces it too.
         var isDir: ObjCBool = false
         #expect(
-            FileManager.default.fileExists(atPath: failedDir + "/replaced", isDirectory: &isDir)
+            FileManager.default.fileExists(atPath: failedDir + "/replaced-12", isDirectory: &isDir)
                 && isDir.boolValue)
         let err = h.terminal.stderr
         #expect(err.contains("keep: sim@2 (job 12) ended FAILED; resubmitted it as job 13"), "\(err)")
@@ -333,7 +333,7 @@ import Testing
         #expect(lines.last?.contains("after 3 failed tries it is not tried again") == true, "\(lines)")
         #expect(lines.allSatisfy { $0.contains("QOSMaxSubmitJobPerUserLimit") }, "\(lines)")
         // The claim was given back each time: another keeper may still try.
-        #expect(!FileManager.default.fileExists(atPath: dir.value + "/" + ReplicaKeeper.claim))
+        #expect(!FileManager.default.fileExists(atPath: dir.value + "/" + ReplicaKeeper.claim(jobID: "12")))
     }
 
     /// squeue or sacct failing is "can't tell": nothing is submitted.

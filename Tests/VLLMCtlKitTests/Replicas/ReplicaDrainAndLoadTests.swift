@@ -31,7 +31,7 @@ func metricsBody(running: Int, waiting: Int) -> Data {
         """.utf8)
 }
 
-/// Scale-down tells running endpoints first: the `draining` marker, read at each refresh.
+/// Scale-down tells running endpoints first: the `draining-JOBID` marker, read at each refresh.
 @Suite struct ReplicaDrainTests {
     @Test func aReplicaMarkedDrainingLeavesTheSetAtTheNextRefresh() async throws {
         let root = try temporaryDirectory()
@@ -54,7 +54,11 @@ func metricsBody(running: Int, waiting: Int) -> Data {
         let set = ReplicaSet(context: context, cluster: "test", name: "sim")
         #expect(try await set.refresh().map(\.replica) == [1, 2])
 
-        let marker = jobs[1].workDir + "/" + DeploymentFiles.draining
+        let marker = jobs[1].workDir + "/" + DeploymentFiles.draining(jobID: "52")
+        // Another job's marker in the same directory (a renewal chain shares one) is not its.
+        try Data("job 50 draining\n".utf8).write(
+            to: URL(fileURLWithPath: jobs[1].workDir + "/" + DeploymentFiles.draining(jobID: "50")))
+        #expect(try await set.refresh().map(\.replica) == [1, 2])
         try Data("job 52 draining\n".utf8).write(to: URL(fileURLWithPath: marker))
         #expect(try await set.refresh().map(\.replica) == [1])
         // The keeper still sees it in the queue: it is not a failure.
@@ -83,7 +87,7 @@ func metricsBody(running: Int, waiting: Int) -> Data {
             if argv.first == "scancel" {
                 for job in jobs {
                     let marked = FileManager.default.fileExists(
-                        atPath: job.workDir + "/" + DeploymentFiles.draining)
+                        atPath: job.workDir + "/" + DeploymentFiles.draining(jobID: job.jobID))
                     markedAtCancel.withLock { $0[job.jobID] = marked }
                 }
             }
