@@ -139,8 +139,10 @@ public actor ReplicaKeeper {
         let ended = (history + queue).filter { $0.state.isFinal && !liveIDs.contains($0.jobID) }
         let endedIDs = Set(ended.map(\.jobID))
         decision.unsettled = !awaiting.subtracting(endedIDs).isEmpty
-        guard live.count < policy.keep else { return decision }
-        var room = policy.keep - live.count
+        // Up is counted by replica number: during a renewal handover (docs/RENEW.md) one
+        // replica has two jobs in the queue.
+        guard liveReplicas.count < policy.keep else { return decision }
+        var room = policy.keep - liveReplicas.count
         let byReplica = Dictionary(grouping: ended, by: replica)
         for k in byReplica.keys.sorted() where !liveReplicas.contains(k) && !gaveUp.contains(k) {
             let jobs = byReplica[k] ?? []
@@ -190,7 +192,7 @@ public actor ReplicaKeeper {
         awaiting.formUnion(previousQueue.map { $0.subtracting(ids) } ?? [])
         let changed = previousQueue != ids
         previousQueue = ids
-        let live = queue.filter { !$0.state.isFinal }.count
+        let live = Set(queue.filter { !$0.state.isFinal }.map(Self.replica)).count
         if live >= policy.keep || (!changed && settled) { return events }
         let sacct = Sacct(user: user, since: "now-\(Int(policy.window))")
         guard

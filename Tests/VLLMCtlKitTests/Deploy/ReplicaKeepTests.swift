@@ -69,6 +69,12 @@ import Testing
         #expect(
             decide(queue: [job("11", "vllmctl-sim@1")], history: [failed], replaced: ["13"]).actions.isEmpty)
         #expect(decide(queue: [job("11", "vllmctl-sim@1")], history: [failed], gaveUp: [3]).actions.isEmpty)
+        // Two jobs of one replica in the queue (a renewal handover) are one replica up.
+        let handover = [job("11", "vllmctl-sim@1"), job("15", "vllmctl-sim@1", .pending)]
+        #expect(
+            decide(queue: handover, history: [failed], keep: 2).actions == [
+                .resubmit(replica: 3, failed: failed, attempt: 1)
+            ])
         // The latest job of the number counts: an old failure replaced by a job cancelled since.
         let cancelledLater = ended("20", "vllmctl-sim@3", .cancelled)
         #expect(
