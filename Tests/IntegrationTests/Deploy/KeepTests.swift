@@ -37,9 +37,8 @@ extension LocalCluster.DeployTests {
         let request = DeployRequest(modelOrPreset: "sim", name: name, flags: flags)
         try await deployer.withDeployment(request) { first in
             #expect(first.connection != nil, "\(terminal.stderr)")
-            // Replica 2 is added once the first serves, so that the two never race for one
-            // port on one node (replicas share the key, so a job's own readiness check cannot
-            // tell its server from a sibling's: docs/REPLICAS.md, "Not yet").
+            // Replica 2 is added once the first serves (the simultaneous start is
+            // SiblingPortTests').
             let scaled = try await Scaler(deployer: deployer).scale(name, to: 2)
             let victim = try #require(scaled.added.first)
             #expect(victim.record.replica == 2)
