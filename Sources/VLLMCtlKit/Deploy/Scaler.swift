@@ -120,6 +120,7 @@ public struct Scaler: Sendable {
 
     /// Writes the `draining-JOBID` marker into the replica's deployment directory.
     func markDraining(_ replica: ResolvedDeployment) async {
+        guard !replica.deployDir.isEmpty else { return }
         let path = replica.deployDir + "/" + DeploymentFiles.draining(jobID: replica.jobID)
         let text =
             "job \(replica.jobID) draining since \(Int(deployer.context.clock.now().timeIntervalSince1970))\n"
@@ -133,6 +134,7 @@ public struct Scaler: Sendable {
     }
 
     func unmarkDraining(_ replica: ResolvedDeployment) async {
+        guard !replica.deployDir.isEmpty else { return }
         try? await deployer.context.host.removeFile(
             replica.deployDir + "/" + DeploymentFiles.draining(jobID: replica.jobID))
     }
