@@ -51,61 +51,88 @@ extension LocalCluster.DeployTests {
             try #require(!pids.isEmpty, "\(ss.stdout)")
             for pid in Set(pids) { kill(pid, SIGKILL) }
 
-            let keeper = ReplicaKeeper(
-                scaler: Scaler(deployer: deployer), name: name,
-                policy: KeepPolicy(keep: 2, maxResubmissions: 2, window: 600), onEvent: { _ in })
-            let events = try await rounds(keeper, limit: 90) { events in
-                events.contains { if case .resubmitted = $0 { true } else { false } }
-            }
-            let resubmitted = events.compactMap { event -> (JobSnapshot, String)? in
-                if case .resubmitted(_, let failed, let job, _, _) = event { return (failed, job) }
-                return nil
-            }
-            try #require(resubmitted.count == 1, "\(events)")
-            let (failed, newJob) = resubmitted[0]
-            #expect(failed.jobID == victim.record.jobID)
-            #expect(failed.state == .failed)
-            #expect(
-                "\(events.last { if case .resubmitted = $0 { true } else { false } }!)".contains(
-                    "keep: \(name)@2 (job \(victim.record.jobID)) ended FAILED; resubmitted it as job \(newJob)"
-                ))
-            // The failed job's directory holds the claim.
-            #expect(
-                FileManager.default.fileExists(
-                    atPath: victim.record.deployDir + "/replaced-\(victim.record.jobID)"))
+            // A gateway's endpoint keeps the deployment: `keep: 2` from its deployment.json,
+            // a round at each refresh of its replica set.
+            let kept = Locked<[KeepEvent]>([])
+            let keeper = try #require(
+                try await ReplicaKeeper.configured(
+                    name, scaler: Scaler(deployer: deployer),
+                    onEvent: { event in kept.withLock { $0.append(event) } }))
+            #expect(keeper.policy.keep == 2)
+            let endpoint = try await BalancedEndpoint.start(
+                name, context: context, cluster: "local", connector: DirectConnector(), bind: "127.0.0.1",
+                port: 0,
+                refreshSeconds: 1, keeper: keeper, onEvent: { _ in })
+            try await running(
+                {
+                    var newJob: String?
+                    for _ in 0..<90 where newJob == nil {
+                        try await Task.sleep(for: .seconds(1))
+                        newJob =
+                            kept.value.compactMap { event -> String? in
+                                if case .resubmitted(_, _, let job, _, _) = event { return job }
+                                return nil
+                            }.first
+                    }
+                    let events = kept.value
+                    let replacement = try #require(newJob, "\(events)")
+                    let resubmitted = events.compactMap { event -> JobSnapshot? in
+                        if case .resubmitted(_, let failed, _, _, _) = event { return failed }
+                        return nil
+                    }
+                    #expect(resubmitted.map(\.jobID) == [victim.record.jobID], "\(events)")
+                    #expect(resubmitted.first?.state == .failed)
+                    #expect(
+                        events.map(\.description).contains {
+                            $0.contains(
+                                "keep: \(name)@2 (job \(victim.record.jobID)) ended FAILED; resubmitted it as job \(replacement)"
+                            )
+                        }, "\(events)")
+                    // The failed job's directory holds the claim.
+                    #expect(
+                        FileManager.default.fileExists(
+                            atPath: victim.record.deployDir + "/replaced-\(victim.record.jobID)"))
+                    // The replacement is replica 2 again, with the deployment's key.
+                    let record = try #require(
+                        context.records.all(cluster: "local").first { $0.jobID == replacement })
+                    #expect(record.replica == 2)
+                    #expect(record.apiKey == connection.apiKey)
 
-            // The replacement is replica 2 again, with the deployment's key, and serves:
-            // the replica set (what a tunnel or gateway follows) picks it up.
-            let record = try #require(context.records.all(cluster: "local").first { $0.jobID == newJob })
-            #expect(record.replica == 2)
-            #expect(record.apiKey == connection.apiKey)
-            let set = ReplicaSet(context: context, cluster: "local", name: name)
-            var serving: [ReplicaEndpoint] = []
-            let deadline = Date().addingTimeInterval(90)
-            while Date() < deadline {
-                serving = (try? await set.refresh()) ?? []
-                if serving.contains(where: { $0.jobID == newJob }) { break }
-                try await Task.sleep(for: .seconds(1))
-            }
-            #expect(serving.map(\.replica) == [1, 2], "\(serving)")
-            #expect(serving.contains { $0.jobID == newJob })
-            let models = try await CurlHTTPClient().send(
-                HTTPRequest(
-                    url: try #require(serving.first { $0.jobID == newJob }).serverURL + "/v1/models"
-                )
-                .authorized(try APIKey(connection.apiKey)))
-            #expect(models.status == 200)
+                    // The endpoint follows it: two replicas in rotation again, one of them the
+                    // replacement, and requests through the endpoint are answered.
+                    var serving: [ReplicaEndpoint] = []
+                    for _ in 0..<90 {
+                        serving = (try? await endpoint.replicas.refresh()) ?? []
+                        if serving.contains(where: { $0.jobID == replacement }),
+                            endpoint.balancer.snapshot().filter({ $0.state == "in_rotation" }).count == 2
+                        {
+                            break
+                        }
+                        try await Task.sleep(for: .seconds(1))
+                    }
+                    #expect(serving.map(\.replica) == [1, 2], "\(serving)")
+                    #expect(endpoint.balancer.snapshot().filter { $0.state == "in_rotation" }.count == 2)
+                    for _ in 0..<4 {
+                        let models = try await CurlHTTPClient().send(
+                            HTTPRequest(url: "http://127.0.0.1:\(endpoint.port)/v1/models")
+                                .authorized(try APIKey(connection.apiKey)))
+                        #expect(models.status == 200)
+                    }
 
-            // status: each replica's requests, from the simulator's own /metrics (the first job,
-            // unnumbered, is replica 1).
-            let rows = try await StatusBuilder(context: context, cluster: "local").build(includeEnded: false)
-                .filter { $0.name == name && $0.state == JobState.running.rawValue }
-            #expect(rows.count == 2)
-            #expect(rows.allSatisfy { $0.requestsRunning == 0 && $0.requestsWaiting == 0 }, "\(rows)")
+                    // status: each replica's requests, from the simulator's own /metrics (the
+                    // first job, unnumbered, is replica 1).
+                    let rows = try await StatusBuilder(context: context, cluster: "local").build(
+                        includeEnded: false
+                    )
+                    .filter { $0.name == name && $0.state == JobState.running.rawValue }
+                    #expect(rows.count == 2)
+                    #expect(rows.allSatisfy { $0.requestsRunning == 0 && $0.requestsWaiting == 0 }, "\(rows)")
 
-            // Both up again: the next rounds do nothing.
-            let after = await keeper.round()
-            #expect(!after.contains { if case .resubmitted = $0 { true } else { false } }, "\(after)")
+                    // Both up again: the rounds since resubmitted nothing more.
+                    #expect(
+                        kept.value.filter { if case .resubmitted = $0 { true } else { false } }.count == 1,
+                        "\(kept.value)")
+                }, thenAwaiting: { await endpoint.stop() })
         }
     }
 
