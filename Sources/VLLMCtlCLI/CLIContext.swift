@@ -219,3 +219,26 @@ func waitForSignal() async {
     for await _ in stream { break }
     sources.forEach { $0.cancel() }
 }
+
+/// Keeps `tunnel` open until SIGINT, SIGTERM or SIGHUP, then closes it (within 2 s).
+func holdUntilSignal(_ tunnel: Tunnel, onExit: @escaping @Sendable () -> Void) async {
+    signal(SIGINT, SIG_IGN)
+    signal(SIGTERM, SIG_IGN)
+    signal(SIGHUP, SIG_IGN)
+    let sources = [SIGINT, SIGTERM, SIGHUP].map { (sig: Int32) -> any DispatchSourceSignal in
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        source.setEventHandler {
+            tunnel.requestStop()
+            // Everything closes well within 2 s; should a reconnect attempt hold the loop,
+            // leaving the process closes the sockets all the same.
+            DispatchQueue.global().asyncAfter(deadline: .now() + 1.5) {
+                onExit()
+                Glibc.exit(0)
+            }
+        }
+        source.resume()
+        return source
+    }
+    await tunnel.waitUntilClosed()
+    sources.forEach { $0.cancel() }
+}

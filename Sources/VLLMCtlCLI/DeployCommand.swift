@@ -110,9 +110,11 @@ struct DeployCommand: AsyncParsableCommand {
         var tunnelRecord: TunnelRecord?
         if tunnel, outcome.connection != nil {
             do {
-                tunnelRecord = try await TunnelCommand.startInBackground(
-                    ctx, cluster: env, options: cluster, deployment: record.jobID, localPort: tunnelPort,
-                    bind: "127.0.0.1")
+                tunnelRecord = try await BackgroundTunnel.start(
+                    executable: try ctx.executable(), deployment: record.jobID, localPort: tunnelPort,
+                    bind: "127.0.0.1", store: TunnelStore(records: env.context.records),
+                    cluster: env.profile.name, config: cluster.config,
+                    acceptNewHostKey: cluster.acceptNewHostKey, clock: env.context.clock)
             } catch {
                 terminal.note(
                     "The deployment is ready, but its tunnel did not open: \(error)\nRetry with `vllmctl tunnel \(record.name) --background`."

@@ -40,6 +40,9 @@ struct TunnelCommand: AsyncParsableCommand {
             throw ValidationError(
                 "--to runs in the foreground only; --background and --close take a deployment.")
         }
+        if let to {
+            do { _ = try ForwardTarget(parsing: to) } catch { throw ValidationError("\(error)") }
+        }
     }
 
     func run() async throws { try await run(.live) }
@@ -51,10 +54,9 @@ struct TunnelCommand: AsyncParsableCommand {
         guard let deployment else { return try await forwardPlain(cluster, to: to ?? "") }
         let store = TunnelStore(records: cluster.context.records)
         if close {
-            let open = store.open(cluster: profile).filter { $0.jobID == deployment || $0.name == deployment }
-            if open.isEmpty { terminal.print("No open tunnel to `\(deployment)` on \(profile).") }
-            for record in open {
-                store.close(record)
+            let closed = store.closeAll(deployment, cluster: profile)
+            if closed.isEmpty { terminal.print("No open tunnel to `\(deployment)` on \(profile).") }
+            for record in closed {
                 terminal.print("Closed the tunnel \(record.baseURL) (pid \(record.pid)).")
             }
             return
@@ -65,9 +67,10 @@ struct TunnelCommand: AsyncParsableCommand {
             )
         }
         if background && !detachedChild {
-            let record = try await Self.startInBackground(
-                ctx, cluster: cluster, options: self.cluster, deployment: deployment, localPort: localPort,
-                bind: bind)
+            let record = try await BackgroundTunnel.start(
+                executable: try ctx.executable(), deployment: deployment, localPort: localPort, bind: bind,
+                store: store, cluster: profile, config: self.cluster.config,
+                acceptNewHostKey: self.cluster.acceptNewHostKey, clock: cluster.context.clock)
             let key = try await BackgroundTunnel.apiKey(for: record, context: cluster.context)
             DeploymentTunnel.readyLines(record, key: key).forEach(terminal.print)
             terminal.note(
@@ -90,11 +93,7 @@ struct TunnelCommand: AsyncParsableCommand {
         let record = opened.record(cluster: profile, bind: bind, background: detachedChild, logFile: logFile)
         try store.save(record)
         // Closing cleanly leaves nothing behind: the record, and a background tunnel's log.
-        let forget: @Sendable () -> Void = {
-            store.remove(record)
-            if let log = record.logFile { unlink(log) }
-        }
-        defer { forget() }
+        defer { store.forget(record) }
         if detachedChild {
             // The log holds no key: the parent prints it.
             terminal.note(
@@ -104,7 +103,7 @@ struct TunnelCommand: AsyncParsableCommand {
             DeploymentTunnel.readyLines(record, key: opened.connection.apiKey).forEach(terminal.print)
             terminal.note("Press Ctrl-C to close it.")
         }
-        await Self.holdUntilSignal(opened.tunnel, onExit: forget)
+        await holdUntilSignal(opened.tunnel, onExit: { store.forget(record) })
         terminal.note("Tunnel closed.")
     }
 
@@ -129,10 +128,7 @@ struct TunnelCommand: AsyncParsableCommand {
         let record = await endpoint.record(
             cluster: cluster.profile.name, bind: bind, background: detachedChild, logFile: logFile)
         try store.save(record)
-        defer {
-            store.remove(record)
-            if let log = record.logFile { unlink(log) }
-        }
+        defer { store.forget(record) }
         if detachedChild {
             terminal.note(
                 "Tunnel open: \(record.baseURL) balancing \(record.target) of \(record.name); pid \(record.pid)"
@@ -147,35 +143,9 @@ struct TunnelCommand: AsyncParsableCommand {
         terminal.note("Tunnel closed.")
     }
 
-    /// Starts `vllmctl tunnel DEPLOYMENT` as a detached copy of this program and waits until it
-    /// is ready.
-    static func startInBackground(
-        _ ctx: CLIContext, cluster: ClusterContext, options: ClusterOptions, deployment: String,
-        localPort: Int,
-        bind: String
-    ) async throws -> TunnelRecord {
-        let profile = cluster.profile.name
-        let store = TunnelStore(records: cluster.context.records)
-        try store.prepareDirectory(cluster: profile)
-        let log = store.logPath(
-            cluster: profile, jobID: "tunnel-\(getpid())-\(Int(Date().timeIntervalSince1970))")
-        var arguments = [
-            "tunnel", deployment, "--local-port", String(localPort), "--bind", bind, "--detached-child",
-            "--log-file", log, "--cluster", profile,
-        ]
-        if let config = options.config { arguments += ["--config", config] }
-        if options.acceptNewHostKey { arguments.append("--accept-new-host-key") }
-        return try await BackgroundTunnel.start(
-            executable: try ctx.executable(), arguments: arguments, log: log, store: store, cluster: profile,
-            clock: cluster.context.clock)
-    }
-
     /// `--to HOST:PORT`: a plain forward, as `ssh -N -L PORT:HOST:PORT`.
     func forwardPlain(_ cluster: ClusterContext, to target: String) async throws {
-        guard let colon = target.lastIndex(of: ":"), let port = Int(target[target.index(after: colon)...]),
-            (1...65535).contains(port), colon != target.startIndex
-        else { throw ValidationError("--to takes HOST:PORT, e.g. --to gpu017:8000.") }
-        let host = String(target[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        let to = try ForwardTarget(parsing: target)
         guard let remote = cluster.context.host as? RemoteHost else {
             throw ValidationError(
                 "The profile `\(cluster.profile.name)` has no ssh_host: a tunnel needs one.")
@@ -183,32 +153,10 @@ struct TunnelCommand: AsyncParsableCommand {
         let listener = try LocalListener.bind(address: bind, port: localPort)
         let terminal = cluster.context.terminal
         let tunnel = try Tunnel(
-            session: try await remote.detachSession(), listener: listener, targetHost: host, targetPort: port,
+            session: try await remote.detachSession(), listener: listener, targetHost: to.host,
+            targetPort: to.port,
             onEvent: { terminal.note($0.message(target: target)) })
         terminal.print("Forwarding \(tunnel.baseURL) → \(target) via \(tunnel.via)")
-        await Self.holdUntilSignal(tunnel) {}
-    }
-
-    /// Keeps `tunnel` open until SIGINT, SIGTERM or SIGHUP, then closes it (within 2 s).
-    static func holdUntilSignal(_ tunnel: Tunnel, onExit: @escaping @Sendable () -> Void) async {
-        signal(SIGINT, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
-        signal(SIGHUP, SIG_IGN)
-        let sources = [SIGINT, SIGTERM, SIGHUP].map { (sig: Int32) -> any DispatchSourceSignal in
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler {
-                tunnel.requestStop()
-                // Everything closes well within 2 s; should a reconnect attempt hold the loop,
-                // leaving the process closes the sockets all the same.
-                DispatchQueue.global().asyncAfter(deadline: .now() + 1.5) {
-                    onExit()
-                    Glibc.exit(0)
-                }
-            }
-            source.resume()
-            return source
-        }
-        await tunnel.waitUntilClosed()
-        sources.forEach { $0.cancel() }
+        await holdUntilSignal(tunnel) {}
     }
 }

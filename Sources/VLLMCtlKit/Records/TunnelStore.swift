@@ -99,6 +99,22 @@ public struct TunnelStore: Sendable {
         unlink(path(record))
     }
 
+    /// What a tunnel that closes cleanly leaves behind, removed: its record and, for a
+    /// background tunnel, its log.
+    public func forget(_ record: TunnelRecord) {
+        remove(record)
+        if let log = record.logFile { unlink(log) }
+    }
+
+    /// Closes every open tunnel of `cluster` to the job or deployment `deployment` (``close(_:waitSeconds:)``);
+    /// returns those it closed.
+    @discardableResult
+    public func closeAll(_ deployment: String, cluster: String) -> [TunnelRecord] {
+        let open = open(cluster: cluster).filter { $0.jobID == deployment || $0.name == deployment }
+        for record in open { close(record) }
+        return open
+    }
+
     /// The tunnels of `cluster` whose process still runs.
     public func open(cluster: String) -> [TunnelRecord] {
         let dir = dir(cluster)
@@ -139,10 +155,7 @@ public struct TunnelStore: Sendable {
     /// running.
     @discardableResult
     public func close(_ record: TunnelRecord, waitSeconds: Double = 5) -> Bool {
-        defer {
-            remove(record)
-            if let log = record.logFile { unlink(log) }
-        }
+        defer { forget(record) }
         guard Self.isRunning(record) else { return false }
         kill(record.pid, SIGTERM)
         let deadline = Date().addingTimeInterval(waitSeconds)

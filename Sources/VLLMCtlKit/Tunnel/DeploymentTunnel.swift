@@ -71,6 +71,27 @@ public struct DeploymentTunnel: Sendable {
 /// A `vllmctl tunnel` that runs on after the command that started it returns: a detached copy
 /// of vllmctl, found through the record it saves once it is ready.
 public enum BackgroundTunnel {
+    /// Starts `vllmctl tunnel DEPLOYMENT` as a detached copy of `executable` for the profile
+    /// `cluster` and waits until it is ready (its record is saved). `options`: the
+    /// configuration file and host-key choice the child must use too.
+    public static func start(
+        executable: String, deployment: String, localPort: Int, bind: String, store: TunnelStore,
+        cluster: String, config: String?, acceptNewHostKey: Bool, clock: any Clock
+    ) async throws -> TunnelRecord {
+        try store.prepareDirectory(cluster: cluster)
+        let log = store.logPath(
+            cluster: cluster, jobID: "tunnel-\(getpid())-\(Int(Date().timeIntervalSince1970))")
+        var arguments = [
+            "tunnel", deployment, "--local-port", String(localPort), "--bind", bind, "--detached-child",
+            "--log-file", log, "--cluster", cluster,
+        ]
+        if let config { arguments += ["--config", config] }
+        if acceptNewHostKey { arguments.append("--accept-new-host-key") }
+        return try await start(
+            executable: executable, arguments: arguments, log: log, store: store, cluster: cluster,
+            clock: clock)
+    }
+
     /// Starts `executable arguments` detached (its messages to `log`) and waits until it has
     /// saved its record; its own error if it stops first.
     public static func start(
@@ -135,5 +156,23 @@ extension ForwarderEvent {
         case .reconnectFailed(let reason, let retryIn):
             return "tunnel: reconnecting failed (\(reason)); next try in \(String(format: "%.1f", retryIn)) s"
         }
+    }
+}
+
+/// Where `vllmctl tunnel --to HOST:PORT` forwards: an address as the login node sees it.
+public struct ForwardTarget: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+
+    /// `HOST:PORT`, `[IPv6]:PORT`; throws, saying the form, for anything else.
+    public init(parsing text: String) throws {
+        guard let colon = text.lastIndex(of: ":"), colon != text.startIndex,
+            let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port)
+        else {
+            throw VLLMCtlError.invalidInput(
+                "--to takes HOST:PORT, not `\(text)`.", hint: "For example --to gpu017:8000.")
+        }
+        host = String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        self.port = port
     }
 }

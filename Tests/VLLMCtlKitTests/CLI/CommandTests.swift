@@ -147,6 +147,10 @@ import Testing
         try await h.run(["tunnel", "sim", "--close"])
         #expect(h.terminal.stdout == "No open tunnel to `sim` on test.")
         #expect(throws: (any Error).self) { try VLLMCtlCommand.parseAsRoot(["tunnel"]) }
+        for bad in ["gpu017", ":8000", "gpu017:0", "gpu017:http", "gpu017:70000"] {
+            #expect(throws: (any Error).self) { try VLLMCtlCommand.parseAsRoot(["tunnel", "--to", bad]) }
+        }
+        #expect(try VLLMCtlCommand.parseAsRoot(["tunnel", "--to", "[fd00::5]:8000"]) is TunnelCommand)
     }
 
     @Test func teardownAllAsksFirstAndRefusesWithoutATerminal() async throws {
