@@ -1097,24 +1097,16 @@ def make_handler(state):
                 state.waiting += 1
             acquired = False
             produced = 0
-            ok = False
-            try:
-                state.slots.acquire()
-                acquired = True
-                with state.lock:
-                    state.waiting -= 1
-                    state.running += 1
-                if stream:
-                    produced = self._stream(req, chat, rid, created, model, choices_plan, usage)
-                else:
-                    if args.token_delay > 0:
-                        steps = max((len(c[1]) for c in choices_plan), default=0)
-                        time.sleep(args.token_delay * steps)
-                    produced = gen_tokens
-                    self._send(200, self._full_response(chat, rid, created, model,
-                                                        choices_plan, usage))
-                ok = True
-            finally:
+            settled = False
+
+            # The request's bookkeeping, once: before its last bytes go out when it succeeds
+            # (a client that reads /metrics right after its answer sees it counted), else when
+            # it ends.
+            def settle(ok, produced):
+                nonlocal settled
+                if settled:
+                    return
+                settled = True
                 with state.lock:
                     if acquired:
                         state.running -= 1
@@ -1130,6 +1122,26 @@ def make_handler(state):
                         state.success["abort"] += 1
                 if acquired:
                     state.slots.release()
+
+            try:
+                state.slots.acquire()
+                acquired = True
+                with state.lock:
+                    state.waiting -= 1
+                    state.running += 1
+                if stream:
+                    produced = self._stream(req, chat, rid, created, model, choices_plan, usage,
+                                            before_done=lambda n: settle(True, n))
+                else:
+                    if args.token_delay > 0:
+                        steps = max((len(c[1]) for c in choices_plan), default=0)
+                        time.sleep(args.token_delay * steps)
+                    produced = gen_tokens
+                    body = self._full_response(chat, rid, created, model, choices_plan, usage)
+                    settle(True, produced)
+                    self._send(200, body)
+            finally:
+                settle(False, produced)
 
         def _chat_prompt(self, req):
             msgs = req.get("messages")
@@ -1241,7 +1253,7 @@ def make_handler(state):
                     "created": created, "model": model, "choices": choices, "usage": usage,
                     "system_fingerprint": None}
 
-        def _stream(self, req, chat, rid, created, model, plan, usage):
+        def _stream(self, req, chat, rid, created, model, plan, usage, before_done=None):
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream; charset=utf-8")
             self.send_header("Cache-Control", "no-cache")
@@ -1288,6 +1300,8 @@ def make_handler(state):
                     event([c])
             if include_usage:
                 event([], usage)
+            if before_done:
+                before_done(produced)
             self._chunk("data: [DONE]\n\n")
             self._chunk(b"")
             return produced
