@@ -51,8 +51,14 @@ public struct Scaler: Sendable {
         let context = deployer.context
         let cluster = deployer.profile.name
         let base = JobName.split(name).name
+        // Live means in the queue now: a local record outlives its job (a replica whose server
+        // died has ended, and must not count). One squeue call; if it fails, nothing is assumed.
+        let queued = Dictionary(
+            try await StatusBuilder(context: context, cluster: cluster).scheduledJobs(
+                user: try await context.host.userName(), includeEnded: false
+            ).map { ($0.jobID, $0.state) }, uniquingKeysWith: { $1 })
         let live = try await DeploymentResolver(context: context, cluster: cluster).replicas(of: base)
-            .filter { $0.job.map { !$0.state.isFinal } ?? true }
+            .filter { queued[$0.jobID].map { !$0.isFinal } ?? false }
         guard let first = live.first else {
             throw VLLMCtlError.notFound(
                 what: "running deployment", name: base, hint: "`vllmctl status` lists them; deploy it first.")
