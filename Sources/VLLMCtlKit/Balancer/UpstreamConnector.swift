@@ -19,17 +19,9 @@ public protocol UpstreamConnector: Sendable {
 
 /// Why a connection to a replica failed, and so what the balancer concludes.
 public struct UpstreamConnectError: Error, Sendable, CustomStringConvertible {
-    /// Whose fault it is.
-    public enum Kind: Sendable, Equatable {
-        /// The target was seen refusing (nothing listens there) or resetting: the replica
-        /// leaves rotation at once.
-        case refused
-        /// No answer in time: one strike, as a failed health check.
-        case unanswered
-        /// The failure is on this side (the SSH session to the login node is down, no file
-        /// descriptors): nothing is known about the replica, whose state stays as it was.
-        case ourSide
-    }
+    /// Whose fault it is (``ConnectFault``): `.refused` takes the replica out of rotation at
+    /// once, `.unanswered` is one strike, `.ourSide` leaves its state as it was.
+    public typealias Kind = ConnectFault
     /// Whose fault it is.
     public var kind: Kind
     /// What happened, in words.
@@ -86,10 +78,11 @@ public struct DirectConnector: UpstreamConnector {
 /// one end of a Unix socket pair goes to `route.carry(...)` (a direct-tcpip channel of the one
 /// SSH session), NIO speaks HTTP over the other.
 ///
-/// A failure the route reports as the login node failing to connect to the target ("could not
-/// connect to", sshd's `connect failed`) was seen at the far end: ``UpstreamConnectError/Kind/refused``.
-/// Any other failure of the route (the session is down, the login node is unreachable) says
-/// nothing about the replica: ``UpstreamConnectError/Kind/ourSide``.
+/// The route's ``RouteError`` says whose fault a failure is: the login node was refused by the
+/// target (sshd's `connect failed`) is ``UpstreamConnectError/Kind/refused``; no answer about
+/// it in time is ``UpstreamConnectError/Kind/unanswered``; a failure of the route itself (the
+/// session is down, the login node is unreachable, an open that waited behind another
+/// target's) says nothing about the replica: ``UpstreamConnectError/Kind/ourSide``.
 public struct RouteConnector: UpstreamConnector {
     /// Where connections come from.
     public var route: any HTTPRoute
@@ -119,13 +112,15 @@ public struct RouteConnector: UpstreamConnector {
         }
     }
 
-    /// The kind of a route's failure: seen at the target, or on this side.
+    /// The kind of a connector's or route's failure, from its type (``RouteError/kind``):
+    /// seen at the target, no answer, or on this side. An error of any other type says nothing
+    /// about the replica.
     static func classify(_ error: any Error) -> UpstreamConnectError {
         if let error = error as? UpstreamConnectError { return error }
-        if case .unreachable(_, let message, _) = error as? VLLMCtlError,
-            message.contains("could not connect to")
-        {
-            return UpstreamConnectError(.refused, message)
+        if let error = error as? RouteError {
+            let message: String =
+                if case .unreachable(_, let message, _) = error.error { message } else { error.description }
+            return UpstreamConnectError(error.kind, message)
         }
         return UpstreamConnectError(.ourSide, "\(error)")
     }

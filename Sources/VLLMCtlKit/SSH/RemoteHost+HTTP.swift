@@ -18,29 +18,39 @@ extension RemoteHost: HTTPRoute {
             forwarder = try await httpForwarder()
         } catch let error as SSHError {
             Glibc.close(client)
-            throw VLLMCtlError.unreachable(
-                url: url, message: "cannot reach the login node \(displayName): \(error.message)",
-                hint: error.hint)
+            throw RouteError(
+                .ourSide,
+                .unreachable(
+                    url: url, message: "cannot reach the login node \(displayName): \(error.message)",
+                    hint: error.hint))
         } catch {
             Glibc.close(client)
-            throw error
+            throw RouteError(
+                .ourSide,
+                .unreachable(
+                    url: url, message: "cannot reach the login node \(displayName): \(error)",
+                    hint: "`vllmctl doctor` checks the connection."))
         }
-        let failure = await withCheckedContinuation { (continuation: CheckedContinuation<String?, Never>) in
+        let failure = await withCheckedContinuation {
+            (continuation: CheckedContinuation<ChannelOpenFailure?, Never>) in
             forwarder.inject(client: client, host: host, port: port, timeout: max(timeout, 0.5)) {
                 continuation.resume(returning: $0)
             }
         }
         guard let failure else { return }
+        let text = failure.reason
         let meaning =
-            failure.contains("connect failed")
+            failure.kind == .refused
             ? ": nothing listens there, or the node is down (sshd does not say which)"
-            : failure.contains("administratively prohibited")
+            : text.contains("administratively prohibited")
                 ? ": sshd there does not allow TCP forwarding (AllowTcpForwarding/PermitOpen)" : ""
-        throw VLLMCtlError.unreachable(
-            url: url,
-            message: "the login node \(displayName) could not connect to \(target) (\(failure))\(meaning)",
-            hint:
-                "Check the job with `vllmctl status`; from the login node itself, `curl \(url)/health` shows what it sees."
-        )
+        throw RouteError(
+            failure.kind,
+            .unreachable(
+                url: url,
+                message: "the login node \(displayName) could not connect to \(target) (\(text))\(meaning)",
+                hint:
+                    "Check the job with `vllmctl status`; from the login node itself, `curl \(url)/health` shows what it sees."
+            ))
     }
 }
