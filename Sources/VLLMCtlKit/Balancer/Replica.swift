@@ -31,6 +31,14 @@ public struct BalancerSettings: Sendable {
     public var successesToReturn: Int = 1
     /// Seconds to connect to a replica for a request.
     public var connectTimeout: Double = 5
+    /// Seconds a replica may send nothing while a request is on it: before its response head
+    /// (the request then gets 504 and is not sent elsewhere, since the replica may still be
+    /// working on it) or between two parts of the response (the client's connection is then
+    /// cut, as for any break mid-response). Either way the replica's connection is closed (vLLM
+    /// aborts the generation) and the replica gets one strike, as for a failed health check.
+    /// The default, 600 s, is the OpenAI SDK's own default timeout: a non-streamed completion
+    /// sends nothing until it is whole, so this must be longer than the longest generation.
+    public var readTimeout: Double = 600
     /// The largest request body the endpoint buffers (for failover); a larger request is
     /// answered 413 and its connection closed.
     public var maxBufferedBody: Int = 64 << 20
