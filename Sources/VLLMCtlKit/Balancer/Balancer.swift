@@ -148,6 +148,14 @@ public final class Balancer: Sendable {
                             timeout: engine.settings.healthTimeout)
                         if Task.isCancelled { break }
                         engine.update { $0.health(replica, outcome) }
+                        // A replica in rotation that just failed a check is checked again at
+                        // once: a silent outage (a node gone, no refusal to see) then takes it
+                        // out after two check timeouts, without an interval between them.
+                        let suspect =
+                            if case .unhealthy = outcome {
+                                engine.state.withLock { $0.table.isInRotation(replica) }
+                            } else { false }
+                        if suspect { continue }
                         try? await Task.sleep(for: .seconds(engine.settings.healthInterval))
                     }
                 }

@@ -178,6 +178,11 @@ struct ReplicaTable: Sendable {
     /// Requests in flight on `replica`; nil once it is gone.
     func inFlight(_ replica: Replica) -> Int? { states[replica]?.inFlight }
 
+    /// Whether `replica` takes new requests now.
+    func isInRotation(_ replica: Replica) -> Bool {
+        states[replica].map { $0.inRotation && !$0.draining && !$0.leaving } ?? false
+    }
+
     /// The counters of every replica, in the order they joined.
     func snapshot() -> [ReplicaStats] {
         order.compactMap { r in
