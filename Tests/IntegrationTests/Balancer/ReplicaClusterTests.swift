@@ -249,7 +249,9 @@ extension LocalCluster {
             #expect(gone.allSatisfy { $0 }, "the killed replica stayed: \(gone)")
             let scale = try await laptop.run(
                 ["scale", "balrc", "2", "--cluster", "hpc"], timeout: .seconds(180))
+            print("scale: \(scale.stdout)")
             #expect(scale.status == 0, "\(scale.stdout) \(scale.stderr)")
+            #expect(scale.stdout.contains("Added balrc@3"), "\(scale.stdout) \(scale.stderr)")
             try await servesAgain(endpoints, keyFile: keyFile, tag: "kill")
         }
     }
