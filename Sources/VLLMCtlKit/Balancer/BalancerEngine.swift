@@ -203,6 +203,11 @@ final class BalancerEngine: Sendable {
                         status: status, headSeconds: headSeconds, reason: "\(replica) \(reason) mid-response"),
                     .closeClient
                 )
+            case .unacknowledged(let reason):
+                // Not the idle close a pooled connection may meet: the host is gone.
+                channel.close(promise: nil)
+                if client.isClosed { return (.notCounted, .done) }
+                return (.refused("\(replica) \(reason) before answering"), .tryAnother(nil))
             case .noAnswer(let reason):
                 channel.close(promise: nil)
                 if client.isClosed { return (.notCounted, .done) }

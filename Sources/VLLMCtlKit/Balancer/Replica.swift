@@ -31,6 +31,15 @@ public struct BalancerSettings: Sendable {
     public var successesToReturn: Int = 1
     /// Seconds to connect to a replica for a request.
     public var connectTimeout: Double = 5
+    /// Seconds that bytes sent to a replica may stay unacknowledged by its host's TCP stack
+    /// (`TCP_USER_TIMEOUT`, on ``DirectConnector``'s connections): then the connection fails
+    /// and the replica is out of rotation at once, as for a refusal; a request that had no
+    /// answer yet goes to another replica. A busy server's kernel still acknowledges at once,
+    /// so this only fires when the host or its link is gone: it is how a gateway sees a silent
+    /// outage under load within 2 s instead of after two timed-out health checks. 0: the
+    /// kernel's default (about 15 minutes). Connections through SSH are the login node's and
+    /// do not have it.
+    public var unacknowledgedTimeout: Double = 1.5
     /// Seconds a replica may send nothing while a request is on it: before its response head
     /// (the request then gets 504 and is not sent elsewhere, since the replica may still be
     /// working on it) or between two parts of the response (the client's connection is then

@@ -13,6 +13,9 @@ enum ExchangeResult: Sendable {
     /// The replica sent no response head within the read timeout (it may be working on the
     /// request still): not retried.
     case noAnswer(String)
+    /// The replica's host did not acknowledge what was sent (`TCP_USER_TIMEOUT`): it or its
+    /// link is gone. Before any response byte, so safe to retry elsewhere.
+    case unacknowledged(String)
 }
 
 /// The client connection a request came in on, as the exchanges that answer it see it.
@@ -201,7 +204,9 @@ final class UpstreamHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if let io = error as? IOError, io.errnoCode == ECONNRESET {
+        if let io = error as? IOError, io.errnoCode == ETIMEDOUT {
+            fail("did not acknowledge what was sent (its host or link is gone)", unacknowledged: true)
+        } else if let io = error as? IOError, io.errnoCode == ECONNRESET {
             fail("reset the connection")
         } else if error is HTTPParserError {
             fail("sent a malformed response (\(error))")
@@ -211,7 +216,7 @@ final class UpstreamHandler: ChannelInboundHandler {
         context.close(promise: nil)
     }
 
-    private func fail(_ reason: String) {
+    private func fail(_ reason: String, unacknowledged: Bool = false) {
         guard let exchange else { return }
         self.exchange = nil
         silenceTimer?.cancel()
@@ -219,6 +224,8 @@ final class UpstreamHandler: ChannelInboundHandler {
         if let status = exchange.status {
             exchange.promise.succeed(
                 .broken(status: status, headSeconds: exchange.headSeconds, reason: reason))
+        } else if unacknowledged {
+            exchange.promise.succeed(.unacknowledged(reason))
         } else {
             exchange.promise.succeed(.beforeResponse(reason))
         }

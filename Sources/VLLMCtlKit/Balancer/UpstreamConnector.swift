@@ -39,17 +39,27 @@ public struct UpstreamConnectError: Error, Sendable, CustomStringConvertible {
 /// Connects with plain TCP (NIO's `ClientBootstrap`): on a login node or a gateway, where the
 /// replicas' addresses are reachable.
 public struct DirectConnector: UpstreamConnector {
-    /// A direct connector.
-    public init() {}
+    /// Milliseconds sent bytes may stay unacknowledged before the connection fails
+    /// (`TCP_USER_TIMEOUT`); 0: the kernel's default.
+    public var unacknowledgedMilliseconds: Int
+
+    /// A direct connector whose connections fail once sent bytes stay unacknowledged for
+    /// `unacknowledgedTimeout` seconds (``BalancerSettings/unacknowledgedTimeout``; 0: the
+    /// kernel's default).
+    public init(unacknowledgedTimeout: Double = BalancerSettings().unacknowledgedTimeout) {
+        unacknowledgedMilliseconds = Int(max(0, min(unacknowledgedTimeout, 3600)) * 1000)
+    }
 
     public func connect(host: String, port: Int, timeout: Double, on eventLoop: any EventLoop) async throws
         -> any Channel
     {
         let target = URLTarget.hostPort(host, port)
         do {
+            // TCP_USER_TIMEOUT is 18 (linux/tcp.h); Swift's Glibc module does not export it.
             return try await ClientBootstrap(group: eventLoop)
                 .connectTimeout(.milliseconds(Int64(max(timeout, 0.05) * 1000)))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.socket(SocketOptionLevel(IPPROTO_TCP), 18), value: unacknowledgedMilliseconds)
                 .connect(host: host, port: port).get()
         } catch let error as NIOConnectionError {
             let errnos = error.connectionErrors.compactMap { ($0.error as? IOError)?.errnoCode }
