@@ -152,13 +152,13 @@ extension LocalCluster {
         }
 
         /// What every fault phase expects of each endpoint's load: no request failed that had
-        /// not started its response; the victim left rotation within `leaveWithin` s.
+        /// not started its response; the victim left rotation within `leaveWithin` s (one
+        /// bound per endpoint, as seen on its page every 50 ms).
         private func expectSurvived(
             _ endpoints: [EndpointUnderTest], _ reports: [ReplicaLoadReport], victim: String,
-            harmedAt: Double,
-            leaveWithin: Double, tag: String
+            harmedAt: Double, leaveWithin: [Double], tag: String
         ) {
-            for (e, r) in zip(endpoints, reports) {
+            for ((e, r), leaveWithin) in zip(zip(endpoints, reports), leaveWithin) {
                 let left = r.secondsToLeave(victim, since: harmedAt)
                 print(
                     "\(tag) through \(e.label): \(victim) left rotation after "
@@ -220,7 +220,12 @@ extension LocalCluster {
                         })
                 }, thenAwaiting: linkUp)
             expectSurvived(
-                endpoints, reports, victim: victim, harmedAt: harmedAt, leaveWithin: 10, tag: "link down")
+                endpoints, reports, victim: victim, harmedAt: harmedAt,
+                // The gateway: 2 s (the goal; its connections' unacknowledged-data timeout is
+                // 1.5 s) + 1.5 s for a loaded machine. The tunnel cannot see the node's TCP (the
+                // login node's sshd holds it): its health check's channel open times out (2 s),
+                // after the next check starts (within 2 s), + 2 s for a loaded machine.
+                leaveWithin: endpoints.map { $0.host == nil ? 3.5 : 6 }, tag: "link down")
             try await servesAgain(endpoints, keyFile: keyFile, tag: "link down")
         }
 
@@ -241,7 +246,9 @@ extension LocalCluster {
                     #expect(!pids.isEmpty, "no server listened on \(name)")
                 }, afterOut: {})
             expectSurvived(
-                endpoints, reports, victim: name, harmedAt: harmedAt, leaveWithin: 2.5, tag: "kill")
+                endpoints, reports, victim: name, harmedAt: harmedAt,
+                // Seen at once (a refused connection, a reset): 2 s, + 1 s for a loaded machine.
+                leaveWithin: endpoints.map { _ in 3 }, tag: "kill")
             // Its job ends with its server: the endpoints drop it, and a new replica replaces it.
             let gone = try await each(endpoints) { e in
                 try await e.waitForPage(seconds: 30) { $0.state(of: name) == "absent" } != nil
