@@ -254,8 +254,9 @@ extension LocalCluster {
                 try await e.waitForPage(seconds: 30) { $0.state(of: name) == "absent" } != nil
             }
             #expect(gone.allSatisfy { $0 }, "the killed replica stayed: \(gone)")
+            // (Waits for the new replica to be ready: on a shared cluster, for its node too.)
             let scale = try await laptop.run(
-                ["scale", "balrc", "2", "--cluster", "hpc"], timeout: .seconds(180))
+                ["scale", "balrc", "2", "--cluster", "hpc"], timeout: .seconds(600))
             print("scale: \(scale.stdout)")
             #expect(scale.status == 0, "\(scale.stdout) \(scale.stderr)")
             #expect(scale.stdout.contains("Added balrc@3"), "\(scale.stdout) \(scale.stderr)")
