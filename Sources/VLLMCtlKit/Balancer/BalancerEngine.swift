@@ -151,11 +151,15 @@ final class BalancerEngine: Sendable {
     private func attempt(_ request: BufferedRequest, on replica: Replica, client: ClientSide) async
         -> (AttemptOutcome, Next)
     {
+        // On the client's event loop where possible: the relay between the two channels then
+        // stays on one thread.
+        let loop = client.channel.eventLoop
         var pooled = state.withLock { s -> UpstreamConnection? in
-            while let c = s.idle[replica]?.popLast() {
-                if c.channel.isActive { return c }
+            s.idle[replica]?.removeAll { !$0.channel.isActive }
+            if let i = s.idle[replica]?.lastIndex(where: { $0.channel.eventLoop === loop }) {
+                return s.idle[replica]?.remove(at: i)
             }
-            return nil
+            return s.idle[replica]?.popLast()
         }
         while true {
             let connection: UpstreamConnection
@@ -166,7 +170,7 @@ final class BalancerEngine: Sendable {
                 do {
                     let channel = try await connector.connect(
                         host: replica.host, port: replica.port, timeout: settings.connectTimeout,
-                        on: group.next())
+                        on: loop)
                     connection = try await UpstreamConnection.wrap(channel)
                 } catch {
                     let e = RouteConnector.classify(error)
