@@ -171,7 +171,9 @@ final class BalancerEngine: Sendable {
                     let channel = try await connector.connect(
                         host: replica.host, port: replica.port, timeout: settings.connectTimeout,
                         on: loop)
-                    connection = try await UpstreamConnection.wrap(channel)
+                    connection = try await UpstreamConnection.wrap(channel) { [weak self] reason in
+                        self?.update { $0.hostGone(replica, reason: "\(replica) \(reason)") }
+                    }
                 } catch {
                     let e = RouteConnector.classify(error)
                     switch e.kind {

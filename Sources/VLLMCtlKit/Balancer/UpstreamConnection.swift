@@ -95,6 +95,11 @@ final class UpstreamHandler: ChannelInboundHandler {
     /// that checks it.
     private var lastRead = NIODeadline.now()
     private var silenceTimer: Scheduled<Void>?
+    /// Called when the connection fails, with no request on it, because the replica's host
+    /// stopped acknowledging (a keepalive probe of an idle pooled connection).
+    private let onHostGone: @Sendable (String) -> Void
+
+    init(onHostGone: @escaping @Sendable (String) -> Void = { _ in }) { self.onHostGone = onHostGone }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
@@ -205,7 +210,9 @@ final class UpstreamHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if let io = error as? IOError, io.errnoCode == ETIMEDOUT {
-            fail("did not acknowledge what was sent (its host or link is gone)", unacknowledged: true)
+            let words = "did not acknowledge what was sent (its host or link is gone)"
+            if exchange == nil { onHostGone(words) }
+            fail(words, unacknowledged: true)
         } else if let io = error as? IOError, io.errnoCode == ECONNRESET {
             fail("reset the connection")
         } else if error is HTTPParserError {
@@ -240,9 +247,12 @@ struct UpstreamConnection: Sendable {
     var reused = false
 
     /// Adds the codec and handler to a freshly connected `channel`.
-    static func wrap(_ channel: any Channel) async throws -> UpstreamConnection {
+    /// `onHostGone`: see ``UpstreamHandler``.
+    static func wrap(_ channel: any Channel, onHostGone: @escaping @Sendable (String) -> Void = { _ in })
+        async throws -> UpstreamConnection
+    {
         try await channel.eventLoop.submit {
-            let handler = UpstreamHandler()
+            let handler = UpstreamHandler(onHostGone: onHostGone)
             try channel.pipeline.syncOperations.addHTTPClientHandlers()
             try channel.pipeline.syncOperations.addHandler(handler)
             return UpstreamConnection(

@@ -55,11 +55,19 @@ public struct DirectConnector: UpstreamConnector {
     {
         let target = URLTarget.hostPort(host, port)
         do {
-            // TCP_USER_TIMEOUT is 18 (linux/tcp.h); Swift's Glibc module does not export it.
+            // TCP_USER_TIMEOUT, TCP_KEEPIDLE and TCP_KEEPINTVL are 18, 4 and 5 (linux/tcp.h);
+            // Swift's Glibc module does not export them. With the timeout, a keepalive probe
+            // after 1 s without traffic (an idle pooled connection, a request the replica is
+            // still working on) that goes unacknowledged fails the connection too.
+            let tcp = SocketOptionLevel(IPPROTO_TCP)
+            let probe = unacknowledgedMilliseconds > 0 ? 1 : 0
             return try await ClientBootstrap(group: eventLoop)
                 .connectTimeout(.milliseconds(Int64(max(timeout, 0.05) * 1000)))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                .channelOption(.socket(SocketOptionLevel(IPPROTO_TCP), 18), value: unacknowledgedMilliseconds)
+                .channelOption(.socket(tcp, 18), value: unacknowledgedMilliseconds)
+                .channelOption(.socketOption(.so_keepalive), value: probe)
+                .channelOption(.socket(tcp, 4), value: 1)
+                .channelOption(.socket(tcp, 5), value: 1)
                 .connect(host: host, port: port).get()
         } catch let error as NIOConnectionError {
             let errnos = error.connectionErrors.compactMap { ($0.error as? IOError)?.errnoCode }

@@ -53,7 +53,7 @@ let replicaLoadScript = #"""
             r = c.getresponse()
             if r.status != 200:
                 text = r.read().decode(errors="replace")
-                raise RuntimeError("status %d: %s" % (r.status, text[:200]))
+                raise RuntimeError("status %d: %s" % (r.status, text[:600]))
             started = True
             text = r.read().decode(errors="replace")
             if stream and "[DONE]" not in text:

