@@ -35,10 +35,11 @@ public struct BalancerSettings: Sendable {
     /// (`TCP_USER_TIMEOUT`, on ``DirectConnector``'s connections): then the connection fails
     /// and the replica is out of rotation at once, as for a refusal; a request that had no
     /// answer yet goes to another replica. A busy server's kernel still acknowledges at once,
-    /// so this only fires when the host or its link is gone: a gateway that still sends
-    /// requests to such a host sees it in about 2 s, and a health check's connection to it
-    /// fails after this time too. 0: the kernel's default (about 15 minutes). Connections
-    /// through SSH are the login node's and do not have it.
+    /// so this only fires when the host or its link is gone. The connections also send a
+    /// keepalive probe after 1 s without traffic, so one that waits for an answer or sits idle
+    /// in the pool fails the same way: a gateway sees such a host gone within about 2.5 s,
+    /// whatever its traffic. 0: the kernel's default (about 15 minutes) and no probes.
+    /// Connections through SSH are the login node's and have neither.
     public var unacknowledgedTimeout: Double = 1.5
     /// Seconds a replica may send nothing while a request is on it: before its response head
     /// (the request then gets 504 and is not sent elsewhere, since the replica may still be

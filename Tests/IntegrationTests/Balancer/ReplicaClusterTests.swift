@@ -234,13 +234,13 @@ extension LocalCluster {
                 }, thenAwaiting: linkUp)
             expectSurvived(
                 endpoints, reports, victim: victim, harmedAt: harmedAt,
-                // The gateway: a request sent to the node fails after 1.5 s unacknowledged and
-                // takes it out at once (1.9-2.0 s seen); with none sent (least outstanding sends
-                // new ones to the other replica), two health checks whose connects time out
-                // after 1.5 s each, the first within 2 s: up to 5 s (4.0-4.1 s seen). The tunnel
-                // cannot see the node's TCP (the login node's sshd holds it): two checks whose
-                // channel opens time out after 2 s: up to 6 s (2.1-5.2 s seen). + 2 s for load.
-                leaveWithin: endpoints.map { $0.host == nil ? 7 : 8 }, tag: "link down")
+                // The gateway: its connections to the node (requests stalled there, idle pooled
+                // ones) send a keepalive probe after 1 s without traffic and fail 1.5 s later
+                // unacknowledged: 2.5 s (1.8-1.9 s seen), + 2 s for load. The tunnel cannot see
+                // the node's TCP (the login node's sshd holds it): up to 2 s to the next health
+                // check, then two channel opens timing out after 2 s: 6 s (2.1-5.2 s seen),
+                // + 2 s for load.
+                leaveWithin: endpoints.map { $0.host == nil ? 4.5 : 8 }, tag: "link down")
             try await servesAgain(endpoints, keyFile: keyFile, tag: "link down")
         }
 
