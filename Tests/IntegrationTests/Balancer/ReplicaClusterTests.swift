@@ -193,7 +193,7 @@ extension LocalCluster {
                 // Known, not fixed: through SSH, libssh2 opens one channel at a time, and an open
                 // to a node that was gone can stay pending at sshd (its connect retrying) for
                 // up to a minute after the node is back: new connections (to a replica that has
-                // just joined) wait behind it and fail (502). Seen once in five runs, after the
+                // just joined) wait behind it and fail (502). Seen once in seven runs, after the
                 // link-down phase: 8 of 60 requests. docs/REPLICAS.md, "Not yet".
                 if e.host != nil, r.errors.contains(where: { $0.contains("behind a connection to") }) {
                     withKnownIssue(
