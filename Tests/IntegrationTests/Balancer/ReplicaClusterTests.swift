@@ -238,7 +238,7 @@ extension LocalCluster {
                 // ones) send a keepalive probe after 1 s without traffic and fail 1.5 s later
                 // unacknowledged: 2.5 s (1.8-1.9 s seen), + 2 s for load. The tunnel cannot see
                 // the node's TCP (the login node's sshd holds it): up to 2 s to the next health
-                // check, then two channel opens timing out after 2 s: 6 s (2.1-5.2 s seen),
+                // check, then two channel opens timing out after 2 s: 6 s (2.1-5.4 s seen),
                 // + 2 s for load.
                 leaveWithin: endpoints.map { $0.host == nil ? 4.5 : 8 }, tag: "link down")
             try await servesAgain(endpoints, keyFile: keyFile, tag: "link down")
