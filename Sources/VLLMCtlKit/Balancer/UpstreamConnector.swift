@@ -102,11 +102,36 @@ public struct DirectConnector: UpstreamConnector {
 /// session is down, the login node is unreachable, an open that waited behind another
 /// target's) says nothing about the replica: ``UpstreamConnectError/Kind/ourSide``.
 public struct RouteConnector: UpstreamConnector {
-    /// Where connections come from.
-    public var route: any HTTPRoute
+    /// Where connections come from: the first route, unless a connection it is making has
+    /// waited ``spareAfter`` seconds or more (an SSH session opens one channel at a time, and
+    /// an open to a node that is gone can wait at sshd for up to a minute); then the first
+    /// route that is not held up, or the last. A target whose last connection got no answer
+    /// always uses the first route, so that its own opens queue there (and fail at once
+    /// behind its pending one) instead of holding up a spare as well.
+    public var routes: [any HTTPRoute]
+    /// Seconds a route's pending connection may hold it up before the next route is used.
+    public var spareAfter: Double = 0.5
+    /// Targets (`host:port`) whose last connection got no answer.
+    private let unanswered = Locked<Set<String>>([])
+
+    /// The first route.
+    public var route: any HTTPRoute { routes[0] }
 
     /// A connector over `route`.
-    public init(route: any HTTPRoute) { self.route = route }
+    public init(route: any HTTPRoute) { routes = [route] }
+
+    /// A connector over `routes` (non-empty): the first, and spares for while it is held up
+    /// (e.g. two `RemoteHost`s to the same login node; a spare connects when first used).
+    public init(routes: [any HTTPRoute]) {
+        precondition(!routes.isEmpty, "RouteConnector needs a route")
+        self.routes = routes
+    }
+
+    /// The route for the next connection to `target`.
+    func pickRoute(for target: String) -> any HTTPRoute {
+        if unanswered.withLock({ $0.contains(target) }) { return routes[0] }
+        return routes.first { ($0.openPendingSeconds ?? 0) < spareAfter } ?? routes[routes.count - 1]
+    }
 
     public func connect(host: String, port: Int, timeout: Double, on eventLoop: any EventLoop) async throws
         -> any Channel
@@ -116,11 +141,15 @@ public struct RouteConnector: UpstreamConnector {
         else {
             throw UpstreamConnectError(.ourSide, "socketpair: \(String(cString: strerror(errno)))")
         }
+        let target = URLTarget.hostPort(host, port)
         do {
-            try await route.carry(fds[1], host: host, port: port, timeout: timeout)
+            try await pickRoute(for: target).carry(fds[1], host: host, port: port, timeout: timeout)
+            unanswered.withLock { _ = $0.remove(target) }
         } catch {
             Glibc.close(fds[0])
-            throw Self.classify(error)
+            let classified = Self.classify(error)
+            if classified.kind == .unanswered { unanswered.withLock { _ = $0.insert(target) } }
+            throw classified
         }
         do {
             return try await ClientBootstrap(group: eventLoop).withConnectedSocket(fds[0]).get()

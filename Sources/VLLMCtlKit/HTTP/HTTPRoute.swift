@@ -11,6 +11,16 @@ public protocol HTTPRoute: Sendable {
     /// the route's far end sees it, within `timeout` seconds for the connection. Throws
     /// ``RouteError`` (and closes `client`) when the route cannot reach the target.
     func carry(_ client: Int32, host: String, port: Int, timeout: Double) async throws
+
+    /// Seconds a connection this route is making has been waiting for the far end's answer,
+    /// when connections wait for one another (one SSH session opens one channel at a time);
+    /// nil when none waits. A caller with another route may use that one meanwhile.
+    var openPendingSeconds: Double? { get }
+}
+
+extension HTTPRoute {
+    /// Routes whose connections do not wait for one another.
+    public var openPendingSeconds: Double? { nil }
 }
 
 /// Whose fault a failed connection to a target is, and so what can be concluded about the

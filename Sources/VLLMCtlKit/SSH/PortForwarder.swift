@@ -102,6 +102,8 @@ public final class PortForwarder: @unchecked Sendable {
     private var running = false
     private var lostReason: String?
     private var failedAccepts = 0
+    /// When the channel open now pending began (nil: none is).
+    private var openingSince: UInt64?
 
     // Only the loop's thread touches what follows.
     private var session: SSHSession?
@@ -110,7 +112,12 @@ public final class PortForwarder: @unchecked Sendable {
     private var control: SSHChannel?
     private var waiting: [Forward] = []  // accepted, channel not yet open (FIFO)
     /// The one client whose channel libssh2 is opening; once `abandoned`, its client has gone.
-    private var opening: Forward?
+    private var opening: Forward? {
+        didSet {
+            let pending = opening != nil
+            stopLock.withLock { openingSince = pending ? (openingSince ?? MonotonicClock.now()) : nil }
+        }
+    }
     private var active: [Forward] = []
     private var closing: [SSHChannel] = []  // channels being closed and freed
     private var pending: Pending?
@@ -226,6 +233,14 @@ public final class PortForwarder: @unchecked Sendable {
     }
 
     private var isStopping: Bool { stopLock.withLock { stopRequested } }
+
+    /// Seconds the channel open now in progress has been waiting for the SSH server's answer;
+    /// nil when none is. While one waits, no other channel opens on this session (libssh2
+    /// opens one at a time): an open to a host that is gone (sshd's connect retrying) holds up
+    /// the rest. Safe from any thread.
+    public var openPendingSeconds: Double? {
+        stopLock.withLock { openingSince.map { Double(MonotonicClock.now() - $0) / 1e9 } }
+    }
 
     /// `accept` calls that failed for want of descriptors or memory, so far: with the pause
     /// after each, at most one a second (tests count them to see that the loop does not spin).

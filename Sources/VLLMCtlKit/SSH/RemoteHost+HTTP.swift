@@ -10,6 +10,11 @@ import Foundation
 /// `PortForwarder` that runs on the session's queue only while requests are in flight, so
 /// exec and SFTP keep using the same session in between.
 extension RemoteHost: HTTPRoute {
+    /// Seconds the channel open in progress on the HTTP forwarder's session has waited for
+    /// sshd's answer (nil: none is, or no forwarder runs); see
+    /// ``PortForwarder/openPendingSeconds``.
+    public var openPendingSeconds: Double? { currentHTTPForwarder?.openPendingSeconds }
+
     public func carry(_ client: Int32, host: String, port: Int, timeout: Double) async throws {
         let target = URLTarget.hostPort(host, port)
         let url = "http://\(target)"
