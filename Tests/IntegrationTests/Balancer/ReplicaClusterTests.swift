@@ -190,7 +190,8 @@ extension LocalCluster {
                 )
                 let grew = r.served.filter { $0.value > (before[$0.key] ?? 0) }
                 print("\(tag), back through \(e.label): \(r)")
-                // Known, not fixed: through SSH, libssh2 opens one channel at a time, and an open
+                // Known, mitigated (the tunnel's spare session) but not shown fixed: through
+                // SSH, libssh2 opens one channel at a time, and an open
                 // to a node that was gone can stay pending at sshd (its connect retrying) for
                 // up to a minute after the node is back: new connections (to a replica that has
                 // just joined) wait behind it and fail (502). Seen once in seven runs, after the
