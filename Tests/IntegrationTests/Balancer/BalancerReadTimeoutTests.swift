@@ -30,11 +30,11 @@ import Testing
             #expect(
                 seen.body.contains("\"code\":504") && seen.body.contains("sent nothing for 1 s"),
                 "\(seen.body)")
+            // One attempt, counted as a failure. (Its health checks get no answer either and
+            // strike it too once their 2 s run out, so its state depends on the machine's pace.)
             let stats = try #require(balancer.snapshot().first)
-            #expect(stats.requests == 1 && stats.failures == 1 && stats.inFlight == 0, "\(stats)")
-            #expect(stats.lastError?.contains("sent nothing for 1 s") == true, "\(stats)")
-            // Not retried: one attempt, one strike (failures to leave is 2).
-            #expect(stats.consecutiveFailures == 1 && stats.state == "in_rotation", "\(stats)")
+            #expect(stats.requests == 1 && stats.failures >= 1 && stats.inFlight == 0, "\(stats)")
+            #expect(stats.successes == 0 && stats.consecutiveFailures >= 1, "\(stats)")
         }
     }
 
