@@ -161,6 +161,11 @@ public struct Deployer: Sendable {
             guard !submitted.isEmpty else { throw error }
             throw await cancelPartial(submitted, because: error)
         }
+        if let keep = plan.settings.keep {
+            context.terminal.note(
+                "keep: \(keep): failed replicas are resubmitted while `vllmctl tunnel \(submitted[0].plan.name)`, `vllmctl gateway \(submitted[0].plan.name)` or `vllmctl scale \(submitted[0].plan.name) \(keep) --keep` runs (docs/REPLICAS.md)."
+            )
+        }
         guard request.wait else { return DeployOutcome(submitted) }
         let timeout = plan.settings.readyTimeout ?? DeployPlan.defaultReadyTimeout
         if count == 1 {
