@@ -151,15 +151,11 @@ final class BalancerEngine: Sendable {
     private func attempt(_ request: BufferedRequest, on replica: Replica, client: ClientSide) async
         -> (AttemptOutcome, Next)
     {
-        // On the client's event loop where possible: the relay between the two channels then
-        // stays on one thread.
-        let loop = client.channel.eventLoop
         var pooled = state.withLock { s -> UpstreamConnection? in
-            s.idle[replica]?.removeAll { !$0.channel.isActive }
-            if let i = s.idle[replica]?.lastIndex(where: { $0.channel.eventLoop === loop }) {
-                return s.idle[replica]?.remove(at: i)
+            while let c = s.idle[replica]?.popLast() {
+                if c.channel.isActive { return c }
             }
-            return s.idle[replica]?.popLast()
+            return nil
         }
         while true {
             let connection: UpstreamConnection
@@ -170,7 +166,7 @@ final class BalancerEngine: Sendable {
                 do {
                     let channel = try await connector.connect(
                         host: replica.host, port: replica.port, timeout: settings.connectTimeout,
-                        on: loop)
+                        on: group.next())
                     connection = try await UpstreamConnection.wrap(channel) { [weak self] reason in
                         self?.update { $0.hostGone(replica, reason: "\(replica) \(reason)") }
                     }
