@@ -640,6 +640,11 @@ mkdir -p "$STATE/deployments"
 bash "$SLURM_DIR/install-ray.sh" || die "installing Ray failed (slurm/install-ray.sh; see above)"
 
 # ---------------------------------------------------------------------------
+# 4c. The OpenAI Python SDK for the balancing tunnel's SDK test: its own venv, .cluster/openai-venv
+# ---------------------------------------------------------------------------
+bash "$SLURM_DIR/install-openai.sh" || die "installing the OpenAI SDK failed (slurm/install-openai.sh; see above)"
+
+# ---------------------------------------------------------------------------
 # 5. Summary
 # ---------------------------------------------------------------------------
 if ((${#STARTED[@]})); then

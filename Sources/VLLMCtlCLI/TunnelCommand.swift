@@ -121,7 +121,11 @@ struct TunnelCommand: AsyncParsableCommand {
         let keeper = await ctx.keeper(cluster, deployment: deployment, label: "tunnel")
         let endpoint = try await BalancedEndpoint.start(
             deployment, context: cluster.context, cluster: cluster.profile.name,
-            connector: RouteConnector(route: RemoteHost(options: remote.options)), bind: bind,
+            // A session of its own for the replicas' connections, and a spare one (connected
+            // when first used) for while an open on the first waits for a node that is gone.
+            connector: RouteConnector(
+                routes: [RemoteHost(options: remote.options), RemoteHost(options: remote.options)]),
+            bind: bind,
             port: localPort, keeper: keeper,
             onEvent: { terminal.note("tunnel: \($0)") })
         try await endpoint.checkThroughItself(bind: bind)

@@ -31,13 +31,14 @@ public final class Balancer: Sendable {
 
     /// A balancer over `replicas` (none is fine: ``setReplicas(_:)`` adds them later).
     /// - Parameters:
-    ///   - connector: where connections to replicas come from; plain TCP by default.
+    ///   - connector: where connections to replicas come from; nil: plain TCP
+    ///     (``DirectConnector`` with the settings' ``BalancerSettings/unacknowledgedTimeout``).
     ///   - eventLoopGroup: NIO's threads; nil: the balancer makes its own
     ///     (``BalancerSettings/threads``) and shuts it down in ``shutdown()``.
     ///   - onEvent: called on every change of the replica set or a replica's rotation state,
     ///     from any thread; keep it short.
     public init(
-        replicas: [Replica], connector: any UpstreamConnector = DirectConnector(),
+        replicas: [Replica], connector: (any UpstreamConnector)? = nil,
         settings: BalancerSettings = BalancerSettings(), eventLoopGroup: (any EventLoopGroup)? = nil,
         onEvent: @escaping @Sendable (BalancerEvent) -> Void = { _ in }
     ) {
@@ -48,7 +49,9 @@ public final class Balancer: Sendable {
             group = MultiThreadedEventLoopGroup(numberOfThreads: max(settings.threads, 1))
             ownsGroup = true
         }
-        engine = BalancerEngine(connector: connector, settings: settings, group: group, onEvent: onEvent)
+        engine = BalancerEngine(
+            connector: connector ?? DirectConnector(unacknowledgedTimeout: settings.unacknowledgedTimeout),
+            settings: settings, group: group, onEvent: onEvent)
         engine.update { $0.set(replicas) }
     }
 
@@ -148,6 +151,14 @@ public final class Balancer: Sendable {
                             timeout: engine.settings.healthTimeout)
                         if Task.isCancelled { break }
                         engine.update { $0.health(replica, outcome) }
+                        // A replica in rotation that just failed a check is checked again at
+                        // once: a silent outage (a node gone, no refusal to see) then takes it
+                        // out after two check timeouts, without an interval between them.
+                        let suspect =
+                            if case .unhealthy = outcome {
+                                engine.state.withLock { $0.table.isInRotation(replica) }
+                            } else { false }
+                        if suspect { continue }
                         try? await Task.sleep(for: .seconds(engine.settings.healthInterval))
                     }
                 }
@@ -174,7 +185,7 @@ public final class Balancer: Sendable {
 /// Runs `body` with a started ``Balancer`` and its port, and shuts it down afterwards,
 /// also when `body` throws.
 public func withBalancer<T: Sendable>(
-    replicas: [Replica], connector: any UpstreamConnector = DirectConnector(),
+    replicas: [Replica], connector: (any UpstreamConnector)? = nil,
     settings: BalancerSettings = BalancerSettings(), host: String = "127.0.0.1", port: Int = 0,
     onEvent: @escaping @Sendable (BalancerEvent) -> Void = { _ in },
     _ body: (Balancer, Int) async throws -> T

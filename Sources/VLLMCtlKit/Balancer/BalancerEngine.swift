@@ -105,6 +105,15 @@ final class BalancerEngine: Sendable {
                 return
             case .tryAnother(let ourSideReason):
                 if let ourSideReason { ourSide.append("\(replica): \(ourSideReason)") }
+            case .timedOut(let reason):
+                answer(
+                    client, version: head.version, status: .gatewayTimeout,
+                    json: BalancerAnswer.errorBody(
+                        message:
+                            "The replica \(replica) \(reason) in answer to this request (the balancer's read timeout); it was not sent elsewhere, since the replica may still be working on it. `GET /vllmctl/replicas` on this endpoint shows each replica's state.",
+                        type: "timeout", code: 504),
+                    keepAlive: head.isKeepAlive)
+                return
             }
         }
         guard !client.isClosed else { return }
@@ -133,6 +142,8 @@ final class BalancerEngine: Sendable {
         case closeClient
         /// With the reason when the failure was on this side (the replica's state is unknown).
         case tryAnother(String?)
+        /// The replica did not answer within the read timeout: 504, not retried.
+        case timedOut(String)
     }
 
     /// One replica's go at a request: a kept-alive connection when one is idle (and a fresh one
@@ -156,7 +167,9 @@ final class BalancerEngine: Sendable {
                     let channel = try await connector.connect(
                         host: replica.host, port: replica.port, timeout: settings.connectTimeout,
                         on: group.next())
-                    connection = try await UpstreamConnection.wrap(channel)
+                    connection = try await UpstreamConnection.wrap(channel) { [weak self] reason in
+                        self?.update { $0.hostGone(replica, reason: "\(replica) \(reason)") }
+                    }
                 } catch {
                     let e = RouteConnector.classify(error)
                     switch e.kind {
@@ -176,7 +189,7 @@ final class BalancerEngine: Sendable {
                 head: ForwardedHeaders.request(
                     request.head, bodyBytes: request.body.readableBytes, replica: replica),
                 body: request.body, client: client, clientVersion: request.head.version,
-                clientKeepAlive: keepAlive)
+                clientKeepAlive: keepAlive, readTimeout: settings.readTimeout)
             client.attemptEnded()
             switch result {
             case .completed(let status, let headSeconds, let reusable):
@@ -192,6 +205,15 @@ final class BalancerEngine: Sendable {
                         status: status, headSeconds: headSeconds, reason: "\(replica) \(reason) mid-response"),
                     .closeClient
                 )
+            case .unacknowledged(let reason):
+                // Not the idle close a pooled connection may meet: the host is gone.
+                channel.close(promise: nil)
+                if client.isClosed { return (.notCounted, .done) }
+                return (.refused("\(replica) \(reason) before answering"), .tryAnother(nil))
+            case .noAnswer(let reason):
+                channel.close(promise: nil)
+                if client.isClosed { return (.notCounted, .done) }
+                return (.unanswered("\(replica) \(reason) in answer to a request"), .timedOut(reason))
             case .beforeResponse(let reason):
                 channel.close(promise: nil)
                 if client.isClosed { return (.notCounted, .done) }

@@ -31,6 +31,24 @@ public struct BalancerSettings: Sendable {
     public var successesToReturn: Int = 1
     /// Seconds to connect to a replica for a request.
     public var connectTimeout: Double = 5
+    /// Seconds that bytes sent to a replica may stay unacknowledged by its host's TCP stack
+    /// (`TCP_USER_TIMEOUT`, on ``DirectConnector``'s connections): then the connection fails
+    /// and the replica is out of rotation at once, as for a refusal; a request that had no
+    /// answer yet goes to another replica. A busy server's kernel still acknowledges at once,
+    /// so this only fires when the host or its link is gone. The connections also send a
+    /// keepalive probe after 1 s without traffic, so one that waits for an answer or sits idle
+    /// in the pool fails the same way: a gateway sees such a host gone within about 2.5 s,
+    /// whatever its traffic. 0: the kernel's default (about 15 minutes) and no probes.
+    /// Connections through SSH are the login node's and have neither.
+    public var unacknowledgedTimeout: Double = 1.5
+    /// Seconds a replica may send nothing while a request is on it: before its response head
+    /// (the request then gets 504 and is not sent elsewhere, since the replica may still be
+    /// working on it) or between two parts of the response (the client's connection is then
+    /// cut, as for any break mid-response). Either way the replica's connection is closed (vLLM
+    /// aborts the generation) and the replica gets one strike, as for a failed health check.
+    /// The default, 600 s, is the OpenAI SDK's own default timeout: a non-streamed completion
+    /// sends nothing until it is whole, so this must be longer than the longest generation.
+    public var readTimeout: Double = 600
     /// The largest request body the endpoint buffers (for failover); a larger request is
     /// answered 413 and its connection closed.
     public var maxBufferedBody: Int = 64 << 20

@@ -145,6 +145,23 @@ struct ReplicaTable: Sendable {
         return events
     }
 
+    /// A connection to `replica` that carried no request failed because its host stopped
+    /// acknowledging (an idle pooled connection's keepalive probe): out of rotation at once, as
+    /// for a refusal, and nothing else counted (no request was on it).
+    mutating func hostGone(_ replica: Replica, reason: String) -> [BalancerEvent] {
+        guard var s = states[replica], !s.leaving else { return [] }
+        s.lastError = reason
+        s.consecutiveSuccesses = 0
+        s.consecutiveFailures = max(s.consecutiveFailures, failuresToLeave)
+        var events: [BalancerEvent] = []
+        if s.inRotation {
+            s.inRotation = false
+            events.append(.outOfRotation(replica, reason: reason))
+        }
+        states[replica] = s
+        return events
+    }
+
     /// Records a health check.
     mutating func health(_ replica: Replica, _ outcome: HealthOutcome) -> [BalancerEvent] {
         guard var s = states[replica], !s.leaving else { return [] }
@@ -177,6 +194,11 @@ struct ReplicaTable: Sendable {
 
     /// Requests in flight on `replica`; nil once it is gone.
     func inFlight(_ replica: Replica) -> Int? { states[replica]?.inFlight }
+
+    /// Whether `replica` takes new requests now.
+    func isInRotation(_ replica: Replica) -> Bool {
+        states[replica].map { $0.inRotation && !$0.draining && !$0.leaving } ?? false
+    }
 
     /// The counters of every replica, in the order they joined.
     func snapshot() -> [ReplicaStats] {

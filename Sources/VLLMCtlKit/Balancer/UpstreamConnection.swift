@@ -10,6 +10,12 @@ enum ExchangeResult: Sendable {
     case broken(status: Int, headSeconds: Double, reason: String)
     /// The replica refused, reset or closed before any response byte: safe to retry.
     case beforeResponse(String)
+    /// The replica sent no response head within the read timeout (it may be working on the
+    /// request still): not retried.
+    case noAnswer(String)
+    /// The replica's host did not acknowledge what was sent (`TCP_USER_TIMEOUT`): it or its
+    /// link is gone. Before any response byte, so safe to retry elsewhere.
+    case unacknowledged(String)
 }
 
 /// The client connection a request came in on, as the exchanges that answer it see it.
@@ -51,25 +57,30 @@ final class Exchange {
     let clientVersion: HTTPVersion
     let clientKeepAlive: Bool
     let promise: EventLoopPromise<ExchangeResult>
+    /// How long the replica may stay silent (``BalancerSettings/readTimeout``).
+    let readTimeout: TimeAmount
     let started = NIODeadline.now()
     var status: Int?
     var headSeconds = 0.0
     var upstreamKeepAlive = true
 
     init(
-        client: ClientSide, clientVersion: HTTPVersion, clientKeepAlive: Bool,
+        client: ClientSide, clientVersion: HTTPVersion, clientKeepAlive: Bool, readTimeout: TimeAmount,
         promise: EventLoopPromise<ExchangeResult>
     ) {
         self.client = client
         self.clientVersion = clientVersion
         self.clientKeepAlive = clientKeepAlive
+        self.readTimeout = readTimeout
         self.promise = promise
     }
 }
 
 /// Relays a replica's response to the client as it arrives: each part is written and
 /// flushed at once, so SSE events pass unbuffered. While more than `highWater` bytes wait to
-/// be written to a slow client, reading from the replica stops (backpressure).
+/// be written to a slow client, reading from the replica stops (backpressure). A replica that
+/// sends nothing for the exchange's read timeout (while reading is not paused) ends it: no
+/// request waits forever on a replica that accepted and never answers.
 final class UpstreamHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
@@ -80,6 +91,15 @@ final class UpstreamHandler: ChannelInboundHandler {
     private var paused = false
     private let highWater = 256 << 10
     private let lowWater = 64 << 10
+    /// When the replica last sent something for the exchange (or it began), and the timer
+    /// that checks it.
+    private var lastRead = NIODeadline.now()
+    private var silenceTimer: Scheduled<Void>?
+    /// Called when the connection fails, with no request on it, because the replica's host
+    /// stopped acknowledging (a keepalive probe of an idle pooled connection).
+    private let onHostGone: @Sendable (String) -> Void
+
+    init(onHostGone: @escaping @Sendable (String) -> Void = { _ in }) { self.onHostGone = onHostGone }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
@@ -91,12 +111,46 @@ final class UpstreamHandler: ChannelInboundHandler {
             return
         }
         self.exchange = exchange
+        lastRead = .now()
+        checkSilence(after: exchange.readTimeout, context: context)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         if body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
     }
 
+    /// Ends the exchange once the replica has been silent for its read timeout; checked when
+    /// the timeout could have run out, so a busy stream costs no timer per part.
+    private func checkSilence(after delay: TimeAmount, context: ChannelHandlerContext) {
+        silenceTimer?.cancel()
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        silenceTimer = context.eventLoop.scheduleTask(in: delay) {
+            let (handler, context) = bound.value
+            guard let exchange = handler.exchange else { return }
+            let silent = NIODeadline.now() - handler.lastRead
+            if handler.paused || silent < exchange.readTimeout {
+                // Not silent, or not reading (a slow client): look again later.
+                handler.checkSilence(
+                    after: handler.paused ? exchange.readTimeout : exchange.readTimeout - silent,
+                    context: context)
+                return
+            }
+            let seconds = Double(exchange.readTimeout.nanoseconds) / 1e9
+            let words =
+                "sent nothing for \(seconds == seconds.rounded() ? String(Int(seconds)) : String(format: "%.1f", seconds)) s"
+            handler.silenceTimer = nil
+            handler.exchange = nil
+            if let status = exchange.status {
+                exchange.promise.succeed(
+                    .broken(status: status, headSeconds: exchange.headSeconds, reason: words))
+            } else {
+                exchange.promise.succeed(.noAnswer(words))
+            }
+            context.close(promise: nil)
+        }
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        lastRead = .now()
         guard let exchange else {
             // Nothing was asked: a replica talking out of turn cannot be trusted with another request.
             context.close(promise: nil)
@@ -116,6 +170,8 @@ final class UpstreamHandler: ChannelInboundHandler {
                 .body(.byteBuffer(buffer)), bytes: buffer.readableBytes, exchange: exchange, context: context)
         case .end(let trailers):
             self.exchange = nil
+            silenceTimer?.cancel()
+            silenceTimer = nil
             exchange.client.channel.writeAndFlush(HTTPServerResponsePart.end(trailers), promise: nil)
             exchange.promise.succeed(
                 .completed(
@@ -153,7 +209,11 @@ final class UpstreamHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if let io = error as? IOError, io.errnoCode == ECONNRESET {
+        if let io = error as? IOError, io.errnoCode == ETIMEDOUT {
+            let words = "did not acknowledge what was sent (its host or link is gone)"
+            if exchange == nil { onHostGone(words) }
+            fail(words, unacknowledged: true)
+        } else if let io = error as? IOError, io.errnoCode == ECONNRESET {
             fail("reset the connection")
         } else if error is HTTPParserError {
             fail("sent a malformed response (\(error))")
@@ -163,12 +223,16 @@ final class UpstreamHandler: ChannelInboundHandler {
         context.close(promise: nil)
     }
 
-    private func fail(_ reason: String) {
+    private func fail(_ reason: String, unacknowledged: Bool = false) {
         guard let exchange else { return }
         self.exchange = nil
+        silenceTimer?.cancel()
+        silenceTimer = nil
         if let status = exchange.status {
             exchange.promise.succeed(
                 .broken(status: status, headSeconds: exchange.headSeconds, reason: reason))
+        } else if unacknowledged {
+            exchange.promise.succeed(.unacknowledged(reason))
         } else {
             exchange.promise.succeed(.beforeResponse(reason))
         }
@@ -183,9 +247,12 @@ struct UpstreamConnection: Sendable {
     var reused = false
 
     /// Adds the codec and handler to a freshly connected `channel`.
-    static func wrap(_ channel: any Channel) async throws -> UpstreamConnection {
+    /// `onHostGone`: see ``UpstreamHandler``.
+    static func wrap(_ channel: any Channel, onHostGone: @escaping @Sendable (String) -> Void = { _ in })
+        async throws -> UpstreamConnection
+    {
         try await channel.eventLoop.submit {
-            let handler = UpstreamHandler()
+            let handler = UpstreamHandler(onHostGone: onHostGone)
             try channel.pipeline.syncOperations.addHTTPClientHandlers()
             try channel.pipeline.syncOperations.addHandler(handler)
             return UpstreamConnection(
@@ -196,15 +263,16 @@ struct UpstreamConnection: Sendable {
     /// Forwards one request and relays its response to `client`.
     func forward(
         head: HTTPRequestHead, body: NIOCore.ByteBuffer, client: ClientSide, clientVersion: HTTPVersion,
-        clientKeepAlive: Bool
+        clientKeepAlive: Bool, readTimeout: Double
     ) async -> ExchangeResult {
+        let readTimeout = TimeAmount.nanoseconds(Int64(max(readTimeout, 0.001) * 1e9))
         let promise = channel.eventLoop.makePromise(of: ExchangeResult.self)
         let handler = self.handler
         channel.eventLoop.execute {
             handler.value.begin(
                 Exchange(
                     client: client, clientVersion: clientVersion, clientKeepAlive: clientKeepAlive,
-                    promise: promise),
+                    readTimeout: readTimeout, promise: promise),
                 head: head, body: body)
         }
         do { return try await promise.futureResult.get() } catch { return .beforeResponse("\(error)") }

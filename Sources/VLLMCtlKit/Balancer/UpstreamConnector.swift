@@ -19,17 +19,9 @@ public protocol UpstreamConnector: Sendable {
 
 /// Why a connection to a replica failed, and so what the balancer concludes.
 public struct UpstreamConnectError: Error, Sendable, CustomStringConvertible {
-    /// Whose fault it is.
-    public enum Kind: Sendable, Equatable {
-        /// The target was seen refusing (nothing listens there) or resetting: the replica
-        /// leaves rotation at once.
-        case refused
-        /// No answer in time: one strike, as a failed health check.
-        case unanswered
-        /// The failure is on this side (the SSH session to the login node is down, no file
-        /// descriptors): nothing is known about the replica, whose state stays as it was.
-        case ourSide
-    }
+    /// Whose fault it is (``ConnectFault``): `.refused` takes the replica out of rotation at
+    /// once, `.unanswered` is one strike, `.ourSide` leaves its state as it was.
+    public typealias Kind = ConnectFault
     /// Whose fault it is.
     public var kind: Kind
     /// What happened, in words.
@@ -47,17 +39,35 @@ public struct UpstreamConnectError: Error, Sendable, CustomStringConvertible {
 /// Connects with plain TCP (NIO's `ClientBootstrap`): on a login node or a gateway, where the
 /// replicas' addresses are reachable.
 public struct DirectConnector: UpstreamConnector {
-    /// A direct connector.
-    public init() {}
+    /// Milliseconds sent bytes may stay unacknowledged before the connection fails
+    /// (`TCP_USER_TIMEOUT`); 0: the kernel's default.
+    public var unacknowledgedMilliseconds: Int
+
+    /// A direct connector whose connections fail once sent bytes stay unacknowledged for
+    /// `unacknowledgedTimeout` seconds (``BalancerSettings/unacknowledgedTimeout``; 0: the
+    /// kernel's default).
+    public init(unacknowledgedTimeout: Double = BalancerSettings().unacknowledgedTimeout) {
+        unacknowledgedMilliseconds = Int(max(0, min(unacknowledgedTimeout, 3600)) * 1000)
+    }
 
     public func connect(host: String, port: Int, timeout: Double, on eventLoop: any EventLoop) async throws
         -> any Channel
     {
         let target = URLTarget.hostPort(host, port)
         do {
+            // TCP_USER_TIMEOUT, TCP_KEEPIDLE and TCP_KEEPINTVL are 18, 4 and 5 (linux/tcp.h);
+            // Swift's Glibc module does not export them. With the timeout, a keepalive probe
+            // after 1 s without traffic (an idle pooled connection, a request the replica is
+            // still working on) that goes unacknowledged fails the connection too.
+            let tcp = SocketOptionLevel(IPPROTO_TCP)
+            let probe = unacknowledgedMilliseconds > 0 ? 1 : 0
             return try await ClientBootstrap(group: eventLoop)
                 .connectTimeout(.milliseconds(Int64(max(timeout, 0.05) * 1000)))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.socket(tcp, 18), value: unacknowledgedMilliseconds)
+                .channelOption(.socketOption(.so_keepalive), value: probe)
+                .channelOption(.socket(tcp, 4), value: 1)
+                .channelOption(.socket(tcp, 5), value: 1)
                 .connect(host: host, port: port).get()
         } catch let error as NIOConnectionError {
             let errnos = error.connectionErrors.compactMap { ($0.error as? IOError)?.errnoCode }
@@ -86,16 +96,42 @@ public struct DirectConnector: UpstreamConnector {
 /// one end of a Unix socket pair goes to `route.carry(...)` (a direct-tcpip channel of the one
 /// SSH session), NIO speaks HTTP over the other.
 ///
-/// A failure the route reports as the login node failing to connect to the target ("could not
-/// connect to", sshd's `connect failed`) was seen at the far end: ``UpstreamConnectError/Kind/refused``.
-/// Any other failure of the route (the session is down, the login node is unreachable) says
-/// nothing about the replica: ``UpstreamConnectError/Kind/ourSide``.
+/// The route's ``RouteError`` says whose fault a failure is: the login node was refused by the
+/// target (sshd's `connect failed`) is ``UpstreamConnectError/Kind/refused``; no answer about
+/// it in time is ``UpstreamConnectError/Kind/unanswered``; a failure of the route itself (the
+/// session is down, the login node is unreachable, an open that waited behind another
+/// target's) says nothing about the replica: ``UpstreamConnectError/Kind/ourSide``.
 public struct RouteConnector: UpstreamConnector {
-    /// Where connections come from.
-    public var route: any HTTPRoute
+    /// Where connections come from: the first route, unless a connection it is making has
+    /// waited ``spareAfter`` seconds or more (an SSH session opens one channel at a time, and
+    /// an open to a node that is gone can wait at sshd for up to a minute); then the first
+    /// route that is not held up, or the last. A target whose last connection got no answer
+    /// always uses the first route, so that its own opens queue there (and fail at once
+    /// behind its pending one) instead of holding up a spare as well.
+    public var routes: [any HTTPRoute]
+    /// Seconds a route's pending connection may hold it up before the next route is used.
+    public var spareAfter: Double = 0.5
+    /// Targets (`host:port`) whose last connection got no answer.
+    private let unanswered = Locked<Set<String>>([])
+
+    /// The first route.
+    public var route: any HTTPRoute { routes[0] }
 
     /// A connector over `route`.
-    public init(route: any HTTPRoute) { self.route = route }
+    public init(route: any HTTPRoute) { routes = [route] }
+
+    /// A connector over `routes` (non-empty): the first, and spares for while it is held up
+    /// (e.g. two `RemoteHost`s to the same login node; a spare connects when first used).
+    public init(routes: [any HTTPRoute]) {
+        precondition(!routes.isEmpty, "RouteConnector needs a route")
+        self.routes = routes
+    }
+
+    /// The route for the next connection to `target`.
+    func pickRoute(for target: String) -> any HTTPRoute {
+        if unanswered.withLock({ $0.contains(target) }) { return routes[0] }
+        return routes.first { ($0.openPendingSeconds ?? 0) < spareAfter } ?? routes[routes.count - 1]
+    }
 
     public func connect(host: String, port: Int, timeout: Double, on eventLoop: any EventLoop) async throws
         -> any Channel
@@ -105,11 +141,15 @@ public struct RouteConnector: UpstreamConnector {
         else {
             throw UpstreamConnectError(.ourSide, "socketpair: \(String(cString: strerror(errno)))")
         }
+        let target = URLTarget.hostPort(host, port)
         do {
-            try await route.carry(fds[1], host: host, port: port, timeout: timeout)
+            try await pickRoute(for: target).carry(fds[1], host: host, port: port, timeout: timeout)
+            unanswered.withLock { _ = $0.remove(target) }
         } catch {
             Glibc.close(fds[0])
-            throw Self.classify(error)
+            let classified = Self.classify(error)
+            if classified.kind == .unanswered { unanswered.withLock { _ = $0.insert(target) } }
+            throw classified
         }
         do {
             return try await ClientBootstrap(group: eventLoop).withConnectedSocket(fds[0]).get()
@@ -119,13 +159,15 @@ public struct RouteConnector: UpstreamConnector {
         }
     }
 
-    /// The kind of a route's failure: seen at the target, or on this side.
+    /// The kind of a connector's or route's failure, from its type (``RouteError/kind``):
+    /// seen at the target, no answer, or on this side. An error of any other type says nothing
+    /// about the replica.
     static func classify(_ error: any Error) -> UpstreamConnectError {
         if let error = error as? UpstreamConnectError { return error }
-        if case .unreachable(_, let message, _) = error as? VLLMCtlError,
-            message.contains("could not connect to")
-        {
-            return UpstreamConnectError(.refused, message)
+        if let error = error as? RouteError {
+            let message: String =
+                if case .unreachable(_, let message, _) = error.error { message } else { error.description }
+            return UpstreamConnectError(error.kind, message)
         }
         return UpstreamConnectError(.ourSide, "\(error)")
     }

@@ -51,8 +51,21 @@ public struct Scaler: Sendable {
         let context = deployer.context
         let cluster = deployer.profile.name
         let base = JobName.split(name).name
-        let live = try await DeploymentResolver(context: context, cluster: cluster).replicas(of: base)
-            .filter { $0.job.map { !$0.state.isFinal } ?? true }
+        let resolved = try await DeploymentResolver(context: context, cluster: cluster).replicas(of: base)
+        var live = resolved.filter { $0.job.map { !$0.state.isFinal } ?? true }
+        if resolved.contains(where: { $0.job == nil }) {
+            // Found by local records, which outlive their jobs (a replica whose server died has
+            // ended, and must not count): live means in the queue now. One squeue call; if it
+            // fails, nothing is assumed.
+            let queued = Dictionary(
+                try await StatusBuilder(context: context, cluster: cluster).scheduledJobs(
+                    user: try await context.host.userName(), includeEnded: false
+                ).map { ($0.jobID, $0.state) }, uniquingKeysWith: { $1 })
+            live = resolved.filter { r in
+                if let job = r.job { return !job.state.isFinal }
+                return queued[r.jobID].map { !$0.isFinal } ?? false
+            }
+        }
         guard let first = live.first else {
             throw VLLMCtlError.notFound(
                 what: "running deployment", name: base, hint: "`vllmctl status` lists them; deploy it first.")

@@ -115,7 +115,7 @@ public struct CurlHTTPClient: HTTPClient {
                 client, host: target.host, port: target.port, timeout: request.connectTimeout)
         } catch {
             bridge.shut()
-            routeError = error
+            routeError = (error as? RouteError)?.error ?? error
         }
         let result = await response
         if let routeError {

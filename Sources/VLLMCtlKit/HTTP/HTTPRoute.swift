@@ -9,8 +9,49 @@ import Foundation
 public protocol HTTPRoute: Sendable {
     /// Takes over `client`, a connected stream socket, and carries its bytes to `host:port` as
     /// the route's far end sees it, within `timeout` seconds for the connection. Throws
-    /// `VLLMCtlError.unreachable` (and closes `client`) when the route cannot reach the target.
+    /// ``RouteError`` (and closes `client`) when the route cannot reach the target.
     func carry(_ client: Int32, host: String, port: Int, timeout: Double) async throws
+
+    /// Seconds a connection this route is making has been waiting for the far end's answer,
+    /// when connections wait for one another (one SSH session opens one channel at a time);
+    /// nil when none waits. A caller with another route may use that one meanwhile.
+    var openPendingSeconds: Double? { get }
+}
+
+extension HTTPRoute {
+    /// Routes whose connections do not wait for one another.
+    public var openPendingSeconds: Double? { nil }
+}
+
+/// Whose fault a failed connection to a target is, and so what can be concluded about the
+/// target: what a route (``RouteError``), the SSH forwarder (`ChannelOpenFailure`) and a
+/// balancer's connector (`UpstreamConnectError`) all report.
+public enum ConnectFault: Sendable, Equatable {
+    /// The target was seen refusing (nothing listens there; through SSH: the login node tried
+    /// and could not connect, so the host may be down): a replica leaves rotation at once.
+    case refused
+    /// No answer about the target in time: one strike, as a failed health check.
+    case unanswered
+    /// The failure is on this side (the SSH session is down, the login node is unreachable,
+    /// forwarding is not allowed, no file descriptors): nothing is known about the target.
+    case ourSide
+}
+
+/// A route could not carry a connection to its target: whose fault that is, and the words for
+/// a user.
+public struct RouteError: Error, Sendable, CustomStringConvertible {
+    /// Whose fault it is.
+    public var kind: ConnectFault
+    /// What to tell a user (``VLLMCtlError/unreachable(url:message:hint:)``).
+    public var error: VLLMCtlError
+
+    /// A failure of `kind`, told as `error`.
+    public init(_ kind: ConnectFault, _ error: VLLMCtlError) {
+        self.kind = kind
+        self.error = error
+    }
+
+    public var description: String { error.description }
 }
 
 /// The parts of a URL a route needs.

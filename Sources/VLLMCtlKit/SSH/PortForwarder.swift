@@ -102,6 +102,8 @@ public final class PortForwarder: @unchecked Sendable {
     private var running = false
     private var lostReason: String?
     private var failedAccepts = 0
+    /// When the channel open now pending began (nil: none is).
+    private var openingSince: UInt64?
 
     // Only the loop's thread touches what follows.
     private var session: SSHSession?
@@ -110,7 +112,12 @@ public final class PortForwarder: @unchecked Sendable {
     private var control: SSHChannel?
     private var waiting: [Forward] = []  // accepted, channel not yet open (FIFO)
     /// The one client whose channel libssh2 is opening; once `abandoned`, its client has gone.
-    private var opening: Forward?
+    private var opening: Forward? {
+        didSet {
+            let pending = opening != nil
+            stopLock.withLock { openingSince = pending ? (openingSince ?? MonotonicClock.now()) : nil }
+        }
+    }
     private var active: [Forward] = []
     private var closing: [SSHChannel] = []  // channels being closed and freed
     private var pending: Pending?
@@ -177,7 +184,7 @@ public final class PortForwarder: @unchecked Sendable {
     }
 
     /// How an injected client's channel open ended: nil when it is open, else why not.
-    public typealias OpenResult = @Sendable (_ failure: String?) -> Void
+    public typealias OpenResult = @Sendable (_ failure: ChannelOpenFailure?) -> Void
 
     /// Carries `client` (a connected socket the forwarder now owns) over a new channel to
     /// `host:port`. `opened` is called once, on the forwarder's thread: with nil when the
@@ -202,7 +209,7 @@ public final class PortForwarder: @unchecked Sendable {
         }
         if let lost {
             close(client)
-            opened("the SSH session was lost (\(lost))")
+            opened(ChannelOpenFailure(.ourSide, "the SSH session was lost (\(lost))"))
             return
         }
         if start, let session {
@@ -226,6 +233,14 @@ public final class PortForwarder: @unchecked Sendable {
     }
 
     private var isStopping: Bool { stopLock.withLock { stopRequested } }
+
+    /// Seconds the channel open now in progress has been waiting for the SSH server's answer;
+    /// nil when none is. While one waits, no other channel opens on this session (libssh2
+    /// opens one at a time): an open to a host that is gone (sshd's connect retrying) holds up
+    /// the rest. Safe from any thread.
+    public var openPendingSeconds: Double? {
+        stopLock.withLock { openingSince.map { Double(MonotonicClock.now() - $0) / 1e9 } }
+    }
 
     /// `accept` calls that failed for want of descriptors or memory, so far: with the pause
     /// after each, at most one a second (tests count them to see that the loop does not spin).
@@ -460,7 +475,7 @@ public final class PortForwarder: @unchecked Sendable {
                         message.firstRange(of: "(").map {
                             String(message[$0.upperBound...].dropLast(message.hasSuffix(")") ? 1 : 0))
                         } ?? message
-                    fail(f, reason: reason)
+                    fail(f, ChannelOpenFailure(serverSaid: reason))
                     return .done
                 }
                 if rc == Int(LIBSSH2_ERROR_TIMEOUT) { break }  // handled below
@@ -490,7 +505,11 @@ public final class PortForwarder: @unchecked Sendable {
         // libssh2 waits 60 s (LIBSSH2_READ_TIMEOUT) for an open's answer, then gives the open
         // up and forgets it: that open's client fails, the session is fine.
         if case .open(let f) = op, rc == Int(LIBSSH2_ERROR_TIMEOUT) {
-            fail(f, reason: "no answer from \(f.target): libssh2 gave up waiting for the SSH server")
+            fail(
+                f,
+                ChannelOpenFailure(
+                    .unanswered,
+                    "no answer from \(f.target): libssh2 gave up waiting for the SSH server"))
             return .done
         }
         // A channel-level failure ends that client; a socket-level one ends the session.
@@ -505,7 +524,7 @@ public final class PortForwarder: @unchecked Sendable {
             case .write(let f), .eof(let f), .read(let f): f.finished = true
             case .open(let f):
                 let message = s.lastError.message
-                fail(f, reason: message.isEmpty ? "libssh2 error \(rc)" : message)
+                fail(f, ChannelOpenFailure(.ourSide, message.isEmpty ? "libssh2 error \(rc)" : message))
             case .free, .control: break
             }
             return .done
@@ -556,10 +575,11 @@ public final class PortForwarder: @unchecked Sendable {
     }
 
     /// Ends a client whose channel could not be opened, and says so (rate-limited).
-    private func fail(_ f: Forward, reason: String) {
+    private func fail(_ f: Forward, _ failure: ChannelOpenFailure) {
+        let reason = failure.reason
         if !f.abandoned {
             close(f.client)
-            f.opened?(reason)
+            f.opened?(failure)
             f.opened = nil
         }
         f.finished = true
@@ -607,7 +627,10 @@ public final class PortForwarder: @unchecked Sendable {
         guard case .blocked = outcome else { return outcome }
         let waited = Double(now - f.openStartedAt) / 1e9
         if !f.abandoned && waited > f.openTimeout {
-            fail(f, reason: "no answer from \(f.target) within \(Self.seconds(f.openTimeout)) s")
+            fail(
+                f,
+                ChannelOpenFailure(
+                    .unanswered, "no answer from \(f.target) within \(Self.seconds(f.openTimeout)) s"))
             f.abandoned = true
             f.finished = false  // libssh2 still has to finish this open
         }
@@ -617,15 +640,18 @@ public final class PortForwarder: @unchecked Sendable {
                 if w.target == f.target {
                     fail(
                         w,
-                        reason:
+                        ChannelOpenFailure(
+                            .unanswered,
                             "no answer from \(w.target): a connection to it has been pending for \(Int(waited)) s"
-                    )
+                        ))
                 } else if queued > w.openTimeout {
+                    // Nothing is known of this client's own target.
                     fail(
                         w,
-                        reason:
+                        ChannelOpenFailure(
+                            .ourSide,
                             "waited \(Self.seconds(w.openTimeout)) s behind a connection to \(f.target) that has not completed (libssh2 opens one channel at a time)"
-                    )
+                        ))
                 }
             }
         }
@@ -777,7 +803,7 @@ public final class PortForwarder: @unchecked Sendable {
             takeInjected()
             for f in waiting where !f.finished {
                 close(f.client)
-                f.opened?("the SSH session was lost (\(reason))")
+                f.opened?(ChannelOpenFailure(.ourSide, "the SSH session was lost (\(reason))"))
                 f.opened = nil
             }
             waiting.removeAll()
@@ -832,7 +858,7 @@ public final class PortForwarder: @unchecked Sendable {
         takeInjected()
         for f in active + waiting {
             close(f.client)
-            f.opened?("the forwarder stopped")
+            f.opened?(ChannelOpenFailure(.ourSide, "the forwarder stopped"))
             f.opened = nil
         }
         if let f = opening, !f.abandoned { close(f.client) }
@@ -934,4 +960,31 @@ final class ByteBuffer {
         }
         return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? .wouldBlock : .error
     }
+}
+
+/// Why a channel to a target could not be opened, and whose fault that is: the one place
+/// where what the SSH server said (in words: libssh2 keeps no reason code) becomes a kind.
+public struct ChannelOpenFailure: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Whose fault it is: `.refused` when the SSH server tried the target and could not connect
+    /// (sshd's `connect failed`: nothing listens there, or the host is down); `.unanswered`
+    /// when no answer came in time; `.ourSide` for the session, the forwarder, the server's
+    /// policy or an open that waited behind another target's (nothing known of the target).
+    public var kind: ConnectFault
+    /// What happened, in words.
+    public var reason: String
+
+    /// A failure of `kind`.
+    public init(_ kind: ConnectFault, _ reason: String) {
+        self.kind = kind
+        self.reason = reason
+    }
+
+    /// The SSH server's refusal of an open (RFC 4254 5.1's reason, as libssh2 words it):
+    /// `connect failed` is the target's; anything else (administratively prohibited,
+    /// resource shortage, unknown channel type) is the server's policy or state.
+    init(serverSaid reason: String) {
+        self.init(reason.lowercased().contains("connect failed") ? .refused : .ourSide, reason)
+    }
+
+    public var description: String { reason }
 }

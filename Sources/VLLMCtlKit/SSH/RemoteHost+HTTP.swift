@@ -10,6 +10,11 @@ import Foundation
 /// `PortForwarder` that runs on the session's queue only while requests are in flight, so
 /// exec and SFTP keep using the same session in between.
 extension RemoteHost: HTTPRoute {
+    /// Seconds the channel open in progress on the HTTP forwarder's session has waited for
+    /// sshd's answer (nil: none is, or no forwarder runs); see
+    /// ``PortForwarder/openPendingSeconds``.
+    public var openPendingSeconds: Double? { currentHTTPForwarder?.openPendingSeconds }
+
     public func carry(_ client: Int32, host: String, port: Int, timeout: Double) async throws {
         let target = URLTarget.hostPort(host, port)
         let url = "http://\(target)"
@@ -18,29 +23,39 @@ extension RemoteHost: HTTPRoute {
             forwarder = try await httpForwarder()
         } catch let error as SSHError {
             Glibc.close(client)
-            throw VLLMCtlError.unreachable(
-                url: url, message: "cannot reach the login node \(displayName): \(error.message)",
-                hint: error.hint)
+            throw RouteError(
+                .ourSide,
+                .unreachable(
+                    url: url, message: "cannot reach the login node \(displayName): \(error.message)",
+                    hint: error.hint))
         } catch {
             Glibc.close(client)
-            throw error
+            throw RouteError(
+                .ourSide,
+                .unreachable(
+                    url: url, message: "cannot reach the login node \(displayName): \(error)",
+                    hint: "`vllmctl doctor` checks the connection."))
         }
-        let failure = await withCheckedContinuation { (continuation: CheckedContinuation<String?, Never>) in
+        let failure = await withCheckedContinuation {
+            (continuation: CheckedContinuation<ChannelOpenFailure?, Never>) in
             forwarder.inject(client: client, host: host, port: port, timeout: max(timeout, 0.5)) {
                 continuation.resume(returning: $0)
             }
         }
         guard let failure else { return }
+        let text = failure.reason
         let meaning =
-            failure.contains("connect failed")
+            failure.kind == .refused
             ? ": nothing listens there, or the node is down (sshd does not say which)"
-            : failure.contains("administratively prohibited")
+            : text.contains("administratively prohibited")
                 ? ": sshd there does not allow TCP forwarding (AllowTcpForwarding/PermitOpen)" : ""
-        throw VLLMCtlError.unreachable(
-            url: url,
-            message: "the login node \(displayName) could not connect to \(target) (\(failure))\(meaning)",
-            hint:
-                "Check the job with `vllmctl status`; from the login node itself, `curl \(url)/health` shows what it sees."
-        )
+        throw RouteError(
+            failure.kind,
+            .unreachable(
+                url: url,
+                message: "the login node \(displayName) could not connect to \(target) (\(text))\(meaning)",
+                hint:
+                    "Check the job with `vllmctl status`; from the login node itself, `curl \(url)/health` shows what it sees."
+            ))
     }
 }

@@ -144,6 +144,9 @@ public final class RemoteHost: ClusterHost, @unchecked Sendable {
     }
 
     /// The forwarder for HTTP requests over the current session.
+    /// The HTTP forwarder, if one was made for the current session (no connection is made).
+    var currentHTTPForwarder: PortForwarder? { lock.withLock { forwarder?.forwarder } }
+
     func httpForwarder() async throws -> PortForwarder {
         let session = try await session()
         return try lock.withLock {

@@ -68,3 +68,11 @@ extension SSHSession {
             connectionLost: true)
     }
 }
+
+/// Sets Linux's `TCP_QUICKACK` (12, netinet/tcp.h, not in Swift's Glibc module) on `fd`: the
+/// bytes read so far are acknowledged at once. Linux clears it by itself, so the session's
+/// reader sets it after every read.
+func acknowledgeAtOnce(_ fd: Int32) {
+    var one: Int32 = 1
+    _ = setsockopt(fd, Int32(IPPROTO_TCP), 12, &one, socklen_t(MemoryLayout<Int32>.size))
+}

@@ -110,7 +110,12 @@ extension SSHSession {
     }
 }
 
-/// libssh2's socket reader (`recv`, errors as negative errno) that also notes when bytes arrived.
+/// libssh2's socket reader (`recv`, errors as negative errno) that also notes when bytes arrived,
+/// and acknowledges them at once (`TCP_QUICKACK`, which Linux clears again by itself, so it is
+/// set after every read). OpenSSH's sshd sets `TCP_NODELAY` only on interactive sessions: on a
+/// forwarding-only session it holds a small packet (a response body after its head) until the
+/// packet before it is acknowledged, and a delayed ACK here made that a 40 ms stall on about
+/// one request in seven through a tunnel (docs/REPLICAS.md, "Latency").
 private let stampingRecv:
     @convention(c) (
         Int32, UnsafeMutableRawPointer?, Int, Int32, UnsafeMutablePointer<UnsafeMutableRawPointer?>?
@@ -118,9 +123,12 @@ private let stampingRecv:
         -> Int = { fd, buffer, length, flags, abstract in
             let n = recv(fd, buffer, length, flags)
             if n < 0 { return -Int(errno == ENOENT ? EAGAIN : errno) }
-            if n > 0, let abstract, let pointer = abstract.pointee {
-                Unmanaged<CallbackBox>.fromOpaque(pointer).takeUnretainedValue().lastReceived =
-                    MonotonicClock.now()
+            if n > 0 {
+                acknowledgeAtOnce(fd)
+                if let abstract, let pointer = abstract.pointee {
+                    Unmanaged<CallbackBox>.fromOpaque(pointer).takeUnretainedValue().lastReceived =
+                        MonotonicClock.now()
+                }
             }
             return n
         }

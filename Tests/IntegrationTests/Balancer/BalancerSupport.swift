@@ -239,10 +239,12 @@ struct SplicingRoute: HTTPRoute {
     func carry(_ client: Int32, host: String, port: Int, timeout: Double) async throws {
         if sessionDown {
             Glibc.close(client)
-            throw VLLMCtlError.unreachable(
-                url: "http://\(host):\(port)",
-                message: "cannot reach the login node fake: the session is down",
-                hint: "")
+            throw RouteError(
+                .ourSide,
+                .unreachable(
+                    url: "http://\(host):\(port)",
+                    message: "cannot reach the login node fake: the session is down",
+                    hint: ""))
         }
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var addr = sockaddr_in()
@@ -257,10 +259,12 @@ struct SplicingRoute: HTTPRoute {
         guard rc == 0 else {
             Glibc.close(fd)
             Glibc.close(client)
-            throw VLLMCtlError.unreachable(
-                url: "http://\(host):\(port)",
-                message: "the login node fake could not connect to \(host):\(port) (connect failed)", hint: ""
-            )
+            throw RouteError(
+                .refused,
+                .unreachable(
+                    url: "http://\(host):\(port)",
+                    message: "the login node fake could not connect to \(host):\(port) (connect failed)",
+                    hint: ""))
         }
         let remaining = Locked(2)
         for (from, to) in [(client, fd), (fd, client)] {

@@ -4,11 +4,13 @@ import Testing
 
 @testable import VLLMCtlKit
 
-/// Sends `count` chat requests (every third streamed) to `base` with `key` from the laptop
-/// namespace, `concurrency` at a time; prints `ok failed`, then the endpoint's replica page.
+/// Sends `count` chat requests (every third streamed) to `base` with the key in `key_file` (0600:
+/// no key on a command line), `concurrency` at a time; prints `ok failed`, then the endpoint's
+/// replica page.
 private let client = #"""
     import json, sys, urllib.request, concurrent.futures
-    base, key, count, conc = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    base, count, conc = sys.argv[1], int(sys.argv[3]), int(sys.argv[4])
+    key = open(sys.argv[2]).read().strip()
     def one(i):
         body = {"model": "sim", "messages": [{"role": "user", "content": "hi %d" % i}], "max_tokens": 8,
                 "stream": i % 3 == 0}
@@ -44,6 +46,8 @@ extension LocalCluster {
                 "--cluster", "hpc", "--name", "bal", "--replicas", "2", "--gpus", "2", "--wait-all",
             ]) {
                 d in
+                let keyFile = try temporaryDirectory() + "/key"
+                try LocalFiles.writeAtomically(Data(d.apiKey.utf8), to: keyFile, mode: 0o600)
                 let tunnel = try await cli.run([
                     "tunnel", "bal", "--cluster", "hpc", "--background", "--local-port", "0",
                 ])
@@ -55,7 +59,7 @@ extension LocalCluster {
                     "\(tunnel.stdout)")
                 #expect(tunnel.stdout.contains("2 replicas"), "\(tunnel.stdout)")
                 let run = try await sh(
-                    TestHost.laptop.prefix + ["python3", "-c", client, base, d.apiKey, "60", "8"],
+                    TestHost.laptop.prefix + ["python3", "-c", client, base, keyFile, "60", "8"],
                     timeout: .seconds(180))
                 let lines = run.stdout.split(separator: "\n", maxSplits: 1).map(String.init)
                 #expect(lines.first == "60 0", "\(run.stdout) \(run.stderr)")
@@ -88,7 +92,7 @@ extension LocalCluster {
                 }
                 #expect(answered, "the gateway did not listen")
                 let viaGateway = try await sh(
-                    ["python3", "-c", client, "http://127.0.0.1:\(port)", d.apiKey, "30", "8"],
+                    ["python3", "-c", client, "http://127.0.0.1:\(port)", keyFile, "30", "8"],
                     timeout: .seconds(180))
                 #expect(viaGateway.stdout.hasPrefix("30 0"), "\(viaGateway.stdout) \(viaGateway.stderr)")
                 kill(gateway.processIdentifier, SIGINT)

@@ -69,8 +69,11 @@ package struct CLI: Sendable {
     }
 
     /// `vllmctl deploy MODEL --json ARGS`, parsed; throws with deploy's stderr if it failed.
-    package func deploy(_ args: [String], model: String = "sim") async throws -> CLIDeployment {
-        let result = try await run(["deploy", model, "--json"] + args)
+    package func deploy(_ args: [String], model: String = "sim", timeout: Duration = .seconds(120))
+        async throws
+        -> CLIDeployment
+    {
+        let result = try await run(["deploy", model, "--json"] + args, timeout: timeout)
         guard result.status == 0,
             let object = try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
         else {
@@ -83,9 +86,10 @@ package struct CLI: Sendable {
     /// reported, and cancels every job this CLI deployed afterwards (also those `body`
     /// deployed), awaited, pass or fail.
     package func withDeployment<T>(
-        _ args: [String], model: String = "sim", _ body: (CLIDeployment) async throws -> T
+        _ args: [String], model: String = "sim", timeout: Duration = .seconds(120),
+        _ body: (CLIDeployment) async throws -> T
     ) async throws -> T {
-        try await cleaningUp { try await body(try await deploy(args, model: model)) }
+        try await cleaningUp { try await body(try await deploy(args, model: model, timeout: timeout)) }
     }
 }
 
