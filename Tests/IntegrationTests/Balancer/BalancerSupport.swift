@@ -52,17 +52,21 @@ final class BalancerSim: @unchecked Sendable {
     var replica: Replica { Replica(host: "127.0.0.1", port: port) }
     var url: String { "http://127.0.0.1:\(port)" }
 
-    func waitHealthy() async throws {
+    func waitHealthy() async throws { try await waitAnswering(status: 200) }
+
+    /// Waits until `/health` answers `status` (a sick simulator's 503: it is listening).
+    func waitAnswering(status: Int) async throws {
         let http = CurlHTTPClient()
         for _ in 0..<200 {
             if let r = try? await http.send(HTTPRequest(url: url + "/health", connectTimeout: 1, timeout: 2)),
-                r.status == 200
+                r.status == status
             {
                 return
             }
             try await Task.sleep(for: .milliseconds(100))
         }
-        throw VLLMCtlError.http(url: url, message: "the simulator did not become healthy", hint: "")
+        throw VLLMCtlError.http(
+            url: url, message: "the simulator's /health never answered \(status)", hint: "")
     }
 
     /// `vllm:num_requests_running`, read from the simulator itself.

@@ -266,7 +266,8 @@ import Testing
         let good = try BalancerSim(key: key)
         let sick = try BalancerSim(key: key, extraArgs: ["--sim-unhealthy-after", "0"])
         try await good.waitHealthy()
-        try await Task.sleep(for: .milliseconds(500))
+        // Listening and sick: a refusal (still loading) would be a different reason.
+        try await sick.waitAnswering(status: 503)
         let events = BalancerEventLog()
         try await withBalancer(
             replicas: [sick.replica, good.replica], settings: testBalancerSettings(), onEvent: events.callback
