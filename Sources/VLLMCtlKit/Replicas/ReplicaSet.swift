@@ -65,6 +65,24 @@ public actor ReplicaSet {
                 node: info.node)
         }
         known = current
-        return current.values.sorted { $0.replica < $1.replica }
+        return Self.newestPerSlot(Array(current.values))
     }
+
+    /// One endpoint per replica number: the newest job (the highest job id). A renewing
+    /// deployment (docs/RENEW.md) has two ready jobs in one slot during a handover; new
+    /// requests go to the successor only, while the predecessor drains and ends.
+    static func newestPerSlot(_ endpoints: [ReplicaEndpoint]) -> [ReplicaEndpoint] {
+        var newest: [Int: ReplicaEndpoint] = [:]
+        for endpoint in endpoints {
+            if let held = newest[endpoint.replica],
+                Self.jobNumber(held.jobID) > Self.jobNumber(endpoint.jobID)
+            {
+                continue
+            }
+            newest[endpoint.replica] = endpoint
+        }
+        return newest.values.sorted { $0.replica < $1.replica }
+    }
+
+    static func jobNumber(_ id: String) -> Int { Int(id) ?? 0 }
 }

@@ -1,0 +1,75 @@
+import Foundation
+
+/// Teardown of a renewing deployment (docs/RENEW.md): its job may submit a successor at any
+/// moment, also while it is being cancelled. Before the cancel, a stop mark (`renew.stop`) is
+/// written into the deployment's directory: a job checks it right before `sbatch`, and a
+/// successor that starts anyway ends at once. After the cancel, the queue is read again, and a
+/// job of the same name in the same directory that appeared meanwhile is cancelled too.
+extension Teardown {
+    /// The stop mark's name in a deployment directory.
+    public static let stopMark = "renew.stop"
+
+    /// Writes the stop mark into every directory of `actions` whose deployment renews (its
+    /// `deployment.json` says so). Returns those directories.
+    func markChainsStopped(_ actions: [TeardownAction]) async -> Set<String> {
+        var marked: Set<String> = []
+        for dir in Set(actions.compactMap(\.deployDir)) where !dir.isEmpty {
+            guard let data = try? await context.host.readFile(dir + "/" + DeploymentFiles.settings),
+                let settings = try? JSONDecoder().decode(DeploySettings.self, from: data),
+                settings.renew == true
+            else { continue }
+            let note = Data(
+                "torn down by vllmctl at \(ISO8601DateFormatter().string(from: context.clock.now()))\n".utf8)
+            if (try? await context.host.writeFileAtomically(note, to: dir + "/" + Self.stopMark, mode: 0o600))
+                != nil
+            {
+                marked.insert(dir)
+            }
+        }
+        return marked
+    }
+
+    /// Successors submitted while the chain was being cancelled: the user's live jobs with
+    /// vllmctl's tag whose directory was marked (a deployment's own: each replica has its
+    /// own), not cancelled already. An unanswered squeue finds none (nothing is cancelled on a guess).
+    func lateSuccessors(of cancelled: [TeardownAction], marked: Set<String>) async -> [JobSnapshot] {
+        guard !marked.isEmpty else { return [] }
+        let listing = Squeue(user: ownership.user)
+        guard let queue = try? await ask(listing.argv, parse: listing.parse) else { return [] }
+        let done = Set(cancelled.map(\.jobID))
+        return queue.filter { job in
+            ownership.isOurs(job) && !done.contains(job.jobID) && !job.state.isFinal
+                && marked.contains(job.workDir)
+        }
+    }
+
+    /// Cancels ``lateSuccessors(of:marked:)`` (checked again right before, as every cancel),
+    /// and says so.
+    func cancelLateSuccessors(of cancelled: [TeardownAction], marked: Set<String>) async -> [TeardownOutcome]
+    {
+        let late = await lateSuccessors(of: cancelled, marked: marked)
+        guard !late.isEmpty, let argv = try? Scancel(jobIDs: late.map(\.jobID)).checkedArgv() else {
+            return []
+        }
+        let sent = (try? await context.host.run(argv, input: nil, timeout: schedulerTimeout))?.status == 0
+        let (confirmed, _) = sent ? await waitForEnd(late.map(\.jobID)) : ([:], [:])
+        return late.map { job in
+            let action = TeardownAction(
+                kind: .cancel, jobID: job.jobID, name: Ownership.deploymentName(job),
+                reason: "a successor submitted while the deployment was being torn down",
+                deployDir: job.workDir)
+            if let how = confirmed[job.jobID] {
+                return TeardownOutcome(
+                    action: action, succeeded: true,
+                    message:
+                        "Cancelled job \(job.jobID) (\(action.name)), a successor submitted during the teardown: \(how)."
+                )
+            }
+            return TeardownOutcome(
+                action: action, succeeded: false,
+                message:
+                    "Job \(job.jobID) (\(action.name)) was submitted as a successor during the teardown and could not be confirmed cancelled; check it with `squeue -j \(job.jobID)` and run teardown again."
+            )
+        }
+    }
+}
