@@ -72,4 +72,35 @@ extension Teardown {
             )
         }
     }
+
+    /// Closes this machine's tunnels that followed a torn-down chain (`vllmctl tunnel NAME`
+    /// runs a balancing endpoint recorded under the job that served when it opened, which a
+    /// handover has replaced since): those named after a deployment in a marked directory of
+    /// which no live job is left. An unanswered squeue closes nothing.
+    func closeChainTunnels(of cancelled: [TeardownAction], marked: Set<String>) async -> [TeardownOutcome] {
+        let names = Set(
+            cancelled.filter { $0.deployDir.map(marked.contains) ?? false }.map {
+                JobName.split($0.name).name
+            })
+        guard !names.isEmpty else { return [] }
+        let listing = Squeue(user: ownership.user)
+        guard let queue = try? await ask(listing.argv, parse: listing.parse) else { return [] }
+        let live = Set(
+            queue.filter { ownership.isOurs($0) && !$0.state.isFinal }.map {
+                JobName.split(Ownership.deploymentName($0)).name
+            })
+        let tunnels = TunnelStore(records: context.records)
+        return tunnels.open(cluster: profile.name).filter {
+            names.contains($0.name) && !live.contains($0.name)
+        }
+        .map { tunnel in
+            _ = tunnels.close(tunnel)
+            return TeardownOutcome(
+                action: TeardownAction(
+                    kind: .cleanUp, jobID: tunnel.jobID, name: tunnel.name,
+                    reason: "a tunnel that followed the renewing deployment"),
+                succeeded: true,
+                message: "Closed the tunnel \(tunnel.baseURL) (pid \(tunnel.pid)) to \(tunnel.name).")
+        }
+    }
 }

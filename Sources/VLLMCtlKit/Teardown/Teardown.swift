@@ -196,6 +196,7 @@ public struct Teardown: Sendable {
                 (confirmed, stillListed) = await waitForEnd(cancels.filter { notOurs[$0] == nil })
             }
             late = await cancelLateSuccessors(of: plan.toCancel, marked: marked)
+            late += await closeChainTunnels(of: plan.toCancel, marked: marked)
         }
 
         var outcomes: [TeardownOutcome] = []

@@ -202,6 +202,8 @@ extension LocalCluster {
 
                     let down = try await cli.run(["teardown", name, "--cluster", "hpc"])
                     #expect(down.status == 0, "\(down.stdout) \(down.stderr)")
+                    // The tunnel that followed the chain is closed with it.
+                    #expect(down.stdout.contains("Closed the tunnel \(base)/v1"), "\(down.stdout)")
                     try await Task.sleep(for: .seconds(2))
                     #expect(try await Self.queued(name).isEmpty)
                     let stopped = try await Self.accounting(name).text
