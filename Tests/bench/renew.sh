@@ -46,7 +46,7 @@ PY
 echo "== renewal handover (issue 15): simulator load ${load} s"
 
 # 1. renew
-"$bin" deploy sim --name "$name" --renew --time 3 --timeout 50 --renew-margin 60 \
+"$bin" deploy sim --name "$name" --gpus 0 --renew --time 3 --timeout 50 --renew-margin 60 \
   --setup "export VLLM_SIM_LOAD_SECONDS=$load" --json > "$work/deploy.json"
 key=$(field "$work/deploy.json" api_key)
 first=$(field "$work/deploy.json" job_id)
@@ -72,7 +72,7 @@ wait "$gateway" 2>/dev/null || true
 gateway=""
 
 # 2. naive
-"$bin" deploy sim --name "$naive" --time 1 --timeout 50 --setup "export VLLM_SIM_LOAD_SECONDS=$load" \
+"$bin" deploy sim --name "$naive" --gpus 0 --time 1 --timeout 50 --setup "export VLLM_SIM_LOAD_SECONDS=$load" \
   --json > "$work/naive.json"
 job=$(field "$work/naive.json" job_id)
 field "$work/naive.json" url | sed 's#/v1$##' > "$work/url"
@@ -84,7 +84,7 @@ while squeue -h -j "$job" 2>/dev/null | grep -q .; do sleep 0.2; done
 start=$(date +%s.%N)
 umask 077
 printf '%s' "$key" > "$work/key"
-"$bin" deploy sim --name "$naive-2" --time 1 --timeout 50 --api-key-file "$work/key" \
+"$bin" deploy sim --name "$naive-2" --gpus 0 --time 1 --timeout 50 --api-key-file "$work/key" \
   --setup "export VLLM_SIM_LOAD_SECONDS=$load" --json > "$work/naive2.json"
 ready=$(date +%s.%N)
 field "$work/naive2.json" url | sed 's#/v1$##' > "$work/url"

@@ -161,6 +161,12 @@ public struct Deployer: Sendable {
             guard !submitted.isEmpty else { throw error }
             throw await cancelPartial(submitted, because: error)
         }
+        if plan.renews {
+            // Which mode runs: the chain is in the jobs (docs/RENEW.md).
+            context.terminal.note(
+                "Renewing: before its time limit, each job submits its successor itself (sbatch on the compute node, same key) and hands over; `vllmctl status` shows the chain, `vllmctl teardown \(submitted[0].plan.name)` ends it."
+            )
+        }
         guard request.wait else { return DeployOutcome(submitted) }
         let timeout = plan.settings.readyTimeout ?? DeployPlan.defaultReadyTimeout
         if count == 1 {

@@ -9,7 +9,11 @@ extension LocalCluster {
     /// handover. A large margin makes the successor due about a minute after the first job is
     /// ready (3-minute limit, 30 s ready timeout, 110 s margin: 2 × 30 + 110 ≤ 180).
     @Suite struct RenewFailureTests {
-        static let shortChain = ["--renew", "--time", "3", "--timeout", "30", "--renew-margin", "110"]
+        /// No GPU: the chain does not need one, and the test cluster's 4 GPUs are often taken
+        /// (a pending job that wants them all would hold the successor back).
+        static let shortChain = [
+            "--gpus", "0", "--renew", "--time", "3", "--timeout", "30", "--renew-margin", "110",
+        ]
 
         /// A job's chain file, parsed (nil until written).
         static func chain(_ dir: String, _ jobID: String) -> RenewalStatus? {

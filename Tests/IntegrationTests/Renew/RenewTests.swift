@@ -117,7 +117,8 @@ extension LocalCluster {
         static func curlFromFile(_ dir: String) async throws -> CommandResult {
             let text = try String(contentsOfFile: dir + "/" + DeploymentFiles.infoText, encoding: .utf8)
             let curl = try #require(text.range(of: "curl -X POST").map { String(text[$0.lowerBound...]) })
-            return try await sh(["bash", "-c", curl + " --silent --show-error --max-time 20"])
+            let command = curl.trimmingCharacters(in: .whitespacesAndNewlines)
+            return try await sh(["bash", "-c", command + " --silent --show-error --max-time 20"])
         }
 
         @Test func twoHandoversUnderSteadyTrafficFromTheLaptopFailNoRequest() async throws {
@@ -128,7 +129,8 @@ extension LocalCluster {
             try await running(
                 {
                     let d = try await cli.deploy([
-                        "--cluster", "hpc", "--name", name, "--renew", "--time", "3", "--timeout", "50",
+                        "--cluster", "hpc", "--name", name, "--gpus", "0", "--renew", "--time", "3",
+                        "--timeout", "50",
                         "--renew-margin", "60", "--drain-timeout", "20", "--setup",
                         "export VLLM_SIM_LOAD_SECONDS=20",
                     ])
