@@ -103,4 +103,28 @@ extension Teardown {
                 message: "Closed the tunnel \(tunnel.baseURL) (pid \(tunnel.pid)) to \(tunnel.name).")
         }
     }
+
+    /// Replaces the shared copy a torn-down chain kept current (named in its directory's
+    /// ``SharedConnectionFile/pointer``) with a notice: it is named after the chain's first job,
+    /// which teardown's own clean-up does not see.
+    func noticeChainSharedCopies(of cancelled: [TeardownAction], marked: Set<String>) async
+        -> [TeardownOutcome]
+    {
+        var out: [TeardownOutcome] = []
+        for action in cancelled {
+            guard let dir = action.deployDir, marked.contains(dir),
+                let data = try? await context.host.readFile(dir + "/" + SharedConnectionFile.pointer),
+                let path = String(decoding: data, as: UTF8.self).split(separator: "\n").first.map(
+                    String.init),
+                path.hasPrefix("/"),
+                let replaced = try? await SharedConnectionFile(context: context, profile: profile)
+                    .replaceWithNotice(path: path, name: JobName.split(action.name).name, jobID: action.jobID)
+            else { continue }
+            out.append(
+                TeardownOutcome(
+                    action: action, succeeded: true,
+                    message: "Replaced the shared copy \(replaced) of \(action.name) with a stopped notice."))
+        }
+        return out
+    }
 }

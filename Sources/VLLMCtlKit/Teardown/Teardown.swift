@@ -197,6 +197,7 @@ public struct Teardown: Sendable {
             }
             late = await cancelLateSuccessors(of: plan.toCancel, marked: marked)
             late += await closeChainTunnels(of: plan.toCancel, marked: marked)
+            late += await noticeChainSharedCopies(of: plan.toCancel, marked: marked)
         }
 
         var outcomes: [TeardownOutcome] = []

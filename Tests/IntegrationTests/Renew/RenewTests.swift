@@ -122,7 +122,15 @@ extension LocalCluster {
         }
 
         @Test func twoHandoversUnderSteadyTrafficFromTheLaptopFailNoRequest() async throws {
-            let cli = try CLI.laptop()
+            var cli = try CLI.laptop()
+            // A share directory, for the shared copy that follows the chain.
+            let shareDir = try temporaryDirectory()
+            let config = try String(contentsOfFile: cli.configPath, encoding: .utf8)
+            let withShare = config.replacingOccurrences(
+                of: "    partition: debug\n", with: "    partition: debug\n    share_dir: \(shareDir)\n")
+            #expect(withShare != config)
+            cli.configPath = try temporaryDirectory() + "/config.yaml"
+            try withShare.write(toFile: cli.configPath, atomically: true, encoding: .utf8)
             let name = "renew-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
             let scratch = try temporaryDirectory()
             let stop = scratch + "/stop"
@@ -138,6 +146,10 @@ extension LocalCluster {
                     #expect(Self.publishedJob(d.deployDir) == first)
                     let before = try await Self.curlFromFile(d.deployDir)
                     #expect(before.stdout.contains("choices"), "\(before.stdout) \(before.stderr)")
+                    let share = try await cli.run(["info", name, "--share", "--cluster", "hpc"])
+                    let sharedPath = try #require(
+                        share.stdout.firstMatch(of: /Shared (\S+) \(mode 0640\)/).map { String($0.1) },
+                        "\(share.stdout) \(share.stderr)")
 
                     let tunnel = try await cli.run([
                         "tunnel", name, "--cluster", "hpc", "--background", "--local-port", "0",
@@ -193,8 +205,23 @@ extension LocalCluster {
 
                     let after = try await Self.curlFromFile(d.deployDir)
                     #expect(after.stdout.contains("choices"), "\(after.stdout) \(after.stderr)")
-                    let info = try #require(Self.publishedJob(d.deployDir))
-                    #expect(info != first)
+                    let current = try #require(Self.publishedJob(d.deployDir))
+                    #expect(current != first)
+                    // `info NAME` and `status` follow the chain from the first job's record.
+                    let url = try #require((file["urls"] as? [String])?.last)
+                    let info = try await cli.run(["info", name, "--cluster", "hpc"])
+                    #expect(info.stdout.contains("Server URL: \(url)"), "\(info.stdout) \(info.stderr)")
+                    // The shared copy follows the chain too (group-readable, as first shared).
+                    let shared = try String(contentsOfFile: sharedPath, encoding: .utf8)
+                    #expect(shared.hasPrefix("Server URL: \(url)\n"), "\(shared)")
+                    let mode =
+                        try FileManager.default.attributesOfItem(atPath: sharedPath)[.posixPermissions]
+                        as? Int
+                    #expect(mode == 0o640)
+                    let status = try await cli.run(["status", "--cluster", "hpc"])
+                    #expect(
+                        status.stdout.contains("Renewal 2 of \(name) (job \(current), waiting)"),
+                        "\(status.stdout)")
 
                     // Accounting: separate jobs with the tag; the predecessors ended by themselves.
                     let sacct = try await Self.accounting(name)
@@ -204,8 +231,10 @@ extension LocalCluster {
 
                     let down = try await cli.run(["teardown", name, "--cluster", "hpc"])
                     #expect(down.status == 0, "\(down.stdout) \(down.stderr)")
-                    // The tunnel that followed the chain is closed with it.
+                    // The tunnel and the shared copy that followed the chain end with it.
                     #expect(down.stdout.contains("Closed the tunnel \(base)/v1"), "\(down.stdout)")
+                    let notice = try String(contentsOfFile: sharedPath, encoding: .utf8)
+                    #expect(notice.hasPrefix(SharedConnectionFile.stoppedPrefix), "\(notice)")
                     try await Task.sleep(for: .seconds(2))
                     #expect(try await Self.queued(name).isEmpty)
                     let stopped = try await Self.accounting(name).text
