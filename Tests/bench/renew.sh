@@ -43,12 +43,18 @@ print(f"  {sys.argv[1]}: {r['ok']} ok, {r['failed']} failed; longest gap between
 PY
 }
 
+only="${RENEW_BENCH_ONLY:-renew naive}"
 echo "== renewal handover (issue 15): simulator load ${load} s"
+# One key for both runs: the naive resubmission is given the same key, so that only the URL
+# changes, as with --renew.
+umask 077
+python3 -c 'import secrets, string; print("sk-" + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(32)), end="")' > "$work/key"
+key=$(cat "$work/key")
 
+if [[ " $only " == *" renew "* ]]; then
 # 1. renew
 "$bin" deploy sim --name "$name" --gpus 0 --renew --time 3 --timeout 50 --renew-margin 60 \
-  --setup "export VLLM_SIM_LOAD_SECONDS=$load" --json > "$work/deploy.json"
-key=$(field "$work/deploy.json" api_key)
+  --api-key-file "$work/key" --setup "export VLLM_SIM_LOAD_SECONDS=$load" --json > "$work/deploy.json"
 first=$(field "$work/deploy.json" job_id)
 dir=$(dirname "$(field "$work/deploy.json" info_file)")
 port=$(free_port)
@@ -70,20 +76,18 @@ report "renew (through the gateway, one handover)" "$work/renew.json"
 kill "$gateway" 2>/dev/null || true
 wait "$gateway" 2>/dev/null || true
 gateway=""
+fi
 
+if [[ " $only " == *" naive "* ]]; then
 # 2. naive
-"$bin" deploy sim --name "$naive" --gpus 0 --time 1 --timeout 50 --setup "export VLLM_SIM_LOAD_SECONDS=$load" \
-  --json > "$work/naive.json"
+"$bin" deploy sim --name "$naive" --gpus 0 --time 1 --timeout 50 --api-key-file "$work/key" \
+  --setup "export VLLM_SIM_LOAD_SECONDS=$load" --json > "$work/naive.json"
 job=$(field "$work/naive.json" job_id)
 field "$work/naive.json" url | sed 's#/v1$##' > "$work/url"
 python3 "$repo/Tests/bench/steady.py" "$work/url" "$key" "$work/stop2" > "$work/naive-run.json" &
 client=$!
-# The client keeps the first deployment's key; the resubmission is given the same key, so
-# that only the URL changes, as with --renew.
 while squeue -h -j "$job" 2>/dev/null | grep -q .; do sleep 0.2; done
 start=$(date +%s.%N)
-umask 077
-printf '%s' "$key" > "$work/key"
 "$bin" deploy sim --name "$naive-2" --gpus 0 --time 1 --timeout 50 --api-key-file "$work/key" \
   --setup "export VLLM_SIM_LOAD_SECONDS=$load" --json > "$work/naive2.json"
 ready=$(date +%s.%N)
@@ -94,4 +98,5 @@ wait "$client"
 scancel --name="vllmctl-$naive-2" >/dev/null 2>&1 || true
 echo "  naive: resubmitted when the job ended; deploy took $(python3 -c "print(f'{$ready - $start:.1f}')") s (queue wait + load)"
 report "naive (resubmit after the end)" "$work/naive-run.json"
+fi
 echo "  goal: renew gap <= 1 s with no failed request; naive gap >= the load time (${load} s)"

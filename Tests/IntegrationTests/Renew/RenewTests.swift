@@ -211,6 +211,30 @@ extension LocalCluster {
                     let url = try #require((file["urls"] as? [String])?.last)
                     let info = try await cli.run(["info", name, "--cluster", "hpc"])
                     #expect(info.stdout.contains("Server URL: \(url)"), "\(info.stdout) \(info.stderr)")
+                    // The successor's environment as Slurm keeps it (slurmctld's state: what the
+                    // job record carries) has its renewal number and not the key; no log has it.
+                    let state = repoRoot + "/.cluster/spool/slurmctld"
+                    let hashes = try FileManager.default.contentsOfDirectory(atPath: state).filter {
+                        $0.hasPrefix("hash.")
+                    }
+                    let environment = try #require(
+                        hashes.lazy.compactMap {
+                            FileManager.default.contents(atPath: "\(state)/\($0)/job.\(current)/environment")
+                        }.first, "no environment of job \(current) in \(state)")
+                    let variables = environment.split(separator: 0).map {
+                        String(decoding: $0, as: UTF8.self)
+                    }
+                    #expect(
+                        variables.contains("VLLMCTL_RENEWAL=2"),
+                        "\(variables.filter { $0.hasPrefix("VLLMCTL") })")
+                    #expect(!variables.contains { $0.contains(d.apiKey) })
+                    for id in published {
+                        for file in [DeploymentFiles.stdout(jobID: id), DeploymentFiles.stderr(jobID: id)] {
+                            let text =
+                                (try? String(contentsOfFile: d.deployDir + "/" + file, encoding: .utf8)) ?? ""
+                            #expect(!text.isEmpty && !text.contains(d.apiKey), "\(file)")
+                        }
+                    }
                     // The shared copy follows the chain too (group-readable, as first shared).
                     let shared = try String(contentsOfFile: sharedPath, encoding: .utf8)
                     #expect(shared.hasPrefix("Server URL: \(url)\n"), "\(shared)")
