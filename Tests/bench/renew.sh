@@ -53,7 +53,7 @@ key=$(cat "$work/key")
 
 if [[ " $only " == *" renew "* ]]; then
 # 1. renew
-"$bin" deploy sim --name "$name" --gpus 0 --renew --time 3 --timeout 50 --renew-margin 60 \
+"$bin" deploy sim --name "$name" --port $((20000 + RANDOM % 9000)) --gpus 0 --renew --time 3 --timeout 50 --renew-margin 60 \
   --api-key-file "$work/key" --setup "export VLLM_SIM_LOAD_SECONDS=$load" --json > "$work/deploy.json"
 first=$(field "$work/deploy.json" job_id)
 dir=$(dirname "$(field "$work/deploy.json" info_file)")
@@ -80,7 +80,7 @@ fi
 
 if [[ " $only " == *" naive "* ]]; then
 # 2. naive
-"$bin" deploy sim --name "$naive" --gpus 0 --time 1 --timeout 50 --api-key-file "$work/key" \
+"$bin" deploy sim --name "$naive" --port $((20000 + RANDOM % 9000)) --gpus 0 --time 1 --timeout 50 --api-key-file "$work/key" \
   --setup "export VLLM_SIM_LOAD_SECONDS=$load" --json > "$work/naive.json"
 job=$(field "$work/naive.json" job_id)
 field "$work/naive.json" url | sed 's#/v1$##' > "$work/url"
@@ -88,7 +88,7 @@ python3 "$repo/Tests/bench/steady.py" "$work/url" "$key" "$work/stop2" > "$work/
 client=$!
 while squeue -h -j "$job" 2>/dev/null | grep -q .; do sleep 0.2; done
 start=$(date +%s.%N)
-"$bin" deploy sim --name "$naive-2" --gpus 0 --time 1 --timeout 50 --api-key-file "$work/key" \
+"$bin" deploy sim --name "$naive-2" --port $((20000 + RANDOM % 9000)) --gpus 0 --time 1 --timeout 50 --api-key-file "$work/key" \
   --setup "export VLLM_SIM_LOAD_SECONDS=$load" --json > "$work/naive2.json"
 ready=$(date +%s.%N)
 field "$work/naive2.json" url | sed 's#/v1$##' > "$work/url"

@@ -28,7 +28,7 @@ extension LocalCluster {
                 {
                     // Every successor fails in its setup, before its server starts.
                     let d = try await cli.deploy(
-                        ["--cluster", "hpc", "--name", name] + Self.shortChain + [
+                        ["--cluster", "hpc", "--name", name] + Self.shortChain + RenewTests.port + [
                             "--setup", "export VLLM_SIM_LOAD_SECONDS=3",
                             "--setup", #"[[ "${VLLMCTL_RENEWAL:-0}" == 0 ]] || exit 3"#,
                         ])
@@ -70,7 +70,7 @@ extension LocalCluster {
                     // The first job loads in 3 s, its successors in 25 s: teardown comes while the
                     // successor loads.
                     let d = try await cli.deploy(
-                        ["--cluster", "hpc", "--name", name] + Self.shortChain + [
+                        ["--cluster", "hpc", "--name", name] + Self.shortChain + RenewTests.port + [
                             "--setup",
                             #"export VLLM_SIM_LOAD_SECONDS=$(( ${VLLMCTL_RENEWAL:-0} == 0 ? 3 : 25 ))"#,
                         ])

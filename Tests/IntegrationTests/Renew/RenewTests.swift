@@ -85,6 +85,10 @@ extension LocalCluster {
             }.sorted { (Int($0.0) ?? 0) < (Int($1.0) ?? 0) }
         }
 
+        /// A port away from the 8000s that other tests' servers take: the simulator binds
+        /// only after its load, so a port taken meanwhile costs a whole load again.
+        static var port: [String] { ["--port", String(Int.random(in: 20000...29000))] }
+
         /// Cancels every job named after this test's deployment (the name is drawn per run, so
         /// they are this test's own), pass or fail.
         static func cancelChain(_ name: String) async {
@@ -136,12 +140,12 @@ extension LocalCluster {
             let stop = scratch + "/stop"
             try await running(
                 {
-                    let d = try await cli.deploy([
-                        "--cluster", "hpc", "--name", name, "--gpus", "0", "--renew", "--time", "3",
-                        "--timeout", "50",
-                        "--renew-margin", "60", "--drain-timeout", "20", "--setup",
-                        "export VLLM_SIM_LOAD_SECONDS=20",
-                    ])
+                    let d = try await cli.deploy(
+                        [
+                            "--cluster", "hpc", "--name", name, "--gpus", "0", "--renew", "--time", "3",
+                            "--timeout", "50", "--renew-margin", "60", "--drain-timeout", "20", "--setup",
+                            "export VLLM_SIM_LOAD_SECONDS=20",
+                        ] + Self.port)
                     let first = d.jobID
                     #expect(Self.publishedJob(d.deployDir) == first)
                     let before = try await Self.curlFromFile(d.deployDir)
