@@ -40,11 +40,12 @@ let package = Package(
             name: "CCurl",
             linkerSettings: [.linkedLibrary("dl")]
         ),
-        // libssh2, found through pkg-config; shim.h names its headers.
-        .systemLibrary(
+        // libssh2, loaded with dlopen on first use like libcurl (linked, it and its libcrypto
+        // would slow every run, and a host without it could not start vllmctl at all); built
+        // against libssh2-1-dev's headers, which shim.h names.
+        .target(
             name: "CLibSSH2",
-            pkgConfig: "libssh2",
-            providers: [.apt(["libssh2-1-dev"])]
+            linkerSettings: [.linkedLibrary("dl")]
         ),
         // The commit vllmctl was built from, as a C string (Swift defines carry no values).
         .target(name: "CBuildInfo", cSettings: [.define("VLLMCTL_COMMIT", to: "\"\(commit)\"")]),

@@ -49,7 +49,7 @@ static void load(void) {
     /* Before curl initialises OpenSSL: no atexit cleanup, which would crash an exit while
        another thread is inside libssh2 or libcurl (see CLibSSH2/shim.h). */
     int (*init_crypto)(uint64_t, const void *);
-    *(void **)&init_crypto = dlsym(RTLD_DEFAULT, "OPENSSL_init_crypto");
+    *(void **)&init_crypto = dlsym(lib, "OPENSSL_init_crypto"); /* through curl's libcrypto */
     if (init_crypto) init_crypto(0x00080000L /* OPENSSL_INIT_NO_ATEXIT */, NULL);
     CURLcode rc = api.global_init(CURL_GLOBAL_ALL);
     if (rc != CURLE_OK) {

@@ -36,9 +36,10 @@ struct GatewayCommand: AsyncParsableCommand {
                 "The profile `\(cluster.profile.name)` reaches the cluster over SSH: run `vllmctl gateway` on the login node itself (where the replicas are reachable), or use `vllmctl tunnel \(deployment)` here."
             )
         }
+        let keeper = await ctx.keeper(cluster, deployment: deployment, label: "gateway")
         let endpoint = try await BalancedEndpoint.start(
             deployment, context: cluster.context, cluster: cluster.profile.name, connector: DirectConnector(),
-            bind: bind, port: port, onEvent: { terminal.note("gateway: \($0)") })
+            bind: bind, port: port, keeper: keeper, onEvent: { terminal.note("gateway: \($0)") })
         let name = JobName.split(deployment).name
         var address = host ?? ""
         if address.isEmpty { address = try await Self.firstAddress(cluster.context.host) }

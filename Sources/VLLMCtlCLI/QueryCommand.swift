@@ -73,16 +73,10 @@ struct QueryCommand: AsyncParsableCommand {
         if let port, !(1...65535).contains(port) {
             throw ValidationError("--port must be between 1 and 65535.")
         }
-        if maxTokens < 1 { throw ValidationError("--max-tokens must be at least 1.") }
-        if let temperature, temperature < 0 { throw ValidationError("--temperature must be 0 or more.") }
-        if let topP, !(topP > 0 && topP <= 1) {
-            throw ValidationError("--top-p must be greater than 0 and at most 1.")
-        }
-        if !(connectTimeout > 0 && connectTimeout <= 3600) {
-            throw ValidationError("--connect-timeout must be more than 0 and at most 3600 seconds.")
-        }
-        if !(timeout >= 0 && timeout <= 7 * 86400) {
-            throw ValidationError("--timeout must be 0 (no limit) or at most 604800 seconds (7 days).")
+        if let problem = QueryOptions.problem(maxTokens: maxTokens, temperature: temperature, topP: topP)
+            ?? QueryServer.problem(connectTimeout: connectTimeout, timeout: timeout == 0 ? nil : timeout)
+        {
+            throw ValidationError(problem)
         }
         if info
             && (prompt != nil || stream || image != nil || jsonSchema != nil || saveDir != nil
@@ -107,43 +101,22 @@ struct QueryCommand: AsyncParsableCommand {
                 temperature: temperature, topP: topP,
                 model: model, stream: stream, image: try image.map { try ImageAttachment.load(path: $0) },
                 structuredOutput: try jsonSchema.map { try StructuredOutput.parse(argument: $0) })
-        // A replicated deployment: the next replica when one could not be reached at all.
-        for (i, server) in servers.enumerated() {
-            do {
-                return try await run(ctx, server: server, http: http, options: options)
-            } catch let failed as AskFailed
-                where i + 1 < servers.count && QueryServer.mayTryAnother(after: failed.error)
-            {
-                ctx.terminal.note(
-                    "\(server.url) could not be reached (\(failed.error)); trying another replica")
-            } catch let failed as AskFailed {
-                throw failed.error
-            }
-        }
-    }
-
-    /// An error from asking one server, before (`printed` false) or after anything was printed.
-    struct AskFailed: Error {
-        let error: any Error
-    }
-
-    func run(_ ctx: CLIContext, server: QueryServer, http: any HTTPClient, options: QueryOptions?)
-        async throws
-    {
-        let client = QueryClient(http: http, server: server)
+        let failover = QueryFailover(
+            servers: servers, http: http,
+            onSkip: { [terminal = ctx.terminal] server, error in
+                terminal.note("\(server.url) could not be reached (\(error)); trying another replica")
+            })
         guard let options else {
-            let facts: ServerInfo
-            do { facts = try await client.info() } catch { throw AskFailed(error: error) }
+            let facts = try await failover.info().info
             ctx.terminal.print(json ? try PrettyJSON.string(facts) : facts.text)
             return
         }
-
         let write = ctx.write
         let json = self.json
         let printed = Locked(false)
         let result: QueryResult
         do {
-            result = try await client.run(
+            result = try await failover.run(
                 options,
                 onText: { piece in
                     if !json {
@@ -151,14 +124,12 @@ struct QueryCommand: AsyncParsableCommand {
                         printed.withLock { $0 = true }
                     }
                 },
-                onEvent: { event in if json { write(event + "\n") } })
+                onEvent: { event in if json { write(event + "\n") } }
+            ).result
         } catch {
             // A stream that broke off leaves its partial line open; end it before the error.
-            if printed.value {
-                write("\n")
-                throw error
-            }
-            throw AskFailed(error: error)
+            if printed.value { write("\n") }
+            throw error
         }
         if !stream {
             ctx.terminal.print(json ? String(decoding: result.rawBody, as: UTF8.self) : result.text)

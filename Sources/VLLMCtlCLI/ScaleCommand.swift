@@ -10,7 +10,10 @@ struct ScaleCommand: AsyncParsableCommand {
             New replicas get the deployment's settings and key, and are waited for until ready \
             (--no-wait returns after submission). Replicas removed are the least loaded (vLLM's \
             running + waiting requests), the newest first among equals; each is cancelled once \
-            its requests have finished or --drain-timeout has passed. docs/REPLICAS.md.
+            its requests have finished or --drain-timeout has passed; a running `tunnel NAME` or \
+            `gateway NAME` stops sending them new requests first. With --keep it then stays in the \
+            foreground and resubmits failed replicas so that REPLICAS stay up (at most 3 times \
+            each per hour), until Ctrl-C. docs/REPLICAS.md.
             """)
 
     @OptionGroup var cluster: ClusterOptions
@@ -18,6 +21,8 @@ struct ScaleCommand: AsyncParsableCommand {
     @Argument(help: "How many replicas it should have.") var replicas: Int
     @Option(help: "Seconds a removed replica may take to finish its requests.") var drainTimeout: Double = 60
     @Flag(help: "Return after submitting new replicas.") var noWait = false
+    @Flag(help: "Then stay in the foreground and resubmit failed replicas so that REPLICAS stay up.")
+    var keep = false
 
     func validate() throws {
         guard (1...DeployPlan.maxReplicas).contains(replicas) else {
@@ -34,9 +39,7 @@ struct ScaleCommand: AsyncParsableCommand {
 
     func run(_ ctx: CLIContext) async throws {
         let env = try ctx.cluster(cluster)
-        let scaler = Scaler(
-            deployer: Deployer(
-                context: env.context, config: env.config, profile: env.profile, templates: ctx.templates))
+        let scaler = ctx.scaler(env)
         let outcome = try await cancellingOnSignal {
             try await scaler.scale(deployment, to: replicas, wait: !noWait, drainTimeout: drainTimeout)
         }
@@ -52,5 +55,61 @@ struct ScaleCommand: AsyncParsableCommand {
             terminal.print("`\(deployment)` already has \(replicas) replica\(replicas == 1 ? "" : "s").")
         }
         if outcome.removed.contains(where: { !$0.succeeded }) { throw ExitCode.failure }
+        if keep { try await keepUp(scaler, terminal: terminal) }
+    }
+
+    /// Resubmits failed replicas every few seconds until Ctrl-C, or until nothing of the
+    /// deployment is left.
+    func keepUp(_ scaler: Scaler, terminal: any Terminal) async throws {
+        let name = JobName.split(deployment).name
+        let keeper = ReplicaKeeper(
+            scaler: scaler, name: name, policy: KeepPolicy(keep: replicas),
+            onEvent: { terminal.note("\($0)") })
+        let clock = scaler.deployer.context.clock
+        terminal.note(
+            "Keeping \(replicas) replica\(replicas == 1 ? "" : "s") of `\(name)` up: failed ones are resubmitted (at most \(keeper.policy.maxResubmissions) times each per hour). Ctrl-C stops."
+        )
+        do {
+            try await cancellingOnSignal {
+                while true {
+                    let events = await keeper.round()
+                    if events.contains(.nothingLeft(name: name)) { return }
+                    try await clock.sleep(seconds: BalancedEndpoint.defaultRefreshSeconds)
+                }
+            }
+        } catch is CancellationError {
+            terminal.note("Stopped keeping `\(name)` up; its replicas keep running.")
+        }
+    }
+}
+
+extension CLIContext {
+    /// A scaler for the profile's cluster (scale, and the keepers of tunnel and gateway).
+    func scaler(_ cluster: ClusterContext) -> Scaler {
+        Scaler(
+            deployer: Deployer(
+                context: cluster.context, config: cluster.config, profile: cluster.profile,
+                templates: templates))
+    }
+
+    /// The keeper the deployment's settings ask for (`keep: N`), logging to the terminal with
+    /// `label`; nil when it has none, or when its settings cannot be read (said so).
+    func keeper(_ cluster: ClusterContext, deployment: String, label: String) async -> ReplicaKeeper? {
+        let terminal = self.terminal
+        do {
+            let keeper = try await ReplicaKeeper.configured(
+                deployment, scaler: scaler(cluster), onEvent: { terminal.note("\(label): \($0)") })
+            if let keeper {
+                terminal.note(
+                    "\(label): keeping \(keeper.policy.keep) replica\(keeper.policy.keep == 1 ? "" : "s") of `\(keeper.name)` up (keep: \(keeper.policy.keep)); failed ones are resubmitted, at most \(keeper.policy.maxResubmissions) times each per hour."
+                )
+            }
+            return keeper
+        } catch {
+            terminal.note(
+                "\(label): could not read the deployment's settings (\(error)), so failed replicas are not resubmitted."
+            )
+            return nil
+        }
     }
 }

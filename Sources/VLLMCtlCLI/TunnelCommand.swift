@@ -127,10 +127,11 @@ struct TunnelCommand: AsyncParsableCommand {
             throw ValidationError(
                 "The profile `\(cluster.profile.name)` does not reach the cluster over SSH.")
         }
+        let keeper = await ctx.keeper(cluster, deployment: deployment, label: "tunnel")
         let endpoint = try await BalancedEndpoint.start(
             deployment, context: cluster.context, cluster: cluster.profile.name,
             connector: RouteConnector(route: RemoteHost(options: remote.options)), bind: bind,
-            port: localPort,
+            port: localPort, keeper: keeper,
             onEvent: { terminal.note("tunnel: \($0)") })
         try await endpoint.checkThroughItself(bind: bind)
         let record = await endpoint.record(

@@ -16,6 +16,19 @@ import Testing
         #expect(commit.count == 12 && commit.allSatisfy(\.isHexDigit), "\(line)")
     }
 
+    @Test func startingLoadsNeitherLibcurlNorLibssh2() async throws {
+        // Both are loaded on first use (CCurl/loader.c, CLibSSH2/loader.c): a run that makes no
+        // request and opens no session pays nothing for them, and a host without them can still
+        // run the local commands.
+        let r = try await sh(["readelf", "-d", vllmctlBinary])
+        #expect(r.status == 0, "\(r.stderr)")
+        let needed = r.stdout.split(separator: "\n").filter { $0.contains("(NEEDED)") }
+        #expect(!needed.isEmpty, "\(r.stdout)")
+        for library in ["libssh2", "libcurl", "libcrypto", "libssl", "libz"] {
+            #expect(!needed.contains { $0.contains(library) }, "\(library) is linked: \(needed)")
+        }
+    }
+
     @Test func theCommittedManPagesAreUpToDate() async throws {
         // The pages are generated from exactly this dump (`make man`); a changed command line
         // changes it.

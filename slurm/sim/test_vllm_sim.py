@@ -515,6 +515,25 @@ class Lifecycle(unittest.TestCase):
         self.assertEqual(sim.wait(10), 0)
         self.assertIn("Shutting down", sim.output()[1])
 
+    def test_sigterm_stops_it_even_when_started_with_sigterm_blocked(self):
+        # A parent's blocked mask is inherited across exec (a Swift test runner's threads block
+        # nearly every signal); scancel's SIGTERM must still stop the server at once.
+        port = free_port()
+        blocked = lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        proc = subprocess.Popen(serve_cmd(port), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                preexec_fn=blocked)
+        try:
+            wait_healthy(port, proc)
+            proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(timeout=5), 0)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            out.close()
+            err.close()
+
     def test_crash_after(self):
         port = free_port()
         sim = self.start(serve_cmd(port, "--sim-crash-after", "0.5"))

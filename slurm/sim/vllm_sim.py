@@ -1451,6 +1451,10 @@ def main(argv=None, form="serve"):
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # A parent may start us with these blocked (the mask is inherited across exec: a Swift test
+    # runner's worker threads block nearly every signal). vLLM is stopped by SIGTERM (scancel),
+    # so it must be deliverable whatever the parent's mask was.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
     pid = os.getpid()
     host_disp = args.host if args.host else "0.0.0.0"

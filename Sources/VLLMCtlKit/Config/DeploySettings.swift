@@ -25,6 +25,8 @@ public struct DeploySettings: Sendable, Equatable, Codable {
     public var nodes: Int?
     /// Replica jobs of one deployment, all with the same key (docs/REPLICAS.md).
     public var replicas: Int?
+    /// Replicas to keep up: failed ones are resubmitted, within a limit (docs/REPLICAS.md).
+    public var keep: Int?
     public var gpus: Int?
     public var cpus: Int?
     public var memory: String?

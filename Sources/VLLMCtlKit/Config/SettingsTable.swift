@@ -54,7 +54,7 @@ public struct DeploySetting: Sendable {
         /// In `{{server_argv}}`: this vLLM flag and the value, when set.
         case serverFlag(String)
         /// Not in the job script: it shapes the deployment (how many jobs), which ``Deployer``
-        /// reads (`replicas`).
+        /// reads (`replicas`), or how it is kept (`keep`).
         case deployment
         /// ``DeployPlan`` derives these template values from it (with defaults and other
         /// settings); none for `template`, which picks the template itself.
@@ -121,6 +121,11 @@ extension DeploySettings {
         .init(
             "replicas", .option("replicas"), .int(\.replicas), .deployment,
             help: "Replica jobs of the deployment, all with the same key (default 1; docs/REPLICAS.md)."),
+        .init(
+            "keep", .option("keep"), .int(\.keep), .deployment,
+            help:
+                "Replicas to keep up: a tunnel or gateway to the deployment (or `scale --keep`) resubmits failed ones, at most 3 times per replica an hour (docs/REPLICAS.md)."
+        ),
         .init(
             "gpus", .option("gpus"), .int(\.gpus), .derived(["gpus", "gpu_gres", "gpu_gpus"]),
             help: "GPUs for the job (per node with --nodes)."),

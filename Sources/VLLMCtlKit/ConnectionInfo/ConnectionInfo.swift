@@ -145,6 +145,10 @@ public enum DeploymentFiles {
     /// The deployment's layered settings (JSON, no key): what `scale` submits more replicas
     /// with, also from another machine.
     public static let settings = "deployment.json"
+    /// Written by `scale` before it drains job `jobID`'s replica: running endpoints stop
+    /// sending it new requests at their next refresh (``ReplicaSet``). Named by job, since the
+    /// jobs of a renewal chain share one directory.
+    public static func draining(jobID: String) -> String { "draining-\(jobID)" }
     /// The job's standard output.
     public static func stdout(jobID: String) -> String { "slurm-\(jobID).out" }
     /// The job's standard error.

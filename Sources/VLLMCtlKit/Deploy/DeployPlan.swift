@@ -196,6 +196,11 @@ public struct DeployPlan: Sendable {
             throw VLLMCtlError.invalidInput(
                 "--replicas is \(r)", hint: "Ask for 1 to \(Self.maxReplicas) replicas of one deployment.")
         }
+        if let k = s.keep, !(1...Self.maxReplicas).contains(k) {
+            throw VLLMCtlError.invalidInput(
+                "--keep is \(k)",
+                hint: "Ask to keep 1 to \(Self.maxReplicas) replicas up (or leave it unset).")
+        }
         if nodes < 1 {
             throw VLLMCtlError.invalidInput("--nodes is \(nodes)", hint: "Ask for 1 or more nodes.")
         }

@@ -167,6 +167,11 @@ public struct Deployer: Sendable {
                 "Renewing: before its time limit, each job submits its successor itself (sbatch on the compute node, same key) and hands over; `vllmctl status` shows the chain, `vllmctl teardown \(submitted[0].plan.name)` ends it."
             )
         }
+        if let keep = plan.settings.keep {
+            context.terminal.note(
+                "keep: \(keep): failed replicas are resubmitted while `vllmctl tunnel \(submitted[0].plan.name)`, `vllmctl gateway \(submitted[0].plan.name)` or `vllmctl scale \(submitted[0].plan.name) \(keep) --keep` runs (docs/REPLICAS.md)."
+            )
+        }
         guard request.wait else { return DeployOutcome(submitted) }
         let timeout = plan.settings.readyTimeout ?? DeployPlan.defaultReadyTimeout
         if count == 1 {

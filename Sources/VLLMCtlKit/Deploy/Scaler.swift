@@ -59,21 +59,9 @@ public struct Scaler: Sendable {
         }
         var outcome = Outcome()
         if count > live.count {
-            let settingsPath = first.deployDir + "/" + DeploymentFiles.settings
-            guard let data = try await context.host.readFile(settingsPath),
-                let settings = try? JSONDecoder().decode(DeploySettings.self, from: data)
-            else {
-                throw VLLMCtlError.file(
-                    path: settingsPath,
-                    message:
-                        "is missing or unreadable, so new replicas cannot get the deployment's settings (it was deployed by an older vllmctl?); deploy it again with --replicas"
-                )
-            }
+            let settings = try await settings(in: first.deployDir)
             let key = try await apiKey(of: first)
-            let plan = try DeployPlan(
-                name: base, cluster: cluster, settings: settings,
-                workdir: try await deployer.resolveWorkdir(),
-                stamp: Deployer.stamp(context.clock.now()))
+            let plan = try await plan(base, settings: settings)
             let used = live.map { number(of: $0) }
             let next = (used.max() ?? 0) + 1
             for k in next..<(next + count - live.count) {
@@ -93,18 +81,96 @@ public struct Scaler: Sendable {
                         jobID: replica.jobID, replica: number(of: replica), load: await load(of: replica)))
             }
             let chosen = Self.victims(candidates, keep: count)
+            let victims = chosen.compactMap { victim in live.first { $0.jobID == victim.jobID } }
+            // Running endpoints (tunnel NAME, gateway NAME) stop sending new requests to a
+            // replica whose directory holds the marker, at their next refresh.
+            for replica in victims { await markDraining(replica) }
+            if drainTimeout > 0 && !victims.isEmpty {
+                try? await context.clock.sleep(seconds: min(drainTimeout, Self.endpointGrace))
+            }
             for victim in chosen {
                 context.terminal.note("Draining replica \(victim.replica) (job \(victim.jobID))…")
                 if let replica = live.first(where: { $0.jobID == victim.jobID }) {
                     await drain(replica, timeout: drainTimeout)
                 }
             }
-            let teardown = Teardown(
-                context: context, profile: deployer.profile, user: try await context.host.userName())
-            let plan = try await teardown.plan(.named(chosen.map(\.jobID)))
-            outcome.removed = await teardown.execute(plan)
+            do {
+                let teardown = Teardown(
+                    context: context, profile: deployer.profile, user: try await context.host.userName())
+                let plan = try await teardown.plan(.named(chosen.map(\.jobID)))
+                outcome.removed = await teardown.execute(plan)
+            } catch {
+                // Nothing was cancelled: the replicas serve on, so endpoints take them back.
+                for replica in victims { await unmarkDraining(replica) }
+                throw error
+            }
+            for removed in outcome.removed where !removed.succeeded {
+                if let replica = victims.first(where: { $0.jobID == removed.action.jobID }) {
+                    await unmarkDraining(replica)
+                }
+            }
         }
         return outcome
+    }
+
+    /// Seconds scale-down waits after marking replicas draining, before it counts their
+    /// requests: a running endpoint's refresh interval and one more, so that every endpoint
+    /// has stopped sending them new requests (capped by the drain timeout).
+    public static let endpointGrace = BalancedEndpoint.defaultRefreshSeconds + 1
+
+    /// Writes the `draining-JOBID` marker into the replica's deployment directory.
+    func markDraining(_ replica: ResolvedDeployment) async {
+        guard !replica.deployDir.isEmpty else { return }
+        let path = replica.deployDir + "/" + DeploymentFiles.draining(jobID: replica.jobID)
+        let text =
+            "job \(replica.jobID) draining since \(Int(deployer.context.clock.now().timeIntervalSince1970))\n"
+        do {
+            try await deployer.context.host.writeFileAtomically(Data(text.utf8), to: path, mode: 0o600)
+        } catch {
+            deployer.context.terminal.note(
+                "Could not write \(path) (\(error)): a running tunnel or gateway keeps sending it requests until it is cancelled."
+            )
+        }
+    }
+
+    func unmarkDraining(_ replica: ResolvedDeployment) async {
+        guard !replica.deployDir.isEmpty else { return }
+        try? await deployer.context.host.removeFile(
+            replica.deployDir + "/" + DeploymentFiles.draining(jobID: replica.jobID))
+    }
+
+    /// Submits a replacement for `failed`, a job of this deployment that ended in failure:
+    /// the same replica number (`NAME@K`, or the unnumbered job), with the settings and key
+    /// read from the failed job's directory. Does not wait for it.
+    public func resubmit(_ failed: JobSnapshot) async throws -> ReplicaOutcome {
+        let (base, number) = JobName.split(failed.name)
+        let settings = try await settings(in: failed.workDir)
+        let key = try await apiKey(in: failed.workDir)
+        let plan = try await plan(base, settings: settings)
+        return try await deployer.submitOne(
+            number.map(plan.replica) ?? plan, wanted: .exactly(base), key: key)
+    }
+
+    /// A plan for new jobs of `base` with `settings`, in the profile's workdir, stamped now.
+    func plan(_ base: String, settings: DeploySettings) async throws -> DeployPlan {
+        try DeployPlan(
+            name: base, cluster: deployer.profile.name, settings: settings,
+            workdir: try await deployer.resolveWorkdir(), stamp: Deployer.stamp(deployer.context.clock.now()))
+    }
+
+    /// The deployment's settings, from `deployment.json` in one of its directories.
+    public func settings(in deployDir: String) async throws -> DeploySettings {
+        let path = deployDir + "/" + DeploymentFiles.settings
+        guard let data = try await deployer.context.host.readFile(path),
+            let settings = try? JSONDecoder().decode(DeploySettings.self, from: data)
+        else {
+            throw VLLMCtlError.file(
+                path: path,
+                message:
+                    "is missing or unreadable, so new replicas cannot get the deployment's settings (it was deployed by an older vllmctl?); deploy it again with --replicas"
+            )
+        }
+        return settings
     }
 
     func number(of replica: ResolvedDeployment) -> Int {
@@ -113,7 +179,12 @@ public struct Scaler: Sendable {
 
     func apiKey(of replica: ResolvedDeployment) async throws -> APIKey {
         if let text = replica.connection?.apiKey ?? replica.record?.apiKey { return try APIKey(text) }
-        let path = replica.deployDir + "/" + DeploymentFiles.apiKey
+        return try await apiKey(in: replica.deployDir)
+    }
+
+    /// The key in a deployment directory's `api_key` file.
+    func apiKey(in deployDir: String) async throws -> APIKey {
+        let path = deployDir + "/" + DeploymentFiles.apiKey
         guard let data = try await deployer.context.host.readFile(path) else {
             throw VLLMCtlError.file(path: path, message: "cannot be read, so new replicas cannot get the key")
         }

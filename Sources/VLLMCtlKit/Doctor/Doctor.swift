@@ -260,7 +260,7 @@ private struct Run {
                     ))
             }
         }
-        let libssh2 = String(cString: libssh2_version(0))
+        let libssh2 = LibSSH2.problem == nil ? String(cString: libssh2_version(0)) : "not loaded"
         add(
             "ssh.identity", "ssh identity",
             SSHAdvice.identity(

@@ -84,6 +84,9 @@ public struct QueryClient: Sendable {
         _ options: QueryOptions, onText: @escaping @Sendable (String) -> Void = { _ in },
         onEvent: @escaping @Sendable (String) -> Void = { _ in }
     ) async throws -> QueryResult {
+        if let problem = options.problem {
+            throw VLLMCtlError.invalidInput(problem, hint: "Correct the value and ask again.")
+        }
         let model = try await resolveModel(options.model)
         var field: StructuredOutput.Field?
         if options.structuredOutput != nil {

@@ -38,6 +38,18 @@ public struct QueryOptions: Sendable {
 
     /// Images and system prompts exist only in chat messages.
     public var usesChat: Bool { chat || image != nil || system != nil }
+
+    /// What is wrong with the sampling values, in the CLI's words (nil: nothing). The server
+    /// would refuse them too, after the connection and the model lookup.
+    public static func problem(maxTokens: Int?, temperature: Double?, topP: Double?) -> String? {
+        if let maxTokens, maxTokens < 1 { return "--max-tokens must be at least 1." }
+        if let temperature, !(temperature >= 0) { return "--temperature must be 0 or more." }
+        if let topP, !(topP > 0 && topP <= 1) { return "--top-p must be greater than 0 and at most 1." }
+        return nil
+    }
+
+    /// ``problem(maxTokens:temperature:topP:)`` of these options.
+    public var problem: String? { Self.problem(maxTokens: maxTokens, temperature: temperature, topP: topP) }
 }
 
 /// A request body for vLLM's OpenAI-compatible server. Only fields that were asked for are
@@ -114,6 +126,18 @@ public struct QueryServer: Sendable {
         self.timeout = timeout
         self.deploymentName = deploymentName
         self.servedModelName = servedModelName
+    }
+
+    /// What is wrong with the time limits (nil: nothing): a connection wait of (0, 3600] s, and
+    /// a whole exchange of at most 7 days (nil: no limit).
+    public static func problem(connectTimeout: Double, timeout: Double?) -> String? {
+        if !(connectTimeout > 0 && connectTimeout <= 3600) {
+            return "--connect-timeout must be more than 0 and at most 3600 seconds."
+        }
+        if let timeout, !(timeout > 0 && timeout <= 7 * 86400) {
+            return "--timeout must be 0 (no limit) or at most 604800 seconds (7 days)."
+        }
+        return nil
     }
 
     /// `http(s)://HOST:PORT` from `--host/--port/--ssl`.

@@ -26,14 +26,19 @@ public final class BalancedEndpoint: Sendable {
         self.refresher = refresher
     }
 
-    /// Starts the endpoint on `bind:port` in front of deployment `name`'s replicas. Throws
+    /// Seconds between two looks at the deployment's replicas (one squeue call each).
+    public static let defaultRefreshSeconds: Double = 5
+
+    /// Starts the endpoint on `bind:port` in front of deployment `name`'s replicas. With a
+    /// `keeper`, each refresh also resubmits failed replicas (``ReplicaKeeper``). Throws
     /// when the deployment has no serving replica yet (nothing to balance), or the address
     /// cannot be bound. A refresh that cannot ask the scheduler changes nothing: replicas are
     /// never dropped on a guess.
     public static func start(
         _ name: String, context: Context, cluster: String, connector: any UpstreamConnector, bind: String,
-        port: Int, refreshSeconds: Double = 5, settings: BalancerSettings = BalancerSettings(),
-        onEvent: @escaping @Sendable (BalancerEvent) -> Void
+        port: Int, refreshSeconds: Double = defaultRefreshSeconds,
+        settings: BalancerSettings = BalancerSettings(),
+        keeper: ReplicaKeeper? = nil, onEvent: @escaping @Sendable (BalancerEvent) -> Void
     ) async throws -> BalancedEndpoint {
         let set = ReplicaSet(context: context, cluster: cluster, name: name)
         let first = try await set.refresh()
@@ -61,6 +66,8 @@ public final class BalancedEndpoint: Sendable {
                 if let now = try? await set.refresh() {
                     balancer.setReplicas(now.map { Replica(host: $0.host, port: $0.port) })
                 }
+                // On the same squeue answer; nothing when squeue could not be asked.
+                if let keeper, let queued = await set.queued { await keeper.round(queue: queued) }
             }
         }
         return BalancedEndpoint(

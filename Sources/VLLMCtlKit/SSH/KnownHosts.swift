@@ -197,7 +197,7 @@ private final class UnconnectedSession {
     let raw: OpaquePointer
 
     init?() {
-        guard LibSSH2.initResult == 0 else { return nil }
+        guard LibSSH2.problem == nil else { return nil }
         guard let raw = libssh2_session_init_ex(nil, nil, nil, nil) else { return nil }
         self.raw = raw
     }

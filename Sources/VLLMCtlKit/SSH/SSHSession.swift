@@ -5,11 +5,16 @@ import Foundation
     import Glibc
 #endif
 
-/// libssh2's global state, set up once.
+/// libssh2, loaded (dlopen, on first use: CLibSSH2/loader.c) and initialised once.
 enum LibSSH2 {
-    static let initResult: Int32 = {
-        vc_openssl_no_atexit()
-        return libssh2_init(0)
+    /// nil when libssh2 is ready; else what went wrong and what to do, in words.
+    static let problem: String? = {
+        if let failed = vc_ssh2_load() {
+            return String(cString: failed)
+                + "; vllmctl needs libssh2 for profiles with ssh_host: install it (Debian/Ubuntu: apt install libssh2-1; RHEL: dnf install libssh2)"
+        }
+        let rc = libssh2_init(0)
+        return rc == 0 ? nil : "libssh2 could not initialize (error \(rc))"
     }()
 }
 
@@ -63,10 +68,10 @@ public final class SSHSession: @unchecked Sendable {
     init(connecting options: SSHConnectOptions, queue: DispatchQueue) throws {
         self.options = options
         self.queue = queue
-        if LibSSH2.initResult != 0 {
+        if let problem = LibSSH2.problem {
             throw SSHError(
-                host: options.place, message: "libssh2 could not initialize (\(LibSSH2.initResult))",
-                hint: "Check that libssh2 and OpenSSL are installed correctly")
+                host: options.place, message: problem,
+                hint: "Or run vllmctl on the login node with a profile without ssh_host")
         }
         if let jump = options.jumpHosts.first {
             let (pump, fd) = try ProxyJumpPump.open(

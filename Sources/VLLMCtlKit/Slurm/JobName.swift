@@ -24,10 +24,13 @@ public enum JobName {
     /// `NAME@K` a user typed.
     public static func split(_ jobName: String) -> (name: String, replica: Int?) {
         let name = jobName.hasPrefix(prefix) ? String(jobName.dropFirst(prefix.count)) : jobName
-        guard let mark = name.lastIndex(of: replicaMark),
-            let number = Int(name[name.index(after: mark)...]), number >= 1, number <= 999
+        // On the UTF-8 bytes (`@` is ASCII, so it never splits a character): `status` splits
+        // every job's name, thousands in a busy queue.
+        let bytes = name.utf8
+        guard let mark = bytes.lastIndex(of: UInt8(ascii: "@")),
+            let number = Int(Substring(bytes[bytes.index(after: mark)...])), number >= 1, number <= 999
         else { return (name, nil) }
-        return (String(name[..<mark]), number)
+        return (String(Substring(bytes[..<mark])), number)
     }
 
     /// Whether `jobName` is the deployment `name`'s job, or one of its replicas'.

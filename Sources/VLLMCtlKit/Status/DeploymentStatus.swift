@@ -52,6 +52,13 @@ public struct DeploymentStatus: Sendable, Equatable, Codable {
     public var tunnelURL: String? = nil
     /// Which replica of a replicated deployment the job is (1…); nil for one server.
     public var replica: Int? = nil
+    /// A running replica's requests in flight and waiting, from its server's `/metrics`
+    /// (`vllm:num_requests_running`, `vllm:num_requests_waiting`), read beside the health
+    /// check; nil when not asked (not a running replica) or not readable.
+    public var requestsRunning: Int? = nil
+    public var requestsWaiting: Int? = nil
+    /// Why a running replica's requests are unknown; nil when they were read or not asked.
+    public var requestsDetail: String? = nil
 
     /// A renewing job's place in its chain (docs/RENEW.md), from its `renew-JOBID.json`; nil
     /// for a job that does not renew.
@@ -75,6 +82,9 @@ public struct DeploymentStatus: Sendable, Equatable, Codable {
         case recorded
         case tunnelURL = "tunnel_url"
         case replica
+        case requestsRunning = "requests_running"
+        case requestsWaiting = "requests_waiting"
+        case requestsDetail = "requests_detail"
         case renewal
     }
 

@@ -159,11 +159,27 @@ public struct StatusBuilder: Sendable {
             deployDir: record.deployDir, infoFile: record.infoFile, recorded: true, replica: record.replica)
     }
 
+    /// What one concurrent check of a row found.
+    enum Probe: Sendable {
+        case health(DeploymentStatus.Health, detail: String?)
+        /// Running and waiting requests, or why they are unknown.
+        case requests(running: Int, waiting: Int)
+        case requestsUnknown(String)
+    }
+
+    /// /health of every running row and, for a running replica of a replicated deployment
+    /// (`NAME@K`, or the unnumbered job of a deployment scaled up beside its `NAME@K`s), its
+    /// requests from /metrics, all side by side (a deployment of one server costs no /metrics
+    /// request).
     func checkHealth(_ rows: [DeploymentStatus]) async -> [DeploymentStatus] {
         let http = context.http
         let timeout = healthTimeout
-        return await withTaskGroup(of: (Int, DeploymentStatus.Health, String?).self) { group in
+        let replicated = Set(rows.lazy.filter { $0.replica != nil }.map(\.name))
+        return await withTaskGroup(of: (Int, Probe).self) { group in
             for (i, row) in rows.enumerated() where row.state == JobState.running.rawValue {
+                if !replicated.isEmpty, replicated.contains(row.name), let url = row.url {
+                    group.addTask { (i, await Self.requests(url: url, http: http, timeout: timeout)) }
+                }
                 guard let url = row.tunnelURL.map({ String($0.dropLast("/v1".count)) }) ?? row.url else {
                     continue
                 }
@@ -172,20 +188,49 @@ public struct StatusBuilder: Sendable {
                         let r = try await http.send(
                             HTTPRequest(url: url + "/health", connectTimeout: timeout, timeout: timeout))
                         return (
-                            i, r.status == 200 ? .healthy : .unhealthy,
-                            r.status == 200 ? nil : "HTTP \(r.status)"
+                            i,
+                            .health(
+                                r.status == 200 ? .healthy : .unhealthy,
+                                detail: r.status == 200 ? nil : "HTTP \(r.status)")
                         )
                     } catch {
-                        return (i, DeploymentStatus.health(after: error), "\(error)")
+                        return (i, .health(DeploymentStatus.health(after: error), detail: "\(error)"))
                     }
                 }
             }
             var out = rows
-            for await (i, health, detail) in group {
-                out[i].health = health
-                out[i].healthDetail = detail
+            for await (i, probe) in group {
+                switch probe {
+                case .health(let health, let detail):
+                    out[i].health = health
+                    out[i].healthDetail = detail
+                case .requests(let running, let waiting):
+                    out[i].requestsRunning = running
+                    out[i].requestsWaiting = waiting
+                case .requestsUnknown(let why):
+                    out[i].requestsDetail = why
+                }
             }
             return out
+        }
+    }
+
+    /// A server's running and waiting requests from its /metrics (asked at its own URL: over
+    /// the SSH session from a laptop, never through a balancing tunnel, which would answer
+    /// for whichever replica it picked).
+    static func requests(url: String, http: any HTTPClient, timeout: Double) async -> Probe {
+        do {
+            let r = try await http.send(
+                HTTPRequest(url: url + "/metrics", connectTimeout: timeout, timeout: timeout))
+            guard r.status == 200 else { return .requestsUnknown("/metrics answered \(r.status)") }
+            let samples = PrometheusText.parse(r.text)
+            guard let running = PrometheusText.total(samples, "vllm:num_requests_running"),
+                let waiting = PrometheusText.total(samples, "vllm:num_requests_waiting"),
+                running.isFinite, waiting.isFinite, running >= 0, waiting >= 0, running < 1e9, waiting < 1e9
+            else { return .requestsUnknown("/metrics has no vllm:num_requests_running/waiting") }
+            return .requests(running: Int(running), waiting: Int(waiting))
+        } catch {
+            return .requestsUnknown("\(error)")
         }
     }
 }
@@ -194,20 +239,27 @@ public struct StatusBuilder: Sendable {
 public enum StatusTable {
     /// `listTunnels`: a "Tunnels:" line under the table (the detail view has its own).
     public static func render(_ rows: [DeploymentStatus], listTunnels: Bool = true) -> String {
-        let header = ["NAME", "JOB", "MODEL", "STATE", "NODE", "URL", "HEALTH", "UPTIME", "LEFT"]
+        // Requests running/waiting: a column only when a deployment has replicas.
+        let requests = rows.contains {
+            $0.replica != nil || $0.requestsDetail != nil || $0.requestsRunning != nil
+        }
+        var header = ["NAME", "JOB", "MODEL", "STATE", "NODE", "URL", "HEALTH", "UPTIME", "LEFT"]
+        if requests { header.insert("RUN/WAIT", at: 7) }
         var lines = [header]
         for r in rows {
             var state = r.state
             if let reason = r.reason { state += " (\(reason))" }
             var left = r.timeLeftSeconds.map(SlurmTime.short) ?? (r.state == "RUNNING" ? "unlimited" : "-")
             if r.walltimeLow { left += " !" }
-            lines.append([
+            var line = [
                 r.displayName, r.jobID, r.servedModelName ?? r.model ?? "-", state, r.node ?? "-",
                 r.url.map { $0 + "/v1" } ?? "-",
                 r.health == .unchecked ? "-" : r.health.rawValue,
                 r.state == JobState.running.rawValue ? (r.elapsedSeconds.map(SlurmTime.short) ?? "-") : "-",
                 left,
-            ])
+            ]
+            if requests { line.insert(requestsCell(r), at: 7) }
+            lines.append(line)
         }
         // Built as bytes in one buffer: the table has a line per job, thousands with a busy queue.
         var widths = [Int](repeating: 0, count: header.count)
@@ -243,6 +295,12 @@ public enum StatusTable {
             text += "\n! less than 10 minutes of walltime left: deploy a replacement now."
         }
         return text + "\n"
+    }
+
+    /// `running/waiting`, `unknown` when /metrics could not be read, `-` when not asked.
+    static func requestsCell(_ r: DeploymentStatus) -> String {
+        if let running = r.requestsRunning, let waiting = r.requestsWaiting { return "\(running)/\(waiting)" }
+        return r.requestsDetail == nil ? "-" : "unknown"
     }
 
     /// Characters in `cell` (its UTF-8 length when it is ASCII, as cells nearly always are).

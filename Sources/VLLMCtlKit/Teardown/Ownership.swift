@@ -20,10 +20,13 @@ public struct Ownership: Sendable, Equatable {
     /// `vllmctl-NAME` with no control characters or whitespace: vllmctl's names never hold
     /// them, and a name that does (Slurm takes any byte) was made to look like something else.
     public static func isTagged(_ name: String) -> Bool {
-        name.hasPrefix(JobName.prefix)
-            && !name.unicodeScalars.contains {
-                $0.properties.generalCategory == .control || $0.properties.isWhitespace
-            }
+        guard name.hasPrefix(JobName.prefix) else { return false }
+        // Printable ASCII without a space, as vllmctl's own names are: decided on the bytes.
+        // Only other names pay for the Unicode properties (`status` asks this of every job).
+        if name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) { return true }
+        return !name.unicodeScalars.contains {
+            $0.properties.generalCategory == .control || $0.properties.isWhitespace
+        }
     }
 
     /// The deployment name a job of ours carries (`vllmctl-sim` → `sim`).

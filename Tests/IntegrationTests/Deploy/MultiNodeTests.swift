@@ -14,11 +14,18 @@ func rayProcesses(job jobID: String) async throws -> [String] {
     }
 }
 
-/// Waits up to `seconds` for every Ray process of the job to be gone; returns those left.
+/// The job's Ray temp dirs (`/tmp/vllmctl-ray-JOB-NODE`) still in /tmp.
+func rayTempDirs(job jobID: String) -> [String] {
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: "/tmp")) ?? []
+    return names.filter { $0.hasPrefix("vllmctl-ray-\(jobID)-") }.map { "/tmp/" + $0 }
+}
+
+/// Waits up to `seconds` for every Ray process of the job, and its temp dirs, to be gone;
+/// returns those left.
 func rayProcessesGone(job jobID: String, seconds: Int = 20) async throws -> [String] {
     var left: [String] = []
     for _ in 0..<(seconds * 2) {
-        left = try await rayProcesses(job: jobID)
+        left = try await rayProcesses(job: jobID) + rayTempDirs(job: jobID)
         if left.isEmpty { return [] }
         try await Task.sleep(for: .milliseconds(500))
     }
@@ -96,6 +103,7 @@ extension LocalCluster {
                 #expect(out.stdout.contains("on node1, CUDA_VISIBLE_DEVICES"), "\(out.stdout)")
                 #expect(out.stdout.contains("on node2, CUDA_VISIBLE_DEVICES"), "\(out.stdout)")
                 #expect(!(try await rayProcesses(job: jobID)).isEmpty, "Ray should run while the server does")
+                #expect(rayTempDirs(job: jobID).count == 2, "each node's Ray temp dir while it runs")
 
                 let down = try await cli.run(["teardown", "mn-lap", "--cluster", "hpc", "--yes"])
                 #expect(down.status == 0, "stderr: \(down.stderr)")

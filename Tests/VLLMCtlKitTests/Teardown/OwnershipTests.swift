@@ -22,6 +22,24 @@ import Testing
         #expect(ownership.whyNotOurs(job("1", "vllmctl-sim")) == nil)
     }
 
+    @Test func aNameWithControlCharactersOrWhitespaceIsNotTagged() {
+        #expect(Ownership.isTagged("vllmctl-a.b-c_d@12"))
+        #expect(Ownership.isTagged("vllmctl-modèle"))  // not ASCII, but neither control nor space
+        for hostile in [
+            "vllmctl-sim\nvllmctl-other", "vllmctl-sim x", "vllmctl-sim\t", "vllmctl-\u{7F}",
+            "vllmctl-sim\u{2028}", "vllmctl-sim\u{00A0}", "vllmctl-sim\u{85}", "vllmctl-é\u{0}",
+        ] {
+            #expect(!Ownership.isTagged(hostile), "\(hostile.debugDescription)")
+        }
+    }
+
+    @Test func shortDurationsPadToTwoDigits() {
+        #expect(SlurmTime.short(59) == "59s")
+        #expect(SlurmTime.short(65) == "1m05s")
+        #expect(SlurmTime.short(3600 + 7 * 60) == "1h07m")
+        #expect(SlurmTime.short(2 * 86400 + 13 * 3600) == "2d13h")
+    }
+
     @Test func theCurrentUserIsKnown() {
         #expect(!LocalHost.currentUser().isEmpty)
     }
