@@ -48,6 +48,10 @@ struct InfoCommand: AsyncParsableCommand {
         if share {
             let shared = try await SharedConnectionFile(context: context, profile: environment.profile)
                 .share(info, name: resolved.name, jobID: resolved.jobID)
+            // A renewing deployment's successors keep this copy current (docs/RENEW.md).
+            try? await context.host.writeFileAtomically(
+                Data((shared.path + "\n").utf8), to: resolved.deployDir + "/" + SharedConnectionFile.pointer,
+                mode: 0o600)
             context.terminal.print("Shared \(shared.path) (mode 0640).")
             let who =
                 shared.members.isEmpty

@@ -78,10 +78,10 @@ struct TunnelCommand: AsyncParsableCommand {
             )
             return
         }
-        // A replicated deployment: one local port balancing over every replica.
+        // A replicated or renewing deployment: one local port balancing over every replica,
+        // which follows the jobs (a renewing deployment's successor joins when it is ready).
         if JobName.split(deployment).replica == nil, !isJobID(deployment),
-            try await DeploymentResolver(context: cluster.context, cluster: profile).replicas(of: deployment)
-                .count > 1
+            try await Self.balances(deployment, cluster: cluster)
         {
             return try await runBalanced(ctx, cluster: cluster, store: store, deployment: deployment)
         }
@@ -105,6 +105,14 @@ struct TunnelCommand: AsyncParsableCommand {
         }
         await holdUntilSignal(opened.tunnel, onExit: { store.forget(record) })
         terminal.note("Tunnel closed.")
+    }
+
+    /// Whether `vllmctl tunnel NAME` runs the balancing endpoint: for several replicas, and for
+    /// a renewing deployment (one job at a time, but its successor takes over).
+    static func balances(_ deployment: String, cluster: ClusterContext) async throws -> Bool {
+        let resolver = DeploymentResolver(context: cluster.context, cluster: cluster.profile.name)
+        if try await resolver.replicas(of: deployment).count > 1 { return true }
+        return try await resolver.renews(deployment)
     }
 
     /// `vllmctl tunnel NAME` of a replicated deployment: a ``BalancedEndpoint`` on the local

@@ -25,8 +25,8 @@ time_cmd() { # prints seconds for one run of "$@"
   local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); python3 -c "print($e - $s)"
 }
 
-# Sections: VLLMCTL_BENCH="deploy laptop status doctor tunnel multinode balancer" (default: all).
-sections=" ${VLLMCTL_BENCH:-deploy laptop status doctor tunnel multinode balancer} "
+# Sections: VLLMCTL_BENCH="deploy laptop status doctor tunnel multinode balancer renew" (default: all).
+sections=" ${VLLMCTL_BENCH:-deploy laptop status doctor tunnel multinode balancer renew} "
 want() { [[ $sections == *" $1 "* ]]; }
 runs=5
 if want deploy; then
@@ -257,4 +257,11 @@ if want balancer; then
 # nginx (least_conn) over the same two replicas and beside one replica: Tests/bench/balancer.sh.
 echo
 bash "$repo/Tests/bench/balancer.sh" "$bin"
+fi
+
+if want renew; then
+# Renewal (issue 15): the longest gap between two successful responses during a handover,
+# beside resubmitting after the end: Tests/bench/renew.sh.
+echo
+bash "$repo/Tests/bench/renew.sh" "$bin"
 fi

@@ -55,6 +55,19 @@ public struct DeploySettings: Sendable, Equatable, Codable {
     // vllmctl
     /// Seconds to wait for the server to become ready once the job runs.
     public var readyTimeout: Double?
+    // Renewal (docs/RENEW.md)
+    /// Keep the deployment alive across time limits: each job submits its successor.
+    public var renew: Bool?
+    /// Seconds between the successor being ready and the predecessor's end (the default is
+    /// ``DeployPlan/defaultRenewMargin``).
+    public var renewMargin: Double?
+    /// No successor is submitted that would start after this time (cluster-local
+    /// `YYYY-MM-DDTHH:MM[:SS]`).
+    public var renewUntil: String?
+    /// At most this many successors (renewals) in the chain.
+    public var renewals: Int?
+    /// Seconds a predecessor waits for its requests in flight before it stops.
+    public var drainTimeout: Double?
 
     public init() {}
 

@@ -189,6 +189,29 @@ extension DeploySettings {
         .init(
             "ready_timeout", .option("timeout"), .double(\.readyTimeout), .derived(["ready_timeout"]),
             help: "Seconds to wait for the server once the job runs."),
+        .init(
+            "renew", .option("renew"), .bool(\.renew), .flag("renew"),
+            help:
+                "Outlive the time limit: before it ends, the job submits a successor with the same key and hands over (docs/RENEW.md)."
+        ),
+        .init(
+            "renew_margin", .option("renew-margin"), .double(\.renewMargin), .derived(["renew_margin"]),
+            help:
+                "With --renew: seconds of overlap planned before the job's end (default 120; it also absorbs the scheduler's start delay)."
+        ),
+        .init(
+            "renew_until", .option("renew-until"), .string(\.renewUntil), .derived(["renew_until"]),
+            help:
+                "With --renew: submit no successor that would start after this time (YYYY-MM-DDTHH:MM[:SS], the cluster's time)."
+        ),
+        .init(
+            "renewals", .option("renewals"), .int(\.renewals), .derived(["max_renewals"]),
+            help: "With --renew: at most this many successors (default: no limit)."),
+        .init(
+            "drain_timeout", .option("drain-timeout"), .double(\.drainTimeout), .derived(["drain_timeout"]),
+            help:
+                "With --renew: seconds a job waits for its requests in flight before it hands over (default 60)."
+        ),
     ]
 
     /// The rows by config key.

@@ -69,7 +69,14 @@ public struct SharedConnectionFile: Sendable {
     public func replaceWithNotice(name: String, jobID: String) async throws -> String? {
         guard let dir = try await directory() else { return nil }
         let user = try await context.host.userName()
-        let path = dir + "/" + Self.fileName(user: user, name: name, jobID: jobID)
+        return try await replaceWithNotice(
+            path: dir + "/" + Self.fileName(user: user, name: name, jobID: jobID), name: name, jobID: jobID)
+    }
+
+    /// The same for the shared copy at `path` (a renewing deployment's, which its jobs keep
+    /// current: docs/RENEW.md).
+    public func replaceWithNotice(path: String, name: String, jobID: String) async throws -> String? {
+        let user = try await context.host.userName()
         guard let data = try await context.host.readFile(path) else { return nil }
         guard try await owner(of: path) == user else { return nil }
         if String(decoding: data, as: UTF8.self).hasPrefix(Self.stoppedPrefix) { return nil }
@@ -80,6 +87,10 @@ public struct SharedConnectionFile: Sendable {
     }
 
     public static let stoppedPrefix = "Stopped at "
+
+    /// The file in a deployment directory that names its shared copy (written by
+    /// `info --share`), so that a renewing deployment's successors keep that copy current.
+    public static let pointer = "shared_copy"
 
     /// The owner of `path` on the cluster, or nil when it does not exist.
     func owner(of path: String) async throws -> String? {

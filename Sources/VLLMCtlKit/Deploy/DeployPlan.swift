@@ -15,6 +15,12 @@ public struct DeployPlan: Sendable {
     public static let defaultReadyTimeout = 1800.0
     /// The first port a multi-node job tries for its Ray head (the next free one is taken).
     public static let defaultRayPort = 6379
+    /// With `renew`: seconds planned between the successor being ready and the predecessor's
+    /// end. It also covers the scheduler's delay in starting a job whose begin time has come
+    /// when the predecessor cannot start it itself (Slurm's default sched_interval is 60 s).
+    public static let defaultRenewMargin = 120.0
+    /// With `renew`: seconds a predecessor waits for its requests in flight.
+    public static let defaultDrainTimeout = 60.0
 
     /// The deployment's name.
     public private(set) var name: String
@@ -239,6 +245,7 @@ public struct DeployPlan: Sendable {
         }
         if let host = s.host { try Validate.hostSetting(host) }
         if let bind = s.bindHost { try Validate.hostSetting(bind) }
+        try renewValidate()
         if (s.serverCommand ?? ["vllm", "serve"]).isEmpty {
             throw VLLMCtlError.invalidInput(
                 "The server command is empty", hint: "Set `server_command`, e.g. [\"vllm\", \"serve\"].")
@@ -257,6 +264,45 @@ public struct DeployPlan: Sendable {
                     "`\(flag)` was given among the server's arguments",
                     hint: "Use vllmctl's --port / --bind-host (the job picks a free port itself).")
             }
+        }
+    }
+
+    /// Whether the deployment renews itself across time limits (docs/RENEW.md).
+    public var renews: Bool { settings.renew ?? false }
+
+    /// The renewal settings make sense: a margin and drain timeout of 0 or more, a limit of 1
+    /// or more, a well-formed `renew_until`, and (with `renew`) a time limit long enough that a
+    /// job that takes its whole ready timeout to start is ready before its successor is due.
+    private func renewValidate() throws {
+        let s = settings
+        for (flag, value) in [("--renew-margin", s.renewMargin), ("--drain-timeout", s.drainTimeout)] {
+            if let value, !(value >= 0 && value <= 7 * 86400) {
+                throw VLLMCtlError.invalidInput(
+                    "\(flag) is \(value) s", hint: "It must be between 0 and 604800 s (7 days).")
+            }
+        }
+        if let n = s.renewals, n < 1 {
+            throw VLLMCtlError.invalidInput(
+                "--renewals is \(n)", hint: "Give 1 or more successors, or leave it out for no limit.")
+        }
+        if let until = s.renewUntil { try Validate.renewUntil(until) }
+        guard renews else { return }
+        let time = s.time ?? Self.defaultTime
+        guard let limit = Validate.seconds(ofTime: time) else {
+            throw VLLMCtlError.invalidInput(
+                "--renew needs a time limit, but the time is `\(time)`",
+                hint:
+                    "A job without a limit needs no successor: drop --renew, or give --time (e.g. 08:00:00).")
+        }
+        let ready = s.readyTimeout ?? Self.defaultReadyTimeout
+        let margin = s.renewMargin ?? Self.defaultRenewMargin
+        let needed = 2 * ready + margin
+        if Double(limit) < needed {
+            throw VLLMCtlError.invalidInput(
+                "With --renew, a job must be ready before its successor is due: the time limit \(time) (\(limit) s) is below 2 × the ready timeout (\(Int(ready)) s) + the renew margin (\(Int(margin)) s) = \(Int(needed)) s",
+                hint:
+                    "Raise --time, or lower --timeout (the most a server may take to load) or --renew-margin."
+            )
         }
     }
 
@@ -318,6 +364,10 @@ public struct DeployPlan: Sendable {
             "json_served_name": ConnectionInfo.jsonStringBody(servedName),
             "curl_model": ConnectionInfo.curlModelLiteral(servedName),
             "vllmctl_version": VLLMCtl.version,
+            "renew_margin": String(Int((s.renewMargin ?? Self.defaultRenewMargin).rounded(.up))),
+            "drain_timeout": String(Int((s.drainTimeout ?? Self.defaultDrainTimeout).rounded(.up))),
+            "max_renewals": String(s.renewals ?? 0),
+            "renew_until": s.renewUntil ?? "",
         ]
         if isMultiNode {
             c["ray_port"] = String(Self.defaultRayPort)
@@ -419,6 +469,44 @@ public enum Validate {
             throw VLLMCtlError.invalidInput(
                 "The time limit `\(value)` is not in a format Slurm reads",
                 hint: "Use HH:MM:SS (e.g. 02:00:00), D-HH:MM:SS (1-00:00:00) or minutes (90).")
+        }
+    }
+
+    /// A Slurm time limit in seconds; nil for UNLIMITED/INFINITE or a malformed value.
+    public static func seconds(ofTime value: String) -> Int? {
+        guard (try? time(value)) != nil, !["UNLIMITED", "INFINITE"].contains(value) else { return nil }
+        var days = 0
+        var rest = Substring(value)
+        if let dash = value.firstIndex(of: "-") {
+            days = Int(value[..<dash]) ?? 0
+            rest = value[value.index(after: dash)...]
+        }
+        let parts = rest.split(separator: ":").map { Int($0) ?? 0 }
+        let (h, m, sec): (Int, Int, Int)
+        if value.contains("-") {
+            // D-H, D-H:M, D-H:M:S
+            (h, m, sec) = (parts[0], parts.count > 1 ? parts[1] : 0, parts.count > 2 ? parts[2] : 0)
+        } else {
+            // M, M:S, H:M:S
+            switch parts.count {
+            case 1: (h, m, sec) = (0, parts[0], 0)
+            case 2: (h, m, sec) = (0, parts[0], parts[1])
+            default: (h, m, sec) = (parts[0], parts[1], parts[2])
+            }
+        }
+        return ((days * 24 + h) * 60 + m) * 60 + sec
+    }
+
+    /// `renew_until`: `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM` or `YYYY-MM-DDTHH:MM:SS` (the cluster's
+    /// local time, as Slurm's own `--begin`).
+    public static func renewUntil(_ value: String) throws {
+        guard
+            value.range(
+                of: #"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2})?)?$"#, options: .regularExpression) != nil
+        else {
+            throw VLLMCtlError.invalidInput(
+                "--renew-until `\(value)` is not a date and time",
+                hint: "Use YYYY-MM-DDTHH:MM[:SS] in the cluster's time, e.g. 2026-12-01T08:00.")
         }
     }
 

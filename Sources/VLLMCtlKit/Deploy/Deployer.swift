@@ -161,6 +161,12 @@ public struct Deployer: Sendable {
             guard !submitted.isEmpty else { throw error }
             throw await cancelPartial(submitted, because: error)
         }
+        if plan.renews {
+            // Which mode runs: the chain is in the jobs (docs/RENEW.md).
+            context.terminal.note(
+                "Renewing: before its time limit, each job submits its successor itself (sbatch on the compute node, same key) and hands over; `vllmctl status` shows the chain, `vllmctl teardown \(submitted[0].plan.name)` ends it."
+            )
+        }
         if let keep = plan.settings.keep {
             context.terminal.note(
                 "keep: \(keep): failed replicas are resubmitted while `vllmctl tunnel \(submitted[0].plan.name)`, `vllmctl gateway \(submitted[0].plan.name)` or `vllmctl scale \(submitted[0].plan.name) \(keep) --keep` runs (docs/REPLICAS.md)."

@@ -93,6 +93,24 @@ public actor ReplicaSet {
         known = current
         self.draining = draining
         directories = directories.filter { current[$0.key] != nil }
-        return current.values.filter { !draining.contains($0.jobID) }.sorted { $0.replica < $1.replica }
+        return Self.newestPerSlot(current.values.filter { !draining.contains($0.jobID) })
     }
+
+    /// One endpoint per replica number: the newest job (the highest job id). A renewing
+    /// deployment (docs/RENEW.md) has two ready jobs in one slot during a handover; new
+    /// requests go to the successor only, while the predecessor drains and ends.
+    static func newestPerSlot(_ endpoints: [ReplicaEndpoint]) -> [ReplicaEndpoint] {
+        var newest: [Int: ReplicaEndpoint] = [:]
+        for endpoint in endpoints {
+            if let held = newest[endpoint.replica],
+                Self.jobNumber(held.jobID) > Self.jobNumber(endpoint.jobID)
+            {
+                continue
+            }
+            newest[endpoint.replica] = endpoint
+        }
+        return newest.values.sorted { $0.replica < $1.replica }
+    }
+
+    static func jobNumber(_ id: String) -> Int { Int(id) ?? 0 }
 }

@@ -85,6 +85,9 @@ public struct DeploymentResolver: Sendable {
     public func resolve(_ idOrName: String, detail: Bool = false) async throws -> ResolvedDeployment {
         let watcher = JobWatcher(host: context.host)
         if let record = context.records.find(idOrName, cluster: cluster) {
+            if !isJobID(idOrName), let successor = try await successor(of: record, detail: detail) {
+                return successor
+            }
             let job = try await watcher.snapshot(jobID: record.jobID, detail: detail)
             return ResolvedDeployment(
                 name: record.name, jobID: record.jobID, record: record, job: job, deployDir: record.deployDir,
@@ -166,6 +169,38 @@ public struct DeploymentResolver: Sendable {
             (JobName.split($0.job?.name ?? "").replica ?? 0)
                 < (JobName.split($1.job?.name ?? "").replica ?? 0)
         }
+    }
+
+    /// A renewing deployment (docs/RENEW.md) known here by its first job's record: the job
+    /// that has taken over since, when the deployment's connection file names another job
+    /// that Slurm runs for the user under the record's job name, in the record's directory.
+    /// Nil otherwise (then the record's own job is the deployment).
+    func successor(of record: DeploymentRecord, detail: Bool) async throws -> ResolvedDeployment? {
+        guard let data = try await context.host.readFile(record.deployDir + "/" + DeploymentFiles.infoJSON),
+            let info = try? JSONDecoder().decode(ConnectionRecord.self, from: data), info.isWellFormed,
+            info.jobID != record.jobID, isJobID(info.jobID),
+            let job = try await JobWatcher(host: context.host).snapshot(jobID: info.jobID, detail: detail),
+            job.name == JobName.of(record.name, replica: record.replica), job.workDir == record.deployDir,
+            Ownership(user: try await context.host.userName()).isOurs(job)
+        else { return nil }
+        return ResolvedDeployment(
+            name: record.name, jobID: job.jobID, record: nil, job: job, deployDir: record.deployDir,
+            connection: info)
+    }
+
+    /// Whether the deployment `name` renews itself across time limits (docs/RENEW.md): its
+    /// `deployment.json` (the layered settings, written at submission) says `renew`. False when
+    /// it cannot be read (a deployment from an older vllmctl).
+    public func renews(_ name: String) async throws -> Bool {
+        for replica in try await replicas(of: name) {
+            guard
+                let data = try? await context.host.readFile(
+                    replica.deployDir + "/" + DeploymentFiles.settings),
+                let settings = try? JSONDecoder().decode(DeploySettings.self, from: data)
+            else { continue }
+            return settings.renew ?? false
+        }
+        return false
     }
 
     func connection(deployDir: String, jobID: String) async throws -> ConnectionRecord? {

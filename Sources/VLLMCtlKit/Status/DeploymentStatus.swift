@@ -60,6 +60,10 @@ public struct DeploymentStatus: Sendable, Equatable, Codable {
     /// Why a running replica's requests are unknown; nil when they were read or not asked.
     public var requestsDetail: String? = nil
 
+    /// A renewing job's place in its chain (docs/RENEW.md), from its `renew-JOBID.json`; nil
+    /// for a job that does not renew.
+    public var renewal: RenewalStatus? = nil
+
     /// `NAME`, or `NAME@K` for replica K.
     public var displayName: String { name + (replica.map { "\(JobName.replicaMark)\($0)" } ?? "") }
 
@@ -81,6 +85,7 @@ public struct DeploymentStatus: Sendable, Equatable, Codable {
         case requestsRunning = "requests_running"
         case requestsWaiting = "requests_waiting"
         case requestsDetail = "requests_detail"
+        case renewal
     }
 
     public static let lowWalltimeSeconds = 600
@@ -110,5 +115,49 @@ public struct StatusReport: Sendable, Codable {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .iso8601
         return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+}
+
+/// Where a renewing job stands in its chain: what it wrote in `renew-JOBID.json` in the
+/// deployment directory (a file on the cluster, so read as untrusted).
+public struct RenewalStatus: Sendable, Equatable, Codable {
+    /// How many successors came before this job (0: the first job).
+    public var renewal: Int
+    /// `waiting` (successor submitted), `retrying`, `handing-over`, `handed-over`, `ended`
+    /// (`--renewals`, `--renew-until`, teardown) or `stopped` (the chain failed).
+    public var state: String
+    /// The successor's job id, once submitted.
+    public var successor: String?
+    /// What the job last said about the chain.
+    public var message: String
+
+    public init(renewal: Int, state: String, successor: String?, message: String) {
+        self.renewal = renewal
+        self.state = state
+        self.successor = successor
+        self.message = message
+    }
+
+    /// The file's name for `jobID`.
+    public static func fileName(jobID: String) -> String { "renew-\(jobID).json" }
+
+    /// Parses the job's file; nil for anything malformed.
+    public static func parse(_ data: Data) -> RenewalStatus? {
+        struct File: Decodable {
+            var renewal: Int
+            var state: String
+            var successor: String
+            var message: String
+        }
+        guard data.count < 4096, let file = try? JSONDecoder().decode(File.self, from: data),
+            (0...1_000_000).contains(file.renewal),
+            file.state.count <= 20, file.state.allSatisfy({ $0.isASCII && ($0.isLetter || $0 == "-") }),
+            file.successor.isEmpty || isJobID(file.successor),
+            file.message.count <= 600, !file.message.contains(where: { $0.isNewline })
+        else { return nil }
+        return RenewalStatus(
+            renewal: file.renewal, state: file.state,
+            successor: file.successor.isEmpty ? nil : file.successor,
+            message: file.message)
     }
 }

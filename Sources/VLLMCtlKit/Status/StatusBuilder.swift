@@ -113,7 +113,14 @@ public struct StatusBuilder: Sendable {
         {
             connection = info
         }
-        return row(job: job, record: record, user: user, connection: connection)
+        var status = row(job: job, record: record, user: user, connection: connection)
+        // A renewing job says where its chain stands (docs/RENEW.md).
+        if job.state == .running, let dir = status.deployDir,
+            let data = try? await context.host.readFile(dir + "/" + RenewalStatus.fileName(jobID: job.jobID))
+        {
+            status.renewal = RenewalStatus.parse(data)
+        }
+        return status
     }
 
     /// The row of `job`, with its connection file already read (nil: none yet).
@@ -278,7 +285,13 @@ public enum StatusTable {
                 "\nTunnels: "
                 + tunneled.map { "\($0.displayName) → \($0.tunnelURL ?? "")" }.joined(separator: ", ")
         }
-        if rows.contains(where: \.walltimeLow) {
+        for r in rows {
+            guard let chain = r.renewal else { continue }
+            text +=
+                "\nRenewal \(chain.renewal) of \(r.displayName) (job \(r.jobID), \(chain.state)): \(chain.message)"
+        }
+        let renewing = Set(rows.filter { $0.renewal != nil }.map(\.displayName))
+        if rows.contains(where: { $0.walltimeLow && !renewing.contains($0.displayName) }) {
             text += "\n! less than 10 minutes of walltime left: deploy a replacement now."
         }
         return text + "\n"

@@ -161,6 +161,7 @@ public struct Teardown: Sendable {
         var stillListed: [String: JobState] = [:]
         var scancelProblem: String?
         var notOurs: [String: String] = [:]
+        var late: [TeardownOutcome] = []
         if !cancels.isEmpty {
             // Ownership again, from the scheduler, right before the cancel: a job that changed
             // hands or name since the plan is not cancelled.
@@ -175,6 +176,8 @@ public struct Teardown: Sendable {
             } catch {
                 scancelProblem = "nothing was cancelled: the check right before scancel failed (\(error))"
             }
+            // A renewing deployment's jobs check this mark before they submit a successor.
+            let marked = await markChainsStopped(plan.toCancel.filter { toCancel.contains($0.jobID) })
             if !toCancel.isEmpty {
                 do {
                     let argv = try Scancel(jobIDs: toCancel).checkedArgv()
@@ -192,6 +195,9 @@ public struct Teardown: Sendable {
             if scancelProblem == nil || !toCancel.isEmpty {
                 (confirmed, stillListed) = await waitForEnd(cancels.filter { notOurs[$0] == nil })
             }
+            late = await cancelLateSuccessors(of: plan.toCancel, marked: marked)
+            late += await closeChainTunnels(of: plan.toCancel, marked: marked)
+            late += await noticeChainSharedCopies(of: plan.toCancel, marked: marked)
         }
 
         var outcomes: [TeardownOutcome] = []
@@ -242,7 +248,7 @@ public struct Teardown: Sendable {
                 )
             }
         }
-        return outcomes
+        return outcomes + late
     }
 
     /// Polls squeue (one call for all the user's jobs) until each job is gone or in a final

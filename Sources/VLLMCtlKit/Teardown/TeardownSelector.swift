@@ -109,6 +109,17 @@ public struct TeardownSelector: Sendable {
         return action(.cleanUp, "orphan: neither squeue nor sacct knows the job any more")
     }
 
+    /// Whether the live jobs of one name are one deployment: each replica number once, or, for
+    /// a renewing deployment (docs/RENEW.md), a replica's jobs in one shared directory (the job
+    /// and its successor). Two deployments under one name have different directories.
+    static func isOneDeployment(_ live: [JobSnapshot]) -> Bool {
+        let slots = Dictionary(grouping: live) { JobName.split($0.name).replica }
+        if slots.keys.contains(nil) && slots.count > 1 { return false }
+        return slots.values.allSatisfy { jobs in
+            jobs.count == 1 || (Set(jobs.map(\.workDir)).count == 1 && !jobs[0].workDir.isEmpty)
+        }
+    }
+
     private func named(_ targets: [String], _ facts: Facts) throws -> [TeardownAction] {
         var actions: [TeardownAction] = []
         var problems: [VLLMCtlError] = []
@@ -151,9 +162,7 @@ public struct TeardownSelector: Sendable {
                     replica == nil
                         ? JobName.belongs($0.name, to: base) : $0.name == JobName.of(base, replica: replica)
                 }
-                let numbers = live.map { JobName.split($0.name).replica }
-                let oneDeployment =
-                    live.count == 1 || (!numbers.contains(nil) && Set(numbers).count == numbers.count)
+                let oneDeployment = Self.isOneDeployment(live)
                 if !oneDeployment {
                     problems.append(
                         .invalidInput(
