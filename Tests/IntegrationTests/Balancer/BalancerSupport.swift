@@ -320,3 +320,14 @@ final class CountingConnector: UpstreamConnector {
         return try await DirectConnector().connect(host: host, port: port, timeout: timeout, on: eventLoop)
     }
 }
+
+/// The balancer's counters once nothing is in flight: a client can see its response end a
+/// moment before the balancer has recorded the attempt (counters and in-flight change together).
+func settledSnapshot(_ balancer: Balancer) async -> [ReplicaStats] {
+    for _ in 0..<150 {
+        let stats = balancer.snapshot()
+        if stats.allSatisfy({ $0.inFlight == 0 }) { return stats }
+        try? await Task.sleep(for: .milliseconds(20))
+    }
+    return balancer.snapshot()
+}

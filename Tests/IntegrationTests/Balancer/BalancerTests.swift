@@ -31,7 +31,7 @@ import Testing
             for (i, r) in results.enumerated() where i % 2 == 0 {
                 #expect(r.body.contains("data: [DONE]"))
             }
-            let stats = balancer.snapshot()
+            let stats = await settledSnapshot(balancer)
             #expect(stats.map(\.successes).reduce(0, +) == 400)
             for s in stats {
                 #expect((120...280).contains(s.successes), "\(s.replica) served \(s.successes) of 400")
@@ -94,7 +94,7 @@ import Testing
             let results = await TestClient.many(port: port, count: 40, concurrency: 8) { mixed($0) }
             #expect(results.allSatisfy { $0.ok })
             #expect(events.all.contains { isOut($0, refusing) })
-            let stats = balancer.snapshot()
+            let stats = await settledSnapshot(balancer)
             #expect(stats.first { $0.replica == refusing }?.state == "out_of_rotation")
             #expect(stats.first { $0.replica == good.replica }?.successes == 40)
         }
@@ -165,7 +165,7 @@ import Testing
             balancer, port in
             let results = await TestClient.onOneConnection(port: port, (0..<40).map { mixed($0) })
             #expect(results.count == 40 && results.allSatisfy { $0.ok })
-            for s in balancer.snapshot() { #expect(s.successes > 0, "\(s.replica) got none") }
+            for s in await settledSnapshot(balancer) { #expect(s.successes > 0, "\(s.replica) got none") }
             // One health check and one kept-alive connection per replica carried all 40.
             #expect(connector.count <= 4, "\(connector.count) connections for 40 requests")
         }
@@ -218,7 +218,7 @@ import Testing
         ) { balancer, port in
             let results = await TestClient.many(port: port, count: 60, concurrency: 8) { mixed($0) }
             #expect(results.allSatisfy { $0.ok })
-            let stats = balancer.snapshot()
+            let stats = await settledSnapshot(balancer)
             #expect(stats.first { $0.replica == refusing }?.state == "out_of_rotation")
             #expect(stats.filter { $0.successes > 0 }.count == 2)
         }
@@ -282,7 +282,7 @@ import Testing
             #expect(balancer.snapshot()[0].consecutiveFailures >= 2)
             let results = await TestClient.many(port: port, count: 20, concurrency: 4) { mixed($0) }
             #expect(results.allSatisfy { $0.ok })
-            #expect(balancer.snapshot()[1].successes == 20)
+            #expect(await settledSnapshot(balancer)[1].successes == 20)
         }
     }
 
@@ -299,7 +299,7 @@ import Testing
             try await sim.waitHealthy()
             let second = await TestClient.many(port: port, count: 8, concurrency: 4) { mixed($0) }
             #expect(second.allSatisfy { $0.ok })
-            let stats = balancer.snapshot()[0]
+            let stats = await settledSnapshot(balancer)[0]
             #expect(stats.state == "in_rotation" && stats.failures == 0 && stats.successes == 16)
         }
     }

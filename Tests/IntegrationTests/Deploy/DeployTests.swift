@@ -112,6 +112,8 @@ extension LocalCluster {
             try await deployer.withDeployment(DeployRequest(modelOrPreset: "sim", name: "port-a")) { first in
                 var flags = DeploySettings()
                 flags.port = try #require(first.connection?.port)
+                // On the first one's node: on the other node the same port is free.
+                flags.nodelist = try #require(first.record?.node)
                 let second = try await deployer.deploy(
                     DeployRequest(modelOrPreset: "sim", name: "port-b", flags: flags))
                 let a = try #require(first.connection), b = try #require(second.connection)

@@ -75,6 +75,19 @@ extension LocalCluster.DeployTests {
                             }.first
                     }
                     let events = kept.value
+                    if newJob == nil {
+                        // What the endpoint's replica set last saw, and what squeue and sacct say
+                        // now: enough to tell a keeper that never ran from one that decided
+                        // nothing.
+                        let queued = await endpoint.replicas.queued
+                        let sacct = try? await sh([
+                            "sacct", "-X", "-n", "-P", "-o", "JobID,JobName,State,WorkDir", "--name",
+                            JobName.of(name) + "," + JobName.of(name, replica: 2),
+                        ])
+                        Issue.record(
+                            "no resubmission in 90 s; endpoint's queue: \(queued.map { $0.map { "\($0.jobID) \($0.name) \($0.state)" } } ?? ["nil"]); sacct: \(sacct?.stdout ?? "failed")"
+                        )
+                    }
                     let replacement = try #require(newJob, "\(events)")
                     let resubmitted = events.compactMap { event -> JobSnapshot? in
                         if case .resubmitted(_, let failed, _, _, _) = event { return failed }
