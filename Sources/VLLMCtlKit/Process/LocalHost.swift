@@ -19,44 +19,38 @@ public struct LocalHost: ClusterHost {
         }
         let arguments = Arguments(Array(argv.dropFirst()))
         let limit = 32 << 20
-        return try await withThrowingTaskGroup(of: CommandResult?.self) { group in
-            group.addTask {
-                do {
-                    // Found on PATH first (access(2) per directory): given a bare name, Subprocess
-                    // forks a child per PATH entry until one execs, which costs a fork of this
-                    // process for each directory before the right one.
-                    let executable: Executable =
-                        program.contains("/")
-                        ? .path(.init(program))
-                        : .path(try await Executable.name(program).resolveExecutablePath(in: .inherit))
-                    // Without input, stdin is /dev/null: no pipe, and none of the tasks Subprocess
-                    // runs to write one.
-                    if let input {
-                        return try await Self.collect(
-                            executable, arguments, input: .string(input), limit: limit)
-                    }
-                    return try await Self.collect(executable, arguments, input: .none, limit: limit)
-                } catch let error as SubprocessError {
-                    if "\(error)".contains("xecutable") || "\(error)".contains("No such file") {
-                        throw VLLMCtlError.commandNotFound(
-                            program,
-                            hint:
-                                "Is it installed and on PATH? Slurm's commands must run where vllmctl runs, or set `ssh_host` in the cluster profile."
-                        )
-                    }
-                    throw error
+        // A subprocess whose end is never reported must not hold vllmctl past the limit:
+        // withDeadline returns at the limit even then (a task group would wait for it).
+        return try await withDeadline(
+            timeout,
+            onTimeout: {
+                VLLMCtlError.commandTimedOut(argv: argv, seconds: Double(timeout.components.seconds))
+            }
+        ) {
+            do {
+                // Found on PATH first (access(2) per directory): given a bare name, Subprocess
+                // forks a child per PATH entry until one execs, which costs a fork of this
+                // process for each directory before the right one.
+                let executable: Executable =
+                    program.contains("/")
+                    ? .path(.init(program))
+                    : .path(try await Executable.name(program).resolveExecutablePath(in: .inherit))
+                // Without input, stdin is /dev/null: no pipe, and none of the tasks Subprocess
+                // runs to write one.
+                if let input {
+                    return try await Self.collect(executable, arguments, input: .string(input), limit: limit)
                 }
+                return try await Self.collect(executable, arguments, input: .none, limit: limit)
+            } catch let error as SubprocessError {
+                if "\(error)".contains("xecutable") || "\(error)".contains("No such file") {
+                    throw VLLMCtlError.commandNotFound(
+                        program,
+                        hint:
+                            "Is it installed and on PATH? Slurm's commands must run where vllmctl runs, or set `ssh_host` in the cluster profile."
+                    )
+                }
+                throw error
             }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return nil
-            }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let result = first else {
-                throw VLLMCtlError.commandTimedOut(
-                    argv: argv, seconds: Double(timeout.components.seconds))
-            }
-            return result
         }
     }
 

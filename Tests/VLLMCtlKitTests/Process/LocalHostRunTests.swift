@@ -1,0 +1,26 @@
+import Foundation
+import TestSupport
+import Testing
+
+@testable import VLLMCtlKit
+
+@Suite struct LocalHostRunTests {
+    @Test func aCommandPastItsLimitIsATimeout() async throws {
+        let error = await #expect(throws: VLLMCtlError.self) {
+            _ = try await LocalHost().run(["sleep", "30"], input: nil, timeout: .milliseconds(300))
+        }
+        guard case .commandTimedOut(let argv, _) = error else {
+            Issue.record("not a timeout: \(String(describing: error))")
+            return
+        }
+        #expect(argv == ["sleep", "30"])
+    }
+
+    @Test func aCommandWithinItsLimitAnswers() async throws {
+        let r = try await LocalHost().run(
+            ["sh", "-c", "printf out; printf err >&2; exit 3"], input: nil, timeout: .seconds(30))
+        #expect(r.status == 3 && r.stdout == "out" && r.stderr == "err")
+        let echoed = try await LocalHost().run(["cat"], input: "in", timeout: .seconds(30))
+        #expect(echoed.stdout == "in")
+    }
+}
