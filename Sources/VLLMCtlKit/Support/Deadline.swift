@@ -2,23 +2,31 @@ import Foundation
 
 /// Runs `work` with a time limit that holds even if `work` never ends.
 ///
-/// A task group would not do: leaving a group's scope waits for every child, so a child that
-/// ignores cancellation (a subprocess whose end is never reported) would hold the caller past
-/// its limit forever. Here `work` runs in a task of its own; at the limit it is cancelled and
-/// `onTimeout`'s error is thrown at once, and the task, if it never ends, is left behind.
-/// Cancelling the caller cancels `work` too.
+/// At the limit `work` is cancelled and given `grace` to end by itself (a subprocess killed
+/// and reaped: nothing is left running behind the caller's back); its ending then throws
+/// `onTimeout`'s error, whatever it returned. If it has not ended by then, the error is thrown all the same and the
+/// work is left behind: a task group would wait for it forever (leaving a group's scope waits
+/// for every child), and so would anything that waits on a subprocess whose end is never
+/// reported. Cancelling the caller cancels `work` and waits for it the same way.
 func withDeadline<T: Sendable>(
-    _ limit: Duration, onTimeout: @escaping @Sendable () -> any Error,
+    _ limit: Duration, grace: Duration = .seconds(5), onTimeout: @escaping @Sendable () -> any Error,
     _ work: @escaping @Sendable () async throws -> T
 ) async throws -> T {
     let outcome = Outcome<T>()
+    let timedOut = Locked(false)
     let task = Task {
-        do { outcome.finish(.success(try await work())) } catch { outcome.finish(.failure(error)) }
+        let result: Result<T, any Error>
+        do { result = .success(try await work()) } catch { result = .failure(error) }
+        // Past the limit, whatever the cancelled work made of it (a killed command's status)
+        // is the timeout.
+        outcome.finish(timedOut.value ? .failure(onTimeout()) : result)
     }
     let timer = Task {
         try? await Task.sleep(for: limit)
         guard !Task.isCancelled else { return }
+        timedOut.withLock { $0 = true }
         task.cancel()
+        try? await Task.sleep(for: grace)
         outcome.finish(.failure(onTimeout()))
     }
     defer { timer.cancel() }
@@ -26,7 +34,10 @@ func withDeadline<T: Sendable>(
         try await withCheckedThrowingContinuation { outcome.wait($0) }
     } onCancel: {
         task.cancel()
-        outcome.finish(.failure(CancellationError()))
+        Task {
+            try? await Task.sleep(for: grace)
+            outcome.finish(.failure(CancellationError()))
+        }
     }
 }
 
