@@ -137,7 +137,7 @@ public struct RouteConnector: UpstreamConnector {
         -> any Channel
     {
         var fds: [Int32] = [-1, -1]
-        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0
+        guard socketpair(AF_UNIX, SocketType.stream | SocketType.closeOnExec, 0, &fds) == 0
         else {
             throw UpstreamConnectError(.ourSide, "socketpair: \(String(cString: strerror(errno)))")
         }

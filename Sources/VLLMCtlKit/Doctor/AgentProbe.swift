@@ -8,7 +8,7 @@ import Foundation
 enum AgentProbe {
     /// The agent's identities, or an error message.
     static func identities(socketPath: String) -> Result<[SSHIdentity], AgentError> {
-        let kind = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        let kind = SocketType.stream | SocketType.closeOnExec
         let fd = socket(AF_UNIX, kind, 0)
         guard fd >= 0 else { return .failure(AgentError(message: String(cString: strerror(errno)))) }
         defer { close(fd) }

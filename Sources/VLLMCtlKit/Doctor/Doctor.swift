@@ -313,7 +313,7 @@ private struct Run {
     /// nil when `host` resolves, else getaddrinfo's message.
     static func lookUp(_ host: String) -> String? {
         var hints = addrinfo()
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_socktype = SocketType.stream
         var list: UnsafeMutablePointer<addrinfo>?
         let rc = getaddrinfo(host, nil, &hints, &list)
         if rc == 0 {

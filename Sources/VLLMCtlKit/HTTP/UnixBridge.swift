@@ -23,7 +23,7 @@ final class UnixBridge: @unchecked Sendable {
         var generator = SystemRandomNumberGenerator()
         for i in bytes.indices { bytes[i] = generator.next() }
         name = "vllmctl-http-\(getpid())-" + bytes.map { String(format: "%02x", $0) }.joined()
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd = socket(AF_UNIX, SocketType.stream | SocketType.closeOnExec, 0)
         guard fd >= 0 else { throw Self.failure("socket") }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)

@@ -38,7 +38,7 @@ final class ProxyJumpPump: @unchecked Sendable {
         }
         jump.setTimeout(milliseconds: 0)
         var fds: [Int32] = [0, 0]
-        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0
+        guard socketpair(AF_UNIX, SocketType.stream | SocketType.closeOnExec, 0, &fds) == 0
         else {
             channel.free()
             throw SSHError(

@@ -11,7 +11,7 @@ extension SSHSession {
     static func connectSocket(_ options: SSHConnectOptions) throws -> Int32 {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_socktype = SocketType.stream
         var list: UnsafeMutablePointer<addrinfo>?
         let rc = getaddrinfo(options.host, String(options.port), &hints, &list)
         guard rc == 0, let first = list else {
@@ -26,7 +26,7 @@ extension SSHSession {
         while let ai = node {
             node = ai.pointee.ai_next
             let fd = Glibc.socket(
-                ai.pointee.ai_family, ai.pointee.ai_socktype | Int32(SOCK_CLOEXEC.rawValue),
+                ai.pointee.ai_family, ai.pointee.ai_socktype | SocketType.closeOnExec,
                 ai.pointee.ai_protocol)
             if fd < 0 {
                 lastProblem = String(cString: strerror(errno))

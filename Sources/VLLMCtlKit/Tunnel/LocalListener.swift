@@ -21,7 +21,7 @@ public struct LocalListener: Sendable {
         }
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_socktype = SocketType.stream
         hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
         var list: UnsafeMutablePointer<addrinfo>?
         let host = address == "localhost" ? "127.0.0.1" : address
@@ -32,7 +32,7 @@ public struct LocalListener: Sendable {
                 hint: "Use 127.0.0.1 (the default), or 0.0.0.0 to let other machines connect.")
         }
         defer { freeaddrinfo(list) }
-        let fd = socket(ai.pointee.ai_family, ai.pointee.ai_socktype | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd = socket(ai.pointee.ai_family, ai.pointee.ai_socktype | SocketType.closeOnExec, 0)
         guard fd >= 0 else {
             throw VLLMCtlError.invalidInput(
                 "Cannot create a socket: \(String(cString: strerror(errno)))", hint: "Try again.")

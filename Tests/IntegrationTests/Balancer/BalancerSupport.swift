@@ -250,7 +250,7 @@ struct SplicingRoute: HTTPRoute {
                     message: "cannot reach the login node fake: the session is down",
                     hint: ""))
         }
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_INET, SocketType.stream, 0)
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_addr.s_addr = inet_addr(host)

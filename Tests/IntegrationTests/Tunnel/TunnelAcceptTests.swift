@@ -109,7 +109,7 @@ import Testing
     }
 
     static func newSocket() -> Int32 {
-        socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        socket(AF_INET, SocketType.stream | SocketType.nonBlocking, 0)
     }
 
     /// A new non-blocking socket connecting to 127.0.0.1:port.

@@ -62,7 +62,7 @@ final class BlackHole {
     private var fillers: [Int32] = []
 
     init() throws {
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let listener = socket(AF_INET, SocketType.stream, 0)
         self.listener = listener
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
@@ -78,7 +78,7 @@ final class BlackHole {
         self.port = port
         // Fill the queue (backlog 0 holds one) with connections nobody accepts.
         for _ in 0..<3 {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            let fd = socket(AF_INET, SocketType.stream | SocketType.nonBlocking, 0)
             _ = withUnsafePointer(to: &addr) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                     connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))

@@ -52,7 +52,7 @@ final class EventLog: Sendable {
 
 /// A TCP socket connected to 127.0.0.1:port (blocking), or nil.
 func connectLoopback(_ port: Int) -> Int32? {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    let fd = socket(AF_INET, SocketType.stream, 0)
     var addr = sockaddr_in()
     addr.sin_family = sa_family_t(AF_INET)
     addr.sin_port = UInt16(port).bigEndian

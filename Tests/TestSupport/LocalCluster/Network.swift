@@ -21,7 +21,7 @@ package func freePort() throws -> Int {
 
 /// Whether 127.0.0.1:`port` can be bound now.
 private func canBind(_ port: Int) -> Bool {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    let fd = socket(AF_INET, SocketType.stream, 0)
     guard fd >= 0 else { return false }
     defer { close(fd) }
     var addr = sockaddr_in()
