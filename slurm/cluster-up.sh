@@ -228,6 +228,11 @@ $(for n in "${NODES[@]}"; do
     echo "NodeName=$n NodeHostname=$n NodeAddr=${NODE_ADDR[$n]} CPUs=$NODE_CPUS RealMemory=$NODE_MEM Gres=gpu:$NODE_GPUS State=UNKNOWN"
 done)
 PartitionName=$PARTITION Nodes=$(IFS=,; echo "${NODES[*]}") Default=YES MaxTime=INFINITE State=UP
+# Like a cluster that takes jobs from its login node only (AllocNodes): vllmctl reads this
+# and renews from the login node there (docs/RENEW.md). Slurm takes the submitting host from
+# munge's credential, and the one munged here signs for every namespace as 127.0.0.1
+# (localhost), so this cluster does not enforce the list: it is the configuration tested.
+PartitionName=$LOGIN_ONLY_PARTITION Nodes=$(IFS=,; echo "${NODES[*]}") AllocNodes=$LOGIN_HOST,localhost MaxTime=INFINITE State=UP
 EOF
 
 cat >"$GEN_DIR/gres.conf" <<EOF

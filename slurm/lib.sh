@@ -47,6 +47,7 @@ slurmd_pidfile() { printf '%s\n' "$RUN_DIR/slurmd-$1.pid"; }
 # --- fixed cluster parameters -------------------------------------------------
 CLUSTER_NAME=vllmctl-local
 PARTITION=debug
+LOGIN_ONLY_PARTITION=loginonly   # AllocNodes=the login node: no sbatch from jobs
 # The login host is this machine's root network namespace: slurmctld, slurmdbd, MariaDB,
 # munged, the sshds and the Slurm client commands. It is SlurmctldHost.
 LOGIN_HOST=$(hostname -s)
