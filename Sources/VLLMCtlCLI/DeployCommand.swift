@@ -65,16 +65,9 @@ struct DeployCommand: AsyncParsableCommand {
                 "--tunnel needs a profile with ssh_host; `\(env.profile.name)` runs on the cluster, where the server's URL works directly."
             )
         }
-        var key: APIKey? = nil
-        if let apiKeyFile {
-            guard let text = try? String(contentsOfFile: apiKeyFile, encoding: .utf8) else {
-                throw VLLMCtlError.file(
-                    path: apiKeyFile, message: "cannot be read; give a file that holds the key on one line")
-            }
-            key = try APIKey(text.trimmingCharacters(in: .whitespacesAndNewlines))
-        }
         let request = DeployRequest(
-            modelOrPreset: model, name: name, flags: flags, apiKey: key, dryRun: dryRun, wait: !noWait,
+            modelOrPreset: model, name: name, flags: flags,
+            apiKey: try apiKeyFile.map(APIKey.init(contentsOfFile:)), dryRun: dryRun, wait: !noWait,
             waitAll: waitAll)
         let deployer = Deployer(
             context: env.context, config: env.config, profile: env.profile, templates: ctx.templates)
@@ -83,23 +76,8 @@ struct DeployCommand: AsyncParsableCommand {
         do {
             outcome = try await cancellingOnSignal { try await deployer.deploy(request) }
         } catch is CancellationError {
-            let records = env.context.records
-            if let job = records.all(cluster: env.profile.name).last(where: { $0.phase == .submitted }) {
-                // Every replica of it that was submitted keeps running too.
-                let ids = records.replicas(of: job.name, cluster: env.profile.name).filter {
-                    $0.phase == .submitted
-                }
-                .map(\.jobID)
-                let jobs =
-                    ids.count > 1
-                    ? "Jobs \(ids.joined(separator: ", ")) (\(job.name)) keep running: see them"
-                    : "Job \(job.jobID) (\(job.name)) keeps running: see it"
-                terminal.note(
-                    "\nStopped waiting. \(jobs) with `vllmctl status`, cancel with `vllmctl teardown \(job.name)`."
-                )
-            } else {
-                terminal.note("\nStopped before anything was submitted.")
-            }
+            terminal.note(
+                "\n" + DeployReport.interrupted(records: env.context.records, cluster: env.profile.name))
             throw ExitCode(130)
         }
         if dryRun {

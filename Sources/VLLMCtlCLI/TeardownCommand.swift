@@ -37,29 +37,13 @@ struct TeardownCommand: AsyncParsableCommand {
         if !stale && (grace != nil || olderThan != nil || pendingLongerThan != nil) {
             throw ValidationError("--grace, --older-than and --pending-longer-than go with --stale.")
         }
-        for (flag, value) in [
-            ("--grace", grace), ("--older-than", olderThan), ("--pending-longer-than", pendingLongerThan),
-        ] {
-            guard let value else { continue }
-            do {
-                _ = try DurationText.parse(value)
-            } catch {
-                throw ValidationError("\(flag): \(error)")
-            }
-        }
+        do { _ = try criteria(startupAllowance: 0) } catch { throw ValidationError("\(error)") }
     }
 
-    var scope: TeardownScope {
-        get throws {
-            if stale {
-                return .stale(
-                    StaleCriteria(
-                        grace: try grace.map(DurationText.parse) ?? StaleCriteria.defaultGrace,
-                        olderThan: try olderThan.map(DurationText.parse),
-                        pendingLongerThan: try pendingLongerThan.map(DurationText.parse)))
-            }
-            return all ? .all : .named(deployments)
-        }
+    func criteria(startupAllowance: TimeInterval) throws -> StaleCriteria {
+        try StaleCriteria(
+            grace: grace, olderThan: olderThan, pendingLongerThan: pendingLongerThan,
+            startupAllowance: startupAllowance)
     }
 
     func run() async throws { try await run(.live) }
@@ -70,11 +54,12 @@ struct TeardownCommand: AsyncParsableCommand {
         let profile = cluster.profile
         let teardown = Teardown(
             context: cluster.context, profile: profile, user: try await cluster.context.host.userName())
-        var scope = try scope
-        if case .stale(var criteria) = scope {
-            criteria.startupAllowance = profile.defaults.readyTimeout ?? DeployPlan.defaultReadyTimeout
-            scope = .stale(criteria)
-        }
+        let scope: TeardownScope =
+            stale
+            ? .stale(
+                try criteria(
+                    startupAllowance: profile.defaults.readyTimeout ?? DeployPlan.defaultReadyTimeout))
+            : all ? .all : .named(deployments)
         let plan = try await teardown.plan(scope)
         let named = !deployments.isEmpty
         if plan.actions.isEmpty {

@@ -2,10 +2,6 @@ import ArgumentParser
 import Foundation
 import VLLMCtlKit
 
-#if canImport(Glibc)
-    import Glibc
-#endif
-
 struct TunnelCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tunnel",
@@ -80,9 +76,7 @@ struct TunnelCommand: AsyncParsableCommand {
         }
         // A replicated or renewing deployment: one local port balancing over every replica,
         // which follows the jobs (a renewing deployment's successor joins when it is ready).
-        if JobName.split(deployment).replica == nil, !isJobID(deployment),
-            try await Self.balances(deployment, cluster: cluster)
-        {
+        if try await DeploymentResolver(context: cluster.context, cluster: profile).balances(deployment) {
             return try await runBalanced(ctx, cluster: cluster, store: store, deployment: deployment)
         }
         // The port first: a port in use is the commonest mistake, and costs no handshake.
@@ -107,14 +101,6 @@ struct TunnelCommand: AsyncParsableCommand {
         terminal.note("Tunnel closed.")
     }
 
-    /// Whether `vllmctl tunnel NAME` runs the balancing endpoint: for several replicas, and for
-    /// a renewing deployment (one job at a time, but its successor takes over).
-    static func balances(_ deployment: String, cluster: ClusterContext) async throws -> Bool {
-        let resolver = DeploymentResolver(context: cluster.context, cluster: cluster.profile.name)
-        if try await resolver.replicas(of: deployment).count > 1 { return true }
-        return try await resolver.renews(deployment)
-    }
-
     /// `vllmctl tunnel NAME` of a replicated deployment: a ``BalancedEndpoint`` on the local
     /// port, its connections carried to the replicas over an SSH session of its own (the
     /// command's session keeps asking squeue which replicas serve).
@@ -122,20 +108,10 @@ struct TunnelCommand: AsyncParsableCommand {
         async throws
     {
         let terminal = ctx.terminal
-        guard let remote = cluster.context.host as? RemoteHost else {
-            throw ValidationError(
-                "The profile `\(cluster.profile.name)` does not reach the cluster over SSH.")
-        }
         let keeper = await ctx.keeper(cluster, deployment: deployment, label: "tunnel")
         let endpoint = try await BalancedEndpoint.start(
-            deployment, context: cluster.context, cluster: cluster.profile.name,
-            // A session of its own for the replicas' connections, and a spare one (connected
-            // when first used) for while an open on the first waits for a node that is gone.
-            connector: RouteConnector(
-                routes: [RemoteHost(options: remote.options), RemoteHost(options: remote.options)]),
-            bind: bind,
-            port: localPort, keeper: keeper,
-            onEvent: { terminal.note("tunnel: \($0)") })
+            overSSH: deployment, context: cluster.context, cluster: cluster.profile.name, bind: bind,
+            port: localPort, keeper: keeper, onEvent: { terminal.note("tunnel: \($0)") })
         try await endpoint.checkThroughItself(bind: bind)
         let record = await endpoint.record(
             cluster: cluster.profile.name, bind: bind, background: detachedChild, logFile: logFile)
@@ -157,16 +133,10 @@ struct TunnelCommand: AsyncParsableCommand {
 
     /// `--to HOST:PORT`: a plain forward, as `ssh -N -L PORT:HOST:PORT`.
     func forwardPlain(_ cluster: ClusterContext, to target: String) async throws {
-        let to = try ForwardTarget(parsing: target)
-        guard let remote = cluster.context.host as? RemoteHost else {
-            throw ValidationError(
-                "The profile `\(cluster.profile.name)` has no ssh_host: a tunnel needs one.")
-        }
-        let listener = try LocalListener.bind(address: bind, port: localPort)
         let terminal = cluster.context.terminal
-        let tunnel = try Tunnel(
-            session: try await remote.detachSession(), listener: listener, targetHost: to.host,
-            targetPort: to.port,
+        let tunnel = try await Tunnel.forward(
+            try LocalListener.bind(address: bind, port: localPort), to: try ForwardTarget(parsing: target),
+            over: cluster.context.host, cluster: cluster.profile.name,
             onEvent: { terminal.note($0.message(target: target)) })
         terminal.print("Forwarding \(tunnel.baseURL) → \(target) via \(tunnel.via)")
         await holdUntilSignal(tunnel) {}

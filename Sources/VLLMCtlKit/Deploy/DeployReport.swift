@@ -116,4 +116,20 @@ public struct DeployReport: Encodable, Sendable {
         }
         return lines
     }
+
+    /// What to tell the user when they stop a deploy while it waits (Ctrl-C): the jobs
+    /// submitted so far keep running, and how to see or cancel them.
+    public static func interrupted(records: DeploymentStore, cluster: String) -> String {
+        guard let job = records.all(cluster: cluster).last(where: { $0.phase == .submitted }) else {
+            return "Stopped before anything was submitted."
+        }
+        // Every replica of it that was submitted keeps running too.
+        let ids = records.replicas(of: job.name, cluster: cluster).filter { $0.phase == .submitted }.map(
+            \.jobID)
+        let jobs =
+            ids.count > 1
+            ? "Jobs \(ids.joined(separator: ", ")) (\(job.name)) keep running: see them"
+            : "Job \(job.jobID) (\(job.name)) keeps running: see it"
+        return "Stopped waiting. \(jobs) with `vllmctl status`, cancel with `vllmctl teardown \(job.name)`."
+    }
 }

@@ -39,6 +39,15 @@ public struct APIKey: Sendable, Equatable, CustomStringConvertible {
 
     private init(unchecked value: String) { self.value = value }
 
+    /// The key in the file at `path` (`--api-key-file`): its one line, checked like ``init(_:)``.
+    public init(contentsOfFile path: String) throws {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw VLLMCtlError.file(
+                path: path, message: "cannot be read; give a file that holds the key on one line")
+        }
+        try self.init(text.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
     /// A new key drawn from `generator`. In the product this is `SystemRandomNumberGenerator`,
     /// the operating system's CSPRNG (getrandom(2) on Linux); `Int.random(in:using:)` rejects
     /// biased draws, so every symbol is uniform.

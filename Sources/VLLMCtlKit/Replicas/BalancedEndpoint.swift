@@ -74,6 +74,26 @@ public final class BalancedEndpoint: Sendable {
             balancer: balancer, replicas: set, port: bound, apiKey: await set.apiKey, refresher: refresher)
     }
 
+    /// `vllmctl tunnel NAME`: the endpoint on this machine, its connections carried to the
+    /// replicas over an SSH session of its own to the login node that `context.host` reaches
+    /// (whose own session keeps asking squeue which replicas serve), plus a spare session,
+    /// connected when first used, for while an open on the first waits for a node that is gone.
+    public static func start(
+        overSSH name: String, context: Context, cluster: String, bind: String, port: Int,
+        keeper: ReplicaKeeper? = nil, onEvent: @escaping @Sendable (BalancerEvent) -> Void
+    ) async throws -> BalancedEndpoint {
+        guard let remote = context.host as? RemoteHost else {
+            throw VLLMCtlError.invalidInput(
+                "The profile `\(cluster)` does not reach the cluster over SSH",
+                hint:
+                    "A tunnel needs a profile with `ssh_host`; on the cluster itself, use `vllmctl gateway`.")
+        }
+        let routes = [RemoteHost(options: remote.options), RemoteHost(options: remote.options)]
+        return try await start(
+            name, context: context, cluster: cluster, connector: RouteConnector(routes: routes), bind: bind,
+            port: port, keeper: keeper, onEvent: onEvent)
+    }
+
     /// Asks `/health` through the endpoint itself, as a client will (a replica answers);
     /// throws, and stops the endpoint, when it does not.
     public func checkThroughItself(bind: String) async throws {

@@ -160,6 +160,16 @@ public actor ReplicaKeeper {
         return decision
     }
 
+    /// `vllmctl scale NAME N --keep`: a round every `seconds` until nothing of the deployment
+    /// is left (returns). Throws `CancellationError` when the task is cancelled (Ctrl-C).
+    public func keepUp(every seconds: Double = BalancedEndpoint.defaultRefreshSeconds) async throws {
+        let clock = scaler.deployer.context.clock
+        while true {
+            if await round().contains(.nothingLeft(name: name)) { return }
+            try await clock.sleep(seconds: seconds)
+        }
+    }
+
     /// One round: looks at the deployment's jobs and resubmits what failed. `queue` is its
     /// jobs as squeue listed them just now (a ``ReplicaSet`` refresh's); nil asks squeue here.
     /// sacct is asked only when fewer than ``KeepPolicy/keep`` are in the queue and something

@@ -188,6 +188,15 @@ public struct DeploymentResolver: Sendable {
             connection: info)
     }
 
+    /// Whether `vllmctl tunnel NAME` runs a balancing endpoint for `name`: a deployment of
+    /// several replicas, or one that renews (one job at a time, but its successor takes
+    /// over). Never for a job id or one replica's own name: those get a plain tunnel.
+    public func balances(_ name: String) async throws -> Bool {
+        guard JobName.split(name).replica == nil, !isJobID(name) else { return false }
+        if try await replicas(of: name).count > 1 { return true }
+        return try await renews(name)
+    }
+
     /// Whether the deployment `name` renews itself across time limits (docs/RENEW.md): its
     /// `deployment.json` (the layered settings, written at submission) says `renew`. False when
     /// it cannot be read (a deployment from an older vllmctl).

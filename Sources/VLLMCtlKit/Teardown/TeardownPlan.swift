@@ -34,6 +34,25 @@ public struct StaleCriteria: Sendable, Equatable {
         self.pendingLongerThan = pendingLongerThan
         self.startupAllowance = startupAllowance
     }
+
+    /// The criteria from durations as the user typed them (``DurationText``); a text that
+    /// does not parse throws an error that names its flag (`--grace`, `--older-than`,
+    /// `--pending-longer-than`).
+    public init(
+        grace: String?, olderThan: String?, pendingLongerThan: String?, startupAllowance: TimeInterval = 0
+    ) throws {
+        func parse(_ text: String?, flag: String) throws -> TimeInterval? {
+            guard let text else { return nil }
+            do { return try DurationText.parse(text) } catch let VLLMCtlError.invalidInput(message, hint) {
+                throw VLLMCtlError.invalidInput("\(flag): \(message)", hint: hint)
+            }
+        }
+        self.init(
+            grace: try parse(grace, flag: "--grace") ?? Self.defaultGrace,
+            olderThan: try parse(olderThan, flag: "--older-than"),
+            pendingLongerThan: try parse(pendingLongerThan, flag: "--pending-longer-than"),
+            startupAllowance: startupAllowance)
+    }
 }
 
 /// What a server's /health said when `teardown --stale` asked.

@@ -54,6 +54,23 @@ public final class Tunnel: @unchecked Sendable {
         thread.start()
     }
 
+    /// `vllmctl tunnel --to HOST:PORT`: a plain forward of `listener` to `target` as the login
+    /// node sees it, like `ssh -N -L`, over a session of its own to the login node that `host`
+    /// reaches. Throws when `host` is not reached over SSH.
+    public static func forward(
+        _ listener: LocalListener, to target: ForwardTarget, over host: any ClusterHost, cluster: String,
+        onEvent: @escaping @Sendable (ForwarderEvent) -> Void = { _ in }
+    ) async throws -> Tunnel {
+        guard let remote = host as? RemoteHost else {
+            throw VLLMCtlError.invalidInput(
+                "The profile `\(cluster)` has no ssh_host: a tunnel needs one",
+                hint: "Use --cluster with a profile that reaches the login node over SSH (e.g. local-ssh).")
+        }
+        return try Tunnel(
+            session: try await remote.detachSession(), listener: listener, targetHost: target.host,
+            targetPort: target.port, onEvent: onEvent)
+    }
+
     /// `http://127.0.0.1:PORT`.
     public var baseURL: String { listener.baseURL }
 
