@@ -76,14 +76,7 @@ let package = Package(
             swiftSettings: strict
         ),
         // Entry point only.
-        // Release builds link position-dependent: a PIE of this size (~100 MB with the Swift
-        // runtime and Foundation linked in) has ~95,000 relative relocations, and applying them
-        // (copy-on-write of every page they touch) was 2.5 of the 6 ms of CPU each run starts
-        // with, a cost `vllmctl status` pays beside a 14 ms squeue. It is a user's command
-        // (never setuid); the libraries, stack and heap stay randomized.
-        .executableTarget(
-            name: "vllmctl", dependencies: ["VLLMCtlCLI"], swiftSettings: strict,
-            linkerSettings: [.unsafeFlags(["-Xclang-linker", "-no-pie"], .when(configuration: .release))]),
+        .executableTarget(name: "vllmctl", dependencies: ["VLLMCtlCLI"], swiftSettings: strict),
         // What both test targets share: fakes (a scripted cluster, HTTP, clock, terminal),
         // paths, and the local cluster's helpers (the CLI runner, its hosts, the simulator).
         // Not in any product; it lives under Tests/. Its `@testable import VLLMCtlKit` needs a

@@ -340,3 +340,44 @@ stop_cluster() {
     stop_daemon munged "$MUNGE_PID" munged "$dir/" 10
     state_paths "$STATE"
 }
+
+# --- pinned Python packages from PyPI (install-ray.sh, install-openai.sh) ---------------
+
+# _pinned_venv_has DIR MODULE VERSION: DIR is a venv made at DIR (its scripts name DIR's
+# python) in which MODULE imports with __version__ VERSION.
+_pinned_venv_has() {
+    local dir=$1 module=$2 version=$3
+    [[ -x "$dir/bin/python" ]] \
+        && [[ "$(head -n1 "$dir/bin/pip" 2>/dev/null)" == "#!$dir/bin/python"* ]] \
+        && [[ "$("$dir/bin/python" -c "import $module; print($module.__version__)" 2>/dev/null)" == "$version" ]]
+}
+
+# install_pinned_venv DIR PACKAGE VERSION MODULE [NOTE]: the virtual environment DIR with
+# PACKAGE==VERSION from PyPI (importable as MODULE). Idempotent: a venv that already has the
+# pinned version, made at DIR, is left alone (~0.5 s); one that is incomplete, of another
+# version or made at another path is made again. DIR should be a real path: a venv's scripts
+# name their python by the path it was made at, and .cluster may be reached through a
+# symlink (a git worktree's) that does not outlive it. PYTHON picks the interpreter.
+install_pinned_venv() {
+    local dir=$1 package=$2 version=$3 module=$4 note=${5:-}
+    local python=${PYTHON:-python3} start=$SECONDS
+    if _pinned_venv_has "$dir" "$module" "$version"; then
+        log "$package $version is installed in $dir"
+        return 0
+    fi
+    if [[ -d "$dir" ]]; then
+        log "$dir is incomplete, of another version or made at another path: making it again"
+        rm -rf "$dir"
+    fi
+    log "creating the virtual environment $dir"
+    # A venv's python is a symlink to the interpreter it was made with: resolve it, so that
+    # the nodes (same filesystem, own namespaces) run the same binary.
+    "$(readlink -f "$(command -v "$python")" 2>/dev/null || command -v "$python")" -m venv "$dir" \
+        || "$python" -m venv "$dir" || die "python3 -m venv failed (apt-get install python3-venv)"
+    log "installing $package==$version from PyPI into $dir${note:+ ($note)}"
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$package==$version" \
+        || die "pip install $package==$version failed; see the lines above"
+    _pinned_venv_has "$dir" "$module" "$version" \
+        || die "$package $version is not importable from $dir after the install"
+    log "$package $version installed in $((SECONDS - start)) s; $(du -sh "$dir" | cut -f1) in $dir"
+}

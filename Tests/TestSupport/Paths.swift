@@ -28,6 +28,21 @@ package func temporaryDirectory() throws -> String {
     return path
 }
 
+/// curl's `-H @FILE` argument for `Authorization: Bearer KEY`: the header in a new 0600 file,
+/// so that the key is never on a command line (every user of a cluster can read argv).
+package func bearerHeaderFile(_ key: String) throws -> String {
+    let path = try temporaryDirectory() + "/authorization"
+    try LocalFiles.writeAtomically(Data("Authorization: Bearer \(key)\n".utf8), to: path, mode: 0o600)
+    return "@" + path
+}
+
+/// `key` in a new 0600 file, for a client that reads its key from a file.
+package func writtenKeyFile(_ key: String) throws -> String {
+    let path = try temporaryDirectory() + "/key"
+    try LocalFiles.writeAtomically(Data(key.utf8), to: path, mode: 0o600)
+    return path
+}
+
 /// Runs a program (argv, no shell) and returns its status, stdout and stderr.
 @discardableResult
 package func sh(_ argv: [String], input: String? = nil, timeout: Duration = .seconds(120)) async throws

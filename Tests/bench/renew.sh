@@ -62,7 +62,7 @@ port=$(free_port)
 gateway=$!
 for _ in $(seq 1 100); do (exec 3<> "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 echo "http://127.0.0.1:$port" > "$work/url"
-python3 "$repo/Tests/bench/steady.py" "$work/url" "$key" "$work/stop" > "$work/renew.json" &
+python3 "$repo/Tests/bench/steady.py" "$work/url" "$work/key" "$work/stop" > "$work/renew.json" &
 client=$!
 for _ in $(seq 1 300); do
   sleep 1
@@ -84,7 +84,7 @@ if [[ " $only " == *" naive "* ]]; then
   --setup "export VLLM_SIM_LOAD_SECONDS=$load" --json > "$work/naive.json"
 job=$(field "$work/naive.json" job_id)
 field "$work/naive.json" url | sed 's#/v1$##' > "$work/url"
-python3 "$repo/Tests/bench/steady.py" "$work/url" "$key" "$work/stop2" > "$work/naive-run.json" &
+python3 "$repo/Tests/bench/steady.py" "$work/url" "$work/key" "$work/stop2" > "$work/naive-run.json" &
 client=$!
 while squeue -h -j "$job" 2>/dev/null | grep -q .; do sleep 0.2; done
 start=$(date +%s.%N)

@@ -1,9 +1,11 @@
-"""A steady client for the renewal bench (issue 15): a chat request every 100 ms (every
-fourth streamed), each on its own thread, to the base URL read from URL_FILE before each
-request, until STOP exists. Prints one JSON object: successes, failures (first reasons), and
-the longest time between two successful responses (max_gap, seconds).
+"""A steady client for renewal (issue 15), used by `make bench` (Tests/bench/renew.sh) and
+by RenewTests: a chat request every 100 ms (every fourth streamed), each on its own thread so
+that a slow one does not hold the cadence back, to the base URL read from URL_FILE before
+each request, with the key read once from KEY_FILE (0600; a key never goes on a command
+line), until STOP exists. Prints one JSON object: successes, failures (the first few reasons,
+timed), and the longest time between two successful responses (max_gap, seconds).
 
-    python3 steady.py URL_FILE KEY STOP
+    python3 steady.py URL_FILE KEY_FILE STOP
 """
 import json
 import os
@@ -12,7 +14,9 @@ import threading
 import time
 import urllib.request
 
-url_file, key, stop = sys.argv[1], sys.argv[2], sys.argv[3]
+url_file, key_file, stop = sys.argv[1], sys.argv[2], sys.argv[3]
+with open(key_file) as f:
+    key = f.read().strip()
 lock = threading.Lock()
 ok, failed, errors, done_at = 0, 0, [], []
 
@@ -30,7 +34,7 @@ def one(i):
         with urllib.request.urlopen(req, timeout=60) as r:
             text = r.read().decode()
             good = r.status == 200 and ("[DONE]" in text if stream else "choices" in text)
-            why = "status %d" % r.status
+            why = "status %d: %s" % (r.status, text[:200])
     except Exception as e:  # noqa: BLE001 - every failure counts
         good, why = False, repr(e)[:200]
     with lock:
@@ -39,8 +43,8 @@ def one(i):
             done_at.append(time.monotonic())
         else:
             failed += 1
-            if len(errors) < 3:
-                errors.append(why)
+            if len(errors) < 5:
+                errors.append("%s %s" % (time.strftime("%H:%M:%S"), why))
 
 
 threads, i = [], 0

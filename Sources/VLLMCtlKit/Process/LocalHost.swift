@@ -20,7 +20,8 @@ public struct LocalHost: ClusterHost {
         let arguments = Arguments(Array(argv.dropFirst()))
         let limit = 32 << 20
         // A subprocess whose end is never reported must not hold vllmctl past the limit:
-        // withDeadline returns at the limit even then (a task group would wait for it).
+        // withDeadline cancels the work at the limit and returns within its 5 s grace even
+        // then (a task group would wait for it).
         return try await withDeadline(
             timeout,
             onTimeout: {

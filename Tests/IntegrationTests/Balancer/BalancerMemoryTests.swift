@@ -13,7 +13,8 @@ import Testing
 struct BalancerMemory {
     static let clients = #"""
         import http.client, json, sys, threading
-        port, key, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+        port, n = int(sys.argv[1]), int(sys.argv[3])
+        key = open(sys.argv[2]).read().strip()
         opened = threading.Semaphore(0)
         def stream(i):
             c = http.client.HTTPConnection("127.0.0.1", port)
@@ -49,7 +50,7 @@ struct BalancerMemory {
             let idle = Self.rssKiB()
             let python = Process()
             python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            python.arguments = ["python3", "-c", Self.clients, String(port), key, "256"]
+            python.arguments = ["python3", "-c", Self.clients, String(port), try writtenKeyFile(key), "256"]
             let out = Pipe()
             let input = Pipe()
             python.standardOutput = out

@@ -180,7 +180,7 @@ import Testing
             let result = try await sh([
                 "curl", "-sS", "-N", "--http1.1", "-H", "Expect: 100-continue", "-H",
                 "Content-Type: application/json",
-                "-H", "Authorization: Bearer \(key)", "-d", body, "http://127.0.0.1:\(port)/v1/completions",
+                "-H", try bearerHeaderFile(key), "-d", body, "http://127.0.0.1:\(port)/v1/completions",
             ])
             #expect(result.status == 0, "\(result.stderr)")
             #expect(result.stdout.hasSuffix("data: [DONE]\n\n"))

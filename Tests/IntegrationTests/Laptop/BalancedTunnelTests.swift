@@ -46,8 +46,7 @@ extension LocalCluster {
                 "--cluster", "hpc", "--name", "bal", "--replicas", "2", "--gpus", "2", "--wait-all",
             ]) {
                 d in
-                let keyFile = try temporaryDirectory() + "/key"
-                try LocalFiles.writeAtomically(Data(d.apiKey.utf8), to: keyFile, mode: 0o600)
+                let keyFile = try writtenKeyFile(d.apiKey)
                 let tunnel = try await cli.run([
                     "tunnel", "bal", "--cluster", "hpc", "--background", "--local-port", "0",
                 ])

@@ -144,7 +144,7 @@ extension LocalCluster {
                 let chat = try await sh(
                     TestHost.laptop.prefix + [
                         "curl", "-sS", "--max-time", "20", "-H", "Content-Type: application/json",
-                        "-H", "Authorization: Bearer \(key)", "-d", body, tunnelURL + "/chat/completions",
+                        "-H", try bearerHeaderFile(key), "-d", body, tunnelURL + "/chat/completions",
                     ])
                 #expect(chat.status == 0, "stderr: \(chat.stderr)")
                 #expect(chat.stdout.contains("chat.completion"), "\(chat.stdout)")

@@ -4,53 +4,18 @@ import Testing
 
 @testable import VLLMCtlKit
 
-/// Sends a request every 100 ms (every fourth a stream) to `base` with `key` until `stop`
-/// exists, each on its own thread so that a slow one does not hold the cadence back. Prints
-/// one JSON object: successes, failures (with the first few reasons), and the longest time
-/// between two successful responses.
-private let steadyClient = #"""
-    import json, os, sys, threading, time, urllib.request
-    base, key, stop = sys.argv[1], sys.argv[2], sys.argv[3]
-    lock = threading.Lock()
-    ok, failed, errors, done_at = 0, 0, [], []
-    def one(i):
-        global ok, failed
-        stream = i % 4 == 0
-        body = {"model": "sim", "messages": [{"role": "user", "content": "hi %d" % i}], "max_tokens": 8,
-                "stream": stream}
-        req = urllib.request.Request(base + "/v1/chat/completions", data=json.dumps(body).encode(),
-              headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                text = r.read().decode()
-                good = r.status == 200 and ("[DONE]" in text if stream else "choices" in text)
-                why = "status %d: %s" % (r.status, text[:200])
-        except Exception as e:
-            good, why = False, repr(e)
-        with lock:
-            if good:
-                ok += 1
-                done_at.append(time.monotonic())
-            else:
-                failed += 1
-                if len(errors) < 5: errors.append("%s %s" % (time.strftime("%H:%M:%S"), why))
-    threads, i = [], 0
-    while not os.path.exists(stop):
-        t = threading.Thread(target=one, args=(i,)); t.start(); threads.append(t)
-        i += 1
-        time.sleep(0.1)
-    for t in threads: t.join()
-    done_at.sort()
-    gap = max((b - a for a, b in zip(done_at, done_at[1:])), default=None)
-    print(json.dumps({"ok": ok, "failed": failed, "errors": errors, "max_gap": gap}))
-    """#
+/// The steady client (a request every 100 ms, every fourth a stream; `make bench` runs the
+/// same one): `python3 steady.py URL_FILE KEY_FILE STOP`. The key is read from a 0600 file,
+/// never given on a command line.
+private let steadyClient = repoRoot + "/Tests/bench/steady.py"
 
 /// Reads `file` every 10 ms until `stop` exists and checks each read is a whole connection
-/// file with `key`. Prints one JSON object: reads, partial or malformed reads, and the URLs in
+/// file with the key in the (0600) `key_file`. Prints one JSON object: reads, partial or malformed reads, and the URLs in
 /// the order they appeared.
 private let fileWatcher = #"""
     import json, os, re, sys, time
-    path, key, stop = sys.argv[1], sys.argv[2], sys.argv[3]
+    path, key_file, stop = sys.argv[1], sys.argv[2], sys.argv[3]
+    with open(key_file) as f: key = f.read().strip()
     pattern = re.compile(r"Server URL: (http://[0-9.]+:[0-9]+)\nAPI Key: (sk-[a-z0-9]{32})\n"
                          r"Example curl command:\ncurl -X POST \"\1/v1/completions\" \\\n.*\n  -d '.*'\n\Z", re.S)
     reads, bad, urls, samples = 0, 0, [], []
@@ -117,6 +82,17 @@ extension LocalCluster {
             return info.endedAt == nil ? info.jobID : nil
         }
 
+        /// Opens `vllmctl tunnel NAME --background` on the laptop (profile hpc); its base URL.
+        static func backgroundTunnel(_ cli: CLI, to name: String) async throws -> String {
+            let tunnel = try await cli.run([
+                "tunnel", name, "--cluster", "hpc", "--background", "--local-port", "0",
+            ])
+            #expect(tunnel.status == 0, "stderr: \(tunnel.stderr)")
+            return try #require(
+                tunnel.stdout.firstMatch(of: /Tunnel open: (http:\/\/127\.0\.0\.1:\d+)/).map { String($0.1) },
+                "\(tunnel.stdout)")
+        }
+
         /// Runs the curl command of the connection file on the login host.
         static func curlFromFile(_ dir: String) async throws -> CommandResult {
             let text = try String(contentsOfFile: dir + "/" + DeploymentFiles.infoText, encoding: .utf8)
@@ -155,22 +131,18 @@ extension LocalCluster {
                         share.stdout.firstMatch(of: /Shared (\S+) \(mode 0640\)/).map { String($0.1) },
                         "\(share.stdout) \(share.stderr)")
 
-                    let tunnel = try await cli.run([
-                        "tunnel", name, "--cluster", "hpc", "--background", "--local-port", "0",
-                    ])
-                    #expect(tunnel.status == 0, "stderr: \(tunnel.stderr)")
-                    let base = try #require(
-                        tunnel.stdout.firstMatch(of: /Tunnel open: (http:\/\/127\.0\.0\.1:\d+)/).map {
-                            String($0.1)
-                        },
-                        "\(tunnel.stdout)")
+                    let base = try await Self.backgroundTunnel(cli, to: name)
 
                     // Traffic from the laptop, and a reader of the connection file on the cluster.
+                    // The key in 0600 files, never on a command line: the laptop's copy for the
+                    // client, the deployment's own for the reader.
+                    let keyFile = try writtenKeyFile(d.apiKey)
+                    try base.write(toFile: scratch + "/url", atomically: true, encoding: .utf8)
                     let trafficArgv =
-                        TestHost.laptop.prefix + ["python3", "-c", steadyClient, base, d.apiKey, stop]
+                        TestHost.laptop.prefix + ["python3", steadyClient, scratch + "/url", keyFile, stop]
                     let readerArgv = [
-                        "python3", "-c", fileWatcher, d.deployDir + "/" + DeploymentFiles.infoText, d.apiKey,
-                        stop,
+                        "python3", "-c", fileWatcher, d.deployDir + "/" + DeploymentFiles.infoText,
+                        d.deployDir + "/" + DeploymentFiles.apiKey, stop,
                     ]
                     let traffic = Task { try await sh(trafficArgv, timeout: .seconds(600)) }
                     let reads = Task { try await sh(readerArgv, timeout: .seconds(600)) }

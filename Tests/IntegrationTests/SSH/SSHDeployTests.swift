@@ -32,7 +32,7 @@ extension LocalCluster {
                         !$0.contains(".tmp")
                     })
                 let curl = try await sh([
-                    "curl", "-sf", "-H", "Authorization: Bearer \(key)", url + "/models",
+                    "curl", "-sf", "-H", try bearerHeaderFile(key), url + "/models",
                 ])
                 #expect(curl.status == 0, "\(curl.stderr)")
                 #expect(curl.stdout.contains("\"sim\""))
