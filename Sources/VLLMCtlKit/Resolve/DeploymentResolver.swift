@@ -189,27 +189,36 @@ public struct DeploymentResolver: Sendable {
     }
 
     /// Whether `vllmctl tunnel NAME` runs a balancing endpoint for `name`: a deployment of
-    /// several replicas, or one that renews (one job at a time, but its successor takes
-    /// over). Never for a job id or one replica's own name: those get a plain tunnel.
+    /// several replicas, one that renews (one job at a time, but its successor takes over) or
+    /// one whose settings keep replicas up (a failed job's replacement joins). Never for a job
+    /// id or one replica's own name: those get a plain tunnel.
     public func balances(_ name: String) async throws -> Bool {
         guard JobName.split(name).replica == nil, !isJobID(name) else { return false }
-        if try await replicas(of: name).count > 1 { return true }
-        return try await renews(name)
+        let replicas = try await replicas(of: name)
+        if replicas.count > 1 { return true }
+        let settings = await settings(in: replicas)
+        return settings?.renew == true || (settings?.keep ?? 0) > 0
     }
 
     /// Whether the deployment `name` renews itself across time limits (docs/RENEW.md): its
     /// `deployment.json` (the layered settings, written at submission) says `renew`. False when
     /// it cannot be read (a deployment from an older vllmctl).
     public func renews(_ name: String) async throws -> Bool {
-        for replica in try await replicas(of: name) {
+        await settings(in: try await replicas(of: name))?.renew ?? false
+    }
+
+    /// The layered settings in the first of `replicas` whose `deployment.json` can be read;
+    /// nil when none can (a deployment from an older vllmctl).
+    func settings(in replicas: [ResolvedDeployment]) async -> DeploySettings? {
+        for replica in replicas {
             guard
                 let data = try? await context.host.readFile(
                     replica.deployDir + "/" + DeploymentFiles.settings),
                 let settings = try? JSONDecoder().decode(DeploySettings.self, from: data)
             else { continue }
-            return settings.renew ?? false
+            return settings
         }
-        return false
+        return nil
     }
 
     func connection(deployDir: String, jobID: String) async throws -> ConnectionRecord? {

@@ -54,7 +54,7 @@ import Testing
         #expect(text.contains("vllmctl teardown sim"), "\(text)")
     }
 
-    @Test func onlyADeploymentOfSeveralReplicasOrOneThatRenewsIsBalanced() async throws {
+    @Test func onlyADeploymentOfSeveralReplicasOrOneThatRenewsOrIsKeptIsBalanced() async throws {
         let h = try CommandHarness(host: schedulerHost([]))
         for (k, id) in [(1, "81"), (2, "82")] {
             var r = try h.deployment("pair", id: id)
@@ -62,6 +62,11 @@ import Testing
             try h.records.save(r)
         }
         _ = try h.deployment("single", id: "83")
+        let kept = try h.deployment("kept", id: "84")
+        var keep = DeploySettings()
+        keep.keep = 1
+        try JSONEncoder().encode(keep).write(
+            to: URL(fileURLWithPath: kept.deployDir + "/" + DeploymentFiles.settings))
         let resolver = DeploymentResolver(
             context: Context(
                 host: h.host, http: h.http, clock: SteppingClock(t0), terminal: h.terminal,
@@ -72,6 +77,7 @@ import Testing
         #expect(try await !resolver.balances("pair@2"), "one replica by its own name")
         #expect(try await !resolver.balances("81"), "a job id")
         #expect(try await !resolver.balances("single"), "one job that does not renew")
+        #expect(try await resolver.balances("kept"), "one job kept up: its replacement joins")
     }
 
     @Test func queryServerFlagsAreCheckedTogether() throws {
