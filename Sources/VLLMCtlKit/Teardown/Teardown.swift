@@ -178,6 +178,8 @@ public struct Teardown: Sendable {
             }
             // A renewing deployment's jobs check this mark before they submit a successor.
             let marked = await markChainsStopped(plan.toCancel.filter { toCancel.contains($0.jobID) })
+            // Login-node mode: the loop that submits successors stops first (docs/RENEW.md).
+            late += await stopRenewLoops(of: plan.toCancel, marked: marked)
             if !toCancel.isEmpty {
                 do {
                     let argv = try Scancel(jobIDs: toCancel).checkedArgv()
@@ -195,7 +197,7 @@ public struct Teardown: Sendable {
             if scancelProblem == nil || !toCancel.isEmpty {
                 (confirmed, stillListed) = await waitForEnd(cancels.filter { notOurs[$0] == nil })
             }
-            late = await cancelLateSuccessors(of: plan.toCancel, marked: marked)
+            late += await cancelLateSuccessors(of: plan.toCancel, marked: marked)
             late += await closeChainTunnels(of: plan.toCancel, marked: marked)
             late += await noticeChainSharedCopies(of: plan.toCancel, marked: marked)
         }
