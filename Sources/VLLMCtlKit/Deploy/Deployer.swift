@@ -187,19 +187,7 @@ public struct Deployer: Sendable {
             throw await cancelPartial(submitted, because: error)
         }
         if plan.renews, plan.settings.renewFrom == RenewFrom.login.rawValue {
-            // Login-node mode: a loop there submits each successor (docs/RENEW.md).
-            for replica in submitted {
-                do {
-                    let pid = try await RenewLoop.start(
-                        plan: replica.plan, jobID: replica.record.jobID, templates: templates,
-                        context: context)
-                    context.terminal.note(
-                        "Renewing from the login node: the renewal loop (pid \(pid) on \(context.host.displayName), log \(replica.plan.deployDir)/\(RenewLoop.log)) submits each successor (same key) and the job hands over to it; `vllmctl status` shows the chain, `vllmctl teardown \(submitted[0].plan.name)` ends it. Some sites end a user's processes at logout (systemd KillUserProcesses): see docs/RENEW.md."
-                    )
-                } catch {
-                    context.terminal.note("Warning: no renewal for job \(replica.record.jobID): \(error)")
-                }
-            }
+            await startRenewLoops(submitted, name: submitted[0].plan.name)
         } else if plan.renews {
             // Job mode: the chain is in the jobs (docs/RENEW.md).
             context.terminal.note(
@@ -219,6 +207,24 @@ public struct Deployer: Sendable {
         }
         return DeployOutcome(
             try await waitForReplicas(submitted, key: key, timeout: timeout, all: request.waitAll))
+    }
+
+    /// Login-node mode (docs/RENEW.md): starts the renewal loop of each of `replicas` on the
+    /// login node and says so; a loop that does not start is a warning (the job serves until
+    /// its limit), with what to do.
+    func startRenewLoops(_ replicas: [ReplicaOutcome], name: String) async {
+        for replica in replicas
+        where replica.plan.renews && replica.plan.settings.renewFrom == RenewFrom.login.rawValue {
+            do {
+                let pid = try await RenewLoop.start(
+                    plan: replica.plan, jobID: replica.record.jobID, templates: templates, context: context)
+                context.terminal.note(
+                    "Renewing from the login node: the renewal loop (pid \(pid) on \(context.host.displayName), log \(replica.plan.deployDir)/\(RenewLoop.log)) submits each successor (same key) and the job hands over to it; `vllmctl status` shows the chain, `vllmctl teardown \(name)` ends it. Some sites end a user's processes at logout (systemd KillUserProcesses): see docs/RENEW.md."
+                )
+            } catch {
+                context.terminal.note("Warning: no renewal for job \(replica.record.jobID): \(error)")
+            }
+        }
     }
 
     /// Names (under the records lock), renders, submits and records one job.

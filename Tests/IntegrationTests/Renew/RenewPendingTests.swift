@@ -6,7 +6,7 @@ import Testing
 
 extension LocalCluster {
     /// Issue 15's last failure case: the successor stays pending past its predecessor's end.
-    /// The test holds the successor (our own job) as soon as it is in the queue, as a busy
+    /// The test holds the successor (our own job, `scontrol uhold`) as soon as it is in the queue, as a busy
     /// partition would; once the predecessor has ended, `status` must say the deployment is
     /// down until that job starts, with Slurm's reason; released, the successor takes over with
     /// the same key.
@@ -34,7 +34,8 @@ extension LocalCluster {
                         try await Self.poll(60) {
                             try await RenewTests.queued(name).map(\.id).first { $0 != d.jobID }
                         }, "no successor was submitted")
-                    let hold = try await sh(["scontrol", "hold", successor])
+                    // A user hold (`hold` by root, as tests may run, is an administrator's).
+                    let hold = try await sh(["scontrol", "uhold", successor])
                     try #require(hold.status == 0, "\(hold.stderr)")
                     // The first job reaches its 3-minute limit; the successor stays held.
                     let left = try await Self.poll(300) {
