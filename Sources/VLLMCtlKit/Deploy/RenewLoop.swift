@@ -36,8 +36,12 @@ public enum RenewLoop {
     public static func stopArgv(pid: Int, token: String, script: String) -> [String] {
         let check = #"""
             p="$1" t="$2" s="$3"
-            [[ -r "/proc/$p/cmdline" ]] || exit 3
-            c="$(tr '\0' '\n' < "/proc/$p/cmdline")" || exit 3
+            st=""
+            { read -r st < "/proc/$p/stat"; } 2>/dev/null || exit 3
+            st="${st##*) }"
+            [[ "${st%% *}" == Z ]] && exit 3
+            c="$(tr '\0' '\n' < "/proc/$p/cmdline" 2>/dev/null)" || exit 3
+            [[ -n "$c" ]] || exit 3
             [[ "$c" == *$'\n'"$s"$'\n'*$'\n'"$t" && -O "/proc/$p" ]] || exit 4
             g="$(ps -o pgid= -p "$p" 2>/dev/null)"
             g="${g//[[:space:]]/}"

@@ -29,11 +29,13 @@ extension Teardown {
         return marked
     }
 
-    /// Stops the renewal loop on the login node (``RenewLoop``) of each marked directory that
-    /// has one, only after checking that its recorded pid is still that loop; says what it did.
-    func stopRenewLoops(of cancelled: [TeardownAction], marked: Set<String>) async -> [TeardownOutcome] {
+    /// Stops the renewal loop on the login node (``RenewLoop``) of each directory of `cancelled`
+    /// that has one (its pid file), only after checking that its recorded pid is still that
+    /// loop; says what it did. Before the stop mark, so that the loop is stopped rather than
+    /// left to notice the mark.
+    func stopRenewLoops(of cancelled: [TeardownAction]) async -> [TeardownOutcome] {
         var out: [TeardownOutcome] = []
-        for dir in marked.sorted() {
+        for dir in Set(cancelled.compactMap(\.deployDir)).sorted() where !dir.isEmpty {
             guard let action = cancelled.first(where: { $0.deployDir == dir }) else { continue }
             let loop = TeardownAction(
                 kind: .cleanUp, jobID: action.jobID, name: action.name,

@@ -177,9 +177,9 @@ public struct Teardown: Sendable {
                 scancelProblem = "nothing was cancelled: the check right before scancel failed (\(error))"
             }
             // A renewing deployment's jobs check this mark before they submit a successor.
-            let marked = await markChainsStopped(plan.toCancel.filter { toCancel.contains($0.jobID) })
             // Login-node mode: the loop that submits successors stops first (docs/RENEW.md).
-            late += await stopRenewLoops(of: plan.toCancel, marked: marked)
+            late += await stopRenewLoops(of: plan.toCancel.filter { toCancel.contains($0.jobID) })
+            let marked = await markChainsStopped(plan.toCancel.filter { toCancel.contains($0.jobID) })
             if !toCancel.isEmpty {
                 do {
                     let argv = try Scancel(jobIDs: toCancel).checkedArgv()
