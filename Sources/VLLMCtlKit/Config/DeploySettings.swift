@@ -68,6 +68,8 @@ public struct DeploySettings: Sendable, Equatable, Codable {
     public var renewals: Int?
     /// Seconds a predecessor waits for its requests in flight before it stops.
     public var drainTimeout: Double?
+    /// Where successors are submitted from: `auto` (default), `job` or `login` (``RenewFrom``).
+    public var renewFrom: String?
 
     public init() {}
 

@@ -212,6 +212,11 @@ extension DeploySettings {
             help:
                 "With --renew: seconds a job waits for its requests in flight before it hands over (default 60)."
         ),
+        .init(
+            "renew_from", .option("renew-from"), .string(\.renewFrom), .value("renew_from", default: "job"),
+            help:
+                "With --renew: who submits the successors: job (sbatch on the compute node), login (a loop on the login node, for clusters that forbid sbatch on compute nodes) or auto (default: from the partition's AllocNodes)."
+        ),
     ]
 
     /// The rows by config key.

@@ -286,6 +286,10 @@ public struct DeployPlan: Sendable {
                 "--renewals is \(n)", hint: "Give 1 or more successors, or leave it out for no limit.")
         }
         if let until = s.renewUntil { try Validate.renewUntil(until) }
+        if let from = s.renewFrom, RenewFrom(rawValue: from) == nil {
+            throw VLLMCtlError.invalidInput(
+                "--renew-from is `\(from)`", hint: "Give auto, job or login (docs/RENEW.md).")
+        }
         guard renews else { return }
         let time = s.time ?? Self.defaultTime
         guard let limit = Validate.seconds(ofTime: time) else {

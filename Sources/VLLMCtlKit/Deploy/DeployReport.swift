@@ -26,6 +26,8 @@ public struct DeployReport: Encodable, Sendable {
     public var tunnelURL: String?
     /// Every replica of a replicated deployment (nil for one server).
     public var replicas: [Replica]?
+    /// With `renew`: who submits the successors, `job` or `login` (docs/RENEW.md); nil otherwise.
+    public var renewFrom: String?
 
     /// One replica's job in the report.
     public struct Replica: Encodable, Sendable {
@@ -63,6 +65,9 @@ public struct DeployReport: Encodable, Sendable {
     /// stand for it, as in ``DeployOutcome``).
     public init(outcome: DeployOutcome, tunnel: TunnelRecord? = nil) {
         self.init(record: outcome.record!, connection: outcome.connection, tunnel: tunnel)
+        renewFrom = outcome.replicas.first.flatMap {
+            $0.plan.renews ? ($0.plan.settings.renewFrom ?? RenewFrom.job.rawValue) : nil
+        }
         if outcome.replicas.count > 1 {
             replicas = outcome.replicas.map {
                 Replica(
@@ -78,6 +83,7 @@ public struct DeployReport: Encodable, Sendable {
         case servedModelName = "served_model_name", node, infoFile = "info_file", state
         case tunnelURL = "tunnel_url"
         case replicas
+        case renewFrom = "renew_from"
     }
 
     /// `deploy --json`: one line, keys sorted.

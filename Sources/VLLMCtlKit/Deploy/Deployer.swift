@@ -102,12 +102,37 @@ public struct Deployer: Sendable {
     /// name asked for or the preset's or model's (the records pick the free name it is
     /// submitted under).
     public func plan(_ request: DeployRequest) async throws -> DeployPlan {
-        let (settings, baseName) = config.layered(
+        var (settings, baseName) = config.layered(
             modelOrPreset: request.modelOrPreset, flags: request.flags, profile: profile)
+        if settings.renew == true,
+            let asked = RenewFrom(rawValue: settings.renewFrom ?? RenewFrom.auto.rawValue)
+        {
+            let decision = await renewMode(asked: asked, partition: settings.partition)
+            settings.renewFrom = decision.mode.rawValue
+            context.terminal.note("Renewal runs \(decision.mode.described): \(decision.reason).")
+        }
         let workdir = try await resolveWorkdir()
         return try DeployPlan(
             name: request.name ?? baseName, cluster: profile.name, settings: settings, workdir: workdir,
             stamp: Self.stamp(context.clock.now()))
+    }
+
+    /// Renewal's mode for `asked` (docs/RENEW.md): `auto` asks `scontrol show partition`
+    /// (`partition`, or all to find the default one); an unanswered call is job mode, said so.
+    func renewMode(asked: RenewFrom, partition: String?) async -> RenewModeDecision {
+        var partitions: [ScontrolPartition.Partition]?
+        if asked == .auto {
+            let show = ScontrolPartition(
+                name: partition.flatMap { $0.split(separator: ",").first.map(String.init) })
+            if let result = try? await context.host.run(show.argv, input: nil, timeout: .seconds(30)),
+                result.status == 0
+            {
+                partitions = ScontrolPartition.parse(result.stdout)
+            }
+        }
+        return RenewModeDecision.decide(
+            asked: asked, partition: partition.flatMap { $0.split(separator: ",").first.map(String.init) },
+            partitions: partitions)
     }
 
     func resolveWorkdir() async throws -> String {
@@ -161,10 +186,12 @@ public struct Deployer: Sendable {
             guard !submitted.isEmpty else { throw error }
             throw await cancelPartial(submitted, because: error)
         }
-        if plan.renews {
-            // Which mode runs: the chain is in the jobs (docs/RENEW.md).
+        if plan.renews, plan.settings.renewFrom == RenewFrom.login.rawValue {
+            await startRenewLoops(submitted, name: submitted[0].plan.name)
+        } else if plan.renews {
+            // Job mode: the chain is in the jobs (docs/RENEW.md).
             context.terminal.note(
-                "Renewing: before its time limit, each job submits its successor itself (sbatch on the compute node, same key) and hands over; `vllmctl status` shows the chain, `vllmctl teardown \(submitted[0].plan.name)` ends it."
+                "Renewing from the job: before its time limit, each job submits its successor itself (sbatch on the compute node, same key) and hands over; `vllmctl status` shows the chain, `vllmctl teardown \(submitted[0].plan.name)` ends it."
             )
         }
         if let keep = plan.settings.keep {
@@ -180,6 +207,24 @@ public struct Deployer: Sendable {
         }
         return DeployOutcome(
             try await waitForReplicas(submitted, key: key, timeout: timeout, all: request.waitAll))
+    }
+
+    /// Login-node mode (docs/RENEW.md): starts the renewal loop of each of `replicas` on the
+    /// login node and says so; a loop that does not start is a warning (the job serves until
+    /// its limit), with what to do.
+    func startRenewLoops(_ replicas: [ReplicaOutcome], name: String) async {
+        for replica in replicas
+        where replica.plan.renews && replica.plan.settings.renewFrom == RenewFrom.login.rawValue {
+            do {
+                let pid = try await RenewLoop.start(
+                    plan: replica.plan, jobID: replica.record.jobID, templates: templates, context: context)
+                context.terminal.note(
+                    "Renewing from the login node: the renewal loop (pid \(pid) on \(context.host.displayName), log \(replica.plan.deployDir)/\(RenewLoop.log)) submits each successor (same key) and the job hands over to it; `vllmctl status` shows the chain, `vllmctl teardown \(name)` ends it. Some sites end a user's processes at logout (systemd KillUserProcesses): see docs/RENEW.md."
+                )
+            } catch {
+                context.terminal.note("Warning: no renewal for job \(replica.record.jobID): \(error)")
+            }
+        }
     }
 
     /// Names (under the records lock), renders, submits and records one job.

@@ -81,6 +81,7 @@ public struct Scaler: Sendable {
                 outcome.added.append(
                     try await deployer.submitOne(plan.replica(k), wanted: .exactly(base), key: key))
             }
+            await deployer.startRenewLoops(outcome.added, name: base)
             if wait {
                 let timeout = settings.readyTimeout ?? DeployPlan.defaultReadyTimeout
                 outcome.added = try await deployer.waitForReplicas(
@@ -160,8 +161,10 @@ public struct Scaler: Sendable {
         let settings = try await settings(in: failed.workDir)
         let key = try await apiKey(in: failed.workDir)
         let plan = try await plan(base, settings: settings)
-        return try await deployer.submitOne(
+        let replacement = try await deployer.submitOne(
             number.map(plan.replica) ?? plan, wanted: .exactly(base), key: key)
+        await deployer.startRenewLoops([replacement], name: base)
+        return replacement
     }
 
     /// A plan for new jobs of `base` with `settings`, in the profile's workdir, stamped now.

@@ -89,6 +89,11 @@ public struct DeploymentResolver: Sendable {
                 return successor
             }
             let job = try await watcher.snapshot(jobID: record.jobID, detail: detail)
+            if !isJobID(idOrName), job.map({ $0.state.isFinal }) ?? true,
+                let next = try await liveSuccessor(of: record, detail: detail)
+            {
+                return next
+            }
             return ResolvedDeployment(
                 name: record.name, jobID: record.jobID, record: record, job: job, deployDir: record.deployDir,
                 connection: try await connection(deployDir: record.deployDir, jobID: record.jobID))
@@ -198,6 +203,29 @@ public struct DeploymentResolver: Sendable {
         if replicas.count > 1 { return true }
         let settings = await settings(in: replicas)
         return settings?.renew == true || (settings?.keep ?? 0) > 0
+    }
+
+    /// A renewing deployment whose recorded job has ended and whose successor has not taken
+    /// over yet (still pending or loading, docs/RENEW.md): the newest live job of the user
+    /// under the record's job name in the record's directory (one squeue call). Nil when there
+    /// is none.
+    func liveSuccessor(of record: DeploymentRecord, detail: Bool) async throws -> ResolvedDeployment? {
+        let ownership = Ownership(user: try await context.host.userName())
+        let name = JobName.of(record.name, replica: record.replica)
+        let jobs = try await StatusBuilder(context: context, cluster: cluster).scheduledJobs(
+            user: ownership.user, includeEnded: false)
+        guard
+            let newest = jobs.filter({
+                $0.name == name && $0.workDir == record.deployDir && $0.jobID != record.jobID
+                    && !$0.state.isFinal && ownership.isOurs($0)
+            }).max(by: { (Int($0.jobID) ?? 0) < (Int($1.jobID) ?? 0) }),
+            let job = detail
+                ? try await JobWatcher(host: context.host).snapshot(jobID: newest.jobID, detail: true)
+                : newest
+        else { return nil }
+        return ResolvedDeployment(
+            name: record.name, jobID: job.jobID, record: nil, job: job, deployDir: record.deployDir,
+            connection: try await connection(deployDir: record.deployDir, jobID: job.jobID))
     }
 
     /// Whether the deployment `name` renews itself across time limits (docs/RENEW.md): its

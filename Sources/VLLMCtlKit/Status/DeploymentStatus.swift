@@ -63,6 +63,9 @@ public struct DeploymentStatus: Sendable, Equatable, Codable {
     /// A renewing job's place in its chain (docs/RENEW.md), from its `renew-JOBID.json`; nil
     /// for a job that does not renew.
     public var renewal: RenewalStatus? = nil
+    /// On a renewing deployment's successor while the deployment is down: the job that served
+    /// last has ended and this one has not started (or is loading). Nil otherwise.
+    public var down: ChainGap? = nil
 
     /// `NAME`, or `NAME@K` for replica K.
     public var displayName: String { name + (replica.map { "\(JobName.replicaMark)\($0)" } ?? "") }
@@ -85,7 +88,7 @@ public struct DeploymentStatus: Sendable, Equatable, Codable {
         case requestsRunning = "requests_running"
         case requestsWaiting = "requests_waiting"
         case requestsDetail = "requests_detail"
-        case renewal
+        case renewal, down
     }
 
     public static let lowWalltimeSeconds = 600
@@ -130,13 +133,20 @@ public struct RenewalStatus: Sendable, Equatable, Codable {
     public var successor: String?
     /// What the job last said about the chain.
     public var message: String
+    /// Who submits the successors: `job` or `login` (the loop on the login node); nil when
+    /// the file does not say (an older vllmctl's: job).
+    public var from: String? = nil
 
-    public init(renewal: Int, state: String, successor: String?, message: String) {
+    public init(renewal: Int, state: String, successor: String?, message: String, from: String? = nil) {
         self.renewal = renewal
         self.state = state
         self.successor = successor
         self.message = message
+        self.from = from
     }
+
+    /// `from the job` or `from the login node`, for the status line.
+    public var fromText: String { from == RenewFrom.login.rawValue ? "from the login node" : "from the job" }
 
     /// The file's name for `jobID`.
     public static func fileName(jobID: String) -> String { "renew-\(jobID).json" }
@@ -148,6 +158,7 @@ public struct RenewalStatus: Sendable, Equatable, Codable {
             var state: String
             var successor: String
             var message: String
+            var from: String?
         }
         guard data.count < 4096, let file = try? JSONDecoder().decode(File.self, from: data),
             (0...1_000_000).contains(file.renewal),
@@ -158,6 +169,7 @@ public struct RenewalStatus: Sendable, Equatable, Codable {
         return RenewalStatus(
             renewal: file.renewal, state: file.state,
             successor: file.successor.isEmpty ? nil : file.successor,
-            message: file.message)
+            message: file.message,
+            from: file.from.flatMap { $0 == "job" || $0 == "login" ? $0 : nil })
     }
 }

@@ -57,6 +57,7 @@ public struct StatusBuilder: Sendable {
             seen.insert(job.jobID)
             rows.append(await row(job: job, record: byID[job.jobID], user: user))
         }
+        rows = await markChainGaps(rows, live: Set(jobs.lazy.filter { !$0.state.isFinal }.map(\.jobID)))
         // Records whose job squeue no longer lists: marked ended only when sacct confirms a
         // final state for that job (an empty squeue, or one that raced a deploy, proves nothing).
         let missing = records.filter { !seen.contains($0.jobID) && $0.phase != .ended }
@@ -79,6 +80,71 @@ public struct StatusBuilder: Sendable {
         let ids = rows.map { Int($0.jobID) ?? 0 }
         if zip(ids, ids.dropFirst()).allSatisfy({ $0 <= $1 }) { return rows }
         return rows.indices.sorted { ids[$0] < ids[$1] }.map { rows[$0] }
+    }
+
+    /// Marks the successors that a renewing deployment waits for while it is down
+    /// (``ChainGap``). One file read per deployment directory whose live jobs have published
+    /// no URL and include one without a local record (a successor is never recorded: a first
+    /// job deployed from here is), and one more when that file names another job that is not
+    /// live: the deployment's settings, which must say `renew`.
+    func markChainGaps(_ rows: [DeploymentStatus], live: Set<String>) async -> [DeploymentStatus] {
+        var groups: [String: [Int]] = [:]
+        for (i, r) in rows.enumerated() where live.contains(r.jobID) {
+            guard let dir = r.deployDir else { continue }
+            groups[r.displayName + "\n" + dir, default: []].append(i)
+        }
+        var out = rows
+        for indices in groups.values {
+            guard indices.allSatisfy({ rows[$0].url == nil }),
+                indices.contains(where: { !rows[$0].recorded }),
+                let dir = rows[indices[0]].deployDir
+            else { continue }
+            let published = await publishedConnection(dir)
+            let gaps = indices.compactMap { i -> (Int, ChainGap)? in
+                let r = rows[i]
+                guard !r.recorded else { return nil }
+                return ChainGap.find(
+                    jobID: r.jobID, state: JobState(slurm: r.state), reason: r.reason, published: published,
+                    isLive: { live.contains($0) }
+                ).map { (i, $0) }
+            }
+            guard !gaps.isEmpty, await renews(dir) else { continue }
+            for (i, gap) in gaps { out[i].down = gap }
+        }
+        return out
+    }
+
+    /// The gap of `row` (``ChainGap``), for `status NAME`: the deployment's connection file,
+    /// one squeue (or sacct) call for the job it names, and the settings.
+    func chainGap(for row: DeploymentStatus) async -> ChainGap? {
+        guard row.url == nil, let dir = row.deployDir, let published = await publishedConnection(dir),
+            published.jobID != row.jobID, isJobID(published.jobID),
+            let named = try? await JobWatcher(host: context.host).snapshot(jobID: published.jobID)
+        else { return nil }
+        let live = !named.state.isFinal
+        guard
+            let gap = ChainGap.find(
+                jobID: row.jobID, state: JobState(slurm: row.state), reason: row.reason, published: published,
+                isLive: { _ in live }),
+            await renews(dir)
+        else { return nil }
+        return gap
+    }
+
+    /// The deployment's connection file in `dir` (whichever job wrote it), if well formed.
+    func publishedConnection(_ dir: String) async -> ConnectionRecord? {
+        guard let data = try? await context.host.readFile(dir + "/" + DeploymentFiles.infoJSON),
+            let info = try? JSONDecoder().decode(ConnectionRecord.self, from: data), info.isWellFormed
+        else { return nil }
+        return info
+    }
+
+    /// Whether the deployment in `dir` renews (its `deployment.json` says `renew`).
+    func renews(_ dir: String) async -> Bool {
+        guard let data = try? await context.host.readFile(dir + "/" + DeploymentFiles.settings),
+            let settings = try? JSONDecoder().decode(DeploySettings.self, from: data)
+        else { return false }
+        return settings.renew ?? false
     }
 
     /// Marks `records` ended whose jobs sacct reports in a final state (one sacct call unless
@@ -288,7 +354,11 @@ public enum StatusTable {
         for r in rows {
             guard let chain = r.renewal else { continue }
             text +=
-                "\nRenewal \(chain.renewal) of \(r.displayName) (job \(r.jobID), \(chain.state)): \(chain.message)"
+                "\nRenewal \(chain.renewal) of \(r.displayName) (job \(r.jobID), \(chain.state)): \(chain.message) [successors submitted \(chain.fromText)]"
+        }
+        for r in rows {
+            guard let gap = r.down else { continue }
+            text += "\n\(r.displayName) is \(gap.message)."
         }
         let renewing = Set(rows.filter { $0.renewal != nil }.map(\.displayName))
         if rows.contains(where: { $0.walltimeLow && !renewing.contains($0.displayName) }) {

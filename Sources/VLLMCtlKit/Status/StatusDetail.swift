@@ -39,6 +39,11 @@ public struct StatusDetail: Sendable, Encodable {
         }
         row.tunnelURL = tunnels.first?.baseURL
         row = await builder.checkHealth([row])[0]
+        if row.state == JobState.pending.rawValue
+            || (row.state == JobState.running.rawValue && row.url == nil)
+        {
+            row.down = await builder.chainGap(for: row)
+        }
         var server: ServerFacts?
         if row.health == .healthy, let info = resolved.connection {
             server = await ServerFacts.fetch(info, http: context.http)

@@ -29,6 +29,43 @@ extension Teardown {
         return marked
     }
 
+    /// Stops the renewal loop on the login node (``RenewLoop``) of each directory of `cancelled`
+    /// that has one (its pid file), only after checking that its recorded pid is still that
+    /// loop; says what it did. Before the stop mark, so that the loop is stopped rather than
+    /// left to notice the mark.
+    func stopRenewLoops(of cancelled: [TeardownAction]) async -> [TeardownOutcome] {
+        var out: [TeardownOutcome] = []
+        for dir in Set(cancelled.compactMap(\.deployDir)).sorted() where !dir.isEmpty {
+            guard let action = cancelled.first(where: { $0.deployDir == dir }) else { continue }
+            let loop = TeardownAction(
+                kind: .cleanUp, jobID: action.jobID, name: action.name,
+                reason: "the renewal loop on the login node", deployDir: dir)
+            switch await RenewLoop.stop(deployDir: dir, context: context) {
+            case .none, .notRunning:
+                continue
+            case .stopped(let pid):
+                out.append(
+                    TeardownOutcome(
+                        action: loop, succeeded: true,
+                        message: "Stopped the renewal loop of \(action.name) (pid \(pid) on the login node).")
+                )
+            case .notOurs(let pid):
+                out.append(
+                    TeardownOutcome(
+                        action: loop, succeeded: true,
+                        message:
+                            "The renewal loop of \(action.name) (pid \(pid)) had ended; that pid is another process now, left alone."
+                    ))
+            case .failed(let why):
+                out.append(
+                    TeardownOutcome(
+                        action: loop, succeeded: false,
+                        message: "The renewal loop of \(action.name) was not stopped: \(why)."))
+            }
+        }
+        return out
+    }
+
     /// Successors submitted while the chain was being cancelled: the user's live jobs with
     /// vllmctl's tag whose directory was marked (a deployment's own: each replica has its
     /// own), not cancelled already. An unanswered squeue finds none (nothing is cancelled on a guess).

@@ -177,6 +177,8 @@ public struct Teardown: Sendable {
                 scancelProblem = "nothing was cancelled: the check right before scancel failed (\(error))"
             }
             // A renewing deployment's jobs check this mark before they submit a successor.
+            // Login-node mode: the loop that submits successors stops first (docs/RENEW.md).
+            late += await stopRenewLoops(of: plan.toCancel.filter { toCancel.contains($0.jobID) })
             let marked = await markChainsStopped(plan.toCancel.filter { toCancel.contains($0.jobID) })
             if !toCancel.isEmpty {
                 do {
@@ -195,7 +197,7 @@ public struct Teardown: Sendable {
             if scancelProblem == nil || !toCancel.isEmpty {
                 (confirmed, stillListed) = await waitForEnd(cancels.filter { notOurs[$0] == nil })
             }
-            late = await cancelLateSuccessors(of: plan.toCancel, marked: marked)
+            late += await cancelLateSuccessors(of: plan.toCancel, marked: marked)
             late += await closeChainTunnels(of: plan.toCancel, marked: marked)
             late += await noticeChainSharedCopies(of: plan.toCancel, marked: marked)
         }

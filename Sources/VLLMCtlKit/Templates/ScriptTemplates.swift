@@ -71,8 +71,10 @@ public struct ScriptTemplates: Sendable {
         }.sorted()
     }
 
-    /// The path of template `name`.
-    public func path(of name: String) throws -> String {
+    /// The path of template `name`; with `partial`, of the partial `name` (vllmctl's own
+    /// scripts that are not job scripts, such as renewal's loop on the login node).
+    public func path(of name: String, partial: Bool = false) throws -> String {
+        if partial, let path = files()[name + Self.partialSuffix] { return path }
         guard let path = files()[name + Self.fileSuffix] else {
             let known = names()
             throw VLLMCtlError.notFound(
@@ -85,11 +87,11 @@ public struct ScriptTemplates: Sendable {
         return path
     }
 
-    /// Renders template `name` with `context`. Partials (`{{> vllmctl-runtime}}`) come from
+    /// Renders template `name` (with `partial`, the partial `name`) with `context`. Partials (`{{> vllmctl-runtime}}`) come from
     /// the same directories.
-    public func render(_ name: String, context: [String: Any]) throws -> String {
+    public func render(_ name: String, context: [String: Any], partial: Bool = false) throws -> String {
         _ = Self.registerShell
-        let mainPath = try path(of: name)
+        let mainPath = try path(of: name, partial: partial)
         var templates: [String: MustacheTemplate] = [:]
         for (file, path) in files() {
             let partialName: String

@@ -20,7 +20,7 @@ import Testing
     static let strings = [
         "time": "01:30:00", "memory": "48G", "host": "10.0.0.9", "bind_host": "10.0.0.8",
         "model": "org/model-x",
-        "template": "mine", "renew_until": "2030-01-01T08:00",
+        "template": "mine", "renew_until": "2030-01-01T08:00", "renew_from": "login",
     ]
     static let ints = [
         "nodes": 1, "gpus": 4, "cpus": 3, "port": 8123, "tensor_parallel_size": 2,

@@ -31,5 +31,7 @@ for _ in $(seq 1 30); do
   [[ "$n" -ge 3 ]] && break; sleep 1
 done
 sacct --noheader --parsable --delimiter="$f" --allocations --format="$fmt_a" --jobs="$running,$ok,$bad,$cancel,$plain,$forger" > "$here/sacct-ended.txt"
+# Partitions, one per line (AllocNodes: renewal's login-node mode, docs/RENEW.md).
+scontrol show partition -o > "$here/scontrol-partitions.txt"
 scancel "$running" "$held" "$toobig" "$plain" "$forger"
 echo "captured into $here"
