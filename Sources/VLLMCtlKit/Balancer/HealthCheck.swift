@@ -3,15 +3,20 @@ import NIOHTTP1
 
 /// `GET /health` on one replica through the balancer's connector, on a connection of its own.
 enum HealthCheck {
+    /// The check takes `timeout` seconds in all; its connection must be made within
+    /// `connectTimeout` of them (a host that accepts no connection in that time, while the
+    /// route to it works, is gone or unreachable; a slow server still accepts at once).
     static func run(
-        _ replica: Replica, connector: any UpstreamConnector, on loop: any EventLoop, timeout: Double
+        _ replica: Replica, connector: any UpstreamConnector, on loop: any EventLoop, timeout: Double,
+        connectTimeout: Double? = nil
     )
         async -> HealthOutcome
     {
         let channel: any Channel
         do {
             channel = try await connector.connect(
-                host: replica.host, port: replica.port, timeout: timeout, on: loop)
+                host: replica.host, port: replica.port, timeout: min(connectTimeout ?? timeout, timeout),
+                on: loop)
         } catch {
             let e = RouteConnector.classify(error)
             return e.kind == .ourSide ? .unknown(e.message) : .unhealthy(e.message)

@@ -105,9 +105,10 @@ public struct RouteConnector: UpstreamConnector {
     /// Where connections come from: the first route, unless a connection it is making has
     /// waited ``spareAfter`` seconds or more (an SSH session opens one channel at a time, and
     /// an open to a node that is gone can wait at sshd for up to a minute); then the first
-    /// route that is not held up, or the last. A target whose last connection got no answer
-    /// always uses the first route, so that its own opens queue there (and fail at once
-    /// behind its pending one) instead of holding up a spare as well.
+    /// route that is not held up, or the last. A target with an open pending on a route uses
+    /// that route, and one whose last connection got no answer the first, so that its own
+    /// opens queue behind its pending one (and fail there once it has waited longer than they
+    /// would) instead of holding up a spare as well: one silent target holds up one route.
     public var routes: [any HTTPRoute]
     /// Seconds a route's pending connection may hold it up before the next route is used.
     public var spareAfter: Double = 0.5
@@ -129,6 +130,7 @@ public struct RouteConnector: UpstreamConnector {
 
     /// The route for the next connection to `target`.
     func pickRoute(for target: String) -> any HTTPRoute {
+        if let own = routes.first(where: { $0.openPendingTarget == target }) { return own }
         if unanswered.withLock({ $0.contains(target) }) { return routes[0] }
         return routes.first { ($0.openPendingSeconds ?? 0) < spareAfter } ?? routes[routes.count - 1]
     }

@@ -16,11 +16,16 @@ public protocol HTTPRoute: Sendable {
     /// when connections wait for one another (one SSH session opens one channel at a time);
     /// nil when none waits. A caller with another route may use that one meanwhile.
     var openPendingSeconds: Double? { get }
+
+    /// The target (`host:port`) of the connection counted by ``openPendingSeconds``; nil when
+    /// none waits.
+    var openPendingTarget: String? { get }
 }
 
 extension HTTPRoute {
     /// Routes whose connections do not wait for one another.
     public var openPendingSeconds: Double? { nil }
+    public var openPendingTarget: String? { nil }
 }
 
 /// Whose fault a failed connection to a target is, and so what can be concluded about the

@@ -102,8 +102,9 @@ public final class PortForwarder: @unchecked Sendable {
     private var running = false
     private var lostReason: String?
     private var failedAccepts = 0
-    /// When the channel open now pending began (nil: none is).
+    /// When the channel open now pending began (nil: none is), and its target.
     private var openingSince: UInt64?
+    private var openingTarget: String?
 
     // Only the loop's thread touches what follows.
     private var session: SSHSession?
@@ -114,8 +115,11 @@ public final class PortForwarder: @unchecked Sendable {
     /// The one client whose channel libssh2 is opening; once `abandoned`, its client has gone.
     private var opening: Forward? {
         didSet {
-            let pending = opening != nil
-            stopLock.withLock { openingSince = pending ? (openingSince ?? MonotonicClock.now()) : nil }
+            let target = opening?.target
+            stopLock.withLock {
+                openingSince = target != nil ? (openingSince ?? MonotonicClock.now()) : nil
+                openingTarget = target
+            }
         }
     }
     private var active: [Forward] = []
@@ -241,6 +245,10 @@ public final class PortForwarder: @unchecked Sendable {
     public var openPendingSeconds: Double? {
         stopLock.withLock { openingSince.map { Double(MonotonicClock.now() - $0) / 1e9 } }
     }
+
+    /// The target (`host:port`) of the channel open now in progress; nil when none is. Safe
+    /// from any thread.
+    public var openPendingTarget: String? { stopLock.withLock { openingTarget } }
 
     /// `accept` calls that failed for want of descriptors or memory, so far: with the pause
     /// after each, at most one a second (tests count them to see that the loop does not spin).
@@ -595,7 +603,8 @@ public final class PortForwarder: @unchecked Sendable {
 
     /// Opens the channel of the first waiting client (one open at a time on a session). An
     /// open past its client's timeout fails that client and goes on without it; clients queued
-    /// behind it for the same target fail at once, others when their own wait runs out.
+    /// behind it for the same target fail once it has waited longer than they would (at once
+    /// when it is past its own timeout), others when their own wait runs out.
     private func openNext(_ s: SSHSession) -> Outcome? {
         let now = MonotonicClock.now()
         if opening == nil {
@@ -634,25 +643,26 @@ public final class PortForwarder: @unchecked Sendable {
             f.abandoned = true
             f.finished = false  // libssh2 still has to finish this open
         }
-        if f.abandoned {
-            for w in waiting where !w.finished {
-                let queued = Double(now - w.acceptedAt) / 1e9
-                if w.target == f.target {
-                    fail(
-                        w,
-                        ChannelOpenFailure(
-                            .unanswered,
-                            "no answer from \(w.target): a connection to it has been pending for \(Int(waited)) s"
-                        ))
-                } else if queued > w.openTimeout {
-                    // Nothing is known of this client's own target.
-                    fail(
-                        w,
-                        ChannelOpenFailure(
-                            .ourSide,
-                            "waited \(Self.seconds(w.openTimeout)) s behind a connection to \(f.target) that has not completed (libssh2 opens one channel at a time)"
-                        ))
-                }
+        // Each waiting client's own timeout holds, also while the open it waits behind is
+        // within its own. One for the same target fails as soon as that open has waited longer
+        // than this client would: its target has not answered for that long.
+        for w in waiting where !w.finished {
+            let queued = Double(now - w.acceptedAt) / 1e9
+            if w.target == f.target && (f.abandoned || waited > w.openTimeout) {
+                fail(
+                    w,
+                    ChannelOpenFailure(
+                        .unanswered,
+                        "no answer from \(w.target): a connection to it has been pending for \(Self.seconds((waited * 10).rounded() / 10)) s"
+                    ))
+            } else if queued > w.openTimeout {
+                // Nothing is known of this client's own target.
+                fail(
+                    w,
+                    ChannelOpenFailure(
+                        .ourSide,
+                        "waited \(Self.seconds(w.openTimeout)) s behind a connection to \(f.target) that has not completed (libssh2 opens one channel at a time)"
+                    ))
             }
         }
         return outcome

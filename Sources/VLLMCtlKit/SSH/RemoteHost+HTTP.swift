@@ -15,6 +15,9 @@ extension RemoteHost: HTTPRoute {
     /// ``PortForwarder/openPendingSeconds``.
     public var openPendingSeconds: Double? { currentHTTPForwarder?.openPendingSeconds }
 
+    /// The target of that open; see ``PortForwarder/openPendingTarget``.
+    public var openPendingTarget: String? { currentHTTPForwarder?.openPendingTarget }
+
     public func carry(_ client: Int32, host: String, port: Int, timeout: Double) async throws {
         let target = URLTarget.hostPort(host, port)
         let url = "http://\(target)"

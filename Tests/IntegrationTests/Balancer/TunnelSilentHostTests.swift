@@ -1,0 +1,136 @@
+import Foundation
+import TestSupport
+import Testing
+
+@testable import VLLMCtlKit
+
+/// The balancing tunnel's view of a replica whose host goes silent (its node's link down),
+/// without a Slurm job and without touching the cluster's links: two simulators on this
+/// machine, a balancer in the test whose connections go through the local sshd (two sessions,
+/// as `vllmctl tunnel NAME` has), and one simulator's port silenced with an nftables table of
+/// the test's own that drops every packet to and from it (sshd's connect to it gets no answer,
+/// its connections stall), so nobody else's traffic is touched.
+@Suite(.serialized) struct TunnelSilentHostTests {
+    let key = APIKey.generate().value
+
+    /// Mid-load (300 requests at concurrency 32), one replica's port goes silent: no request
+    /// that had not started its response fails, the replica leaves rotation within the issue's
+    /// 2 s (from the balancer's own event; a generous bound is not needed: the event is what
+    /// is measured), and once the port answers again it rejoins and a fresh load reaches both
+    /// replicas without a single failure (the outage leaves no channel open behind that holds
+    /// up new connections). Twice, so that the second outage starts from a recovered tunnel.
+    @Test func aSilentReplicaLeavesWithinTwoSecondsAndNothingUnstartedFails() async throws {
+        let a = try BalancerSim(key: key, tokenDelay: 0.02, extraArgs: ["--served-model-name", "sim"])
+        let b = try BalancerSim(key: key, tokenDelay: 0.02, extraArgs: ["--served-model-name", "sim"])
+        try await a.waitHealthy()
+        try await b.waitHealthy()
+        let work = try temporaryDirectory()
+        let keyFile = work + "/key"
+        try LocalFiles.writeAtomically(Data(key.utf8), to: keyFile, mode: 0o600)
+        let events = TimedEvents()
+        let connector = RouteConnector(routes: [
+            RemoteHost(options: LocalSSH.options()), RemoteHost(options: LocalSSH.options()),
+        ])
+        let silence = PortSilence(port: b.port)
+        try await running(
+            {
+                try await withBalancer(
+                    replicas: [a.replica, b.replica], connector: connector, onEvent: events.callback
+                ) { _, port in
+                    let endpoint = EndpointUnderTest(
+                        label: "the balancer", base: "http://127.0.0.1:\(port)", host: nil)
+                    let warm = try await endpoint.load(keyFile: keyFile, count: 60, conc: 8, maxTokens: 8)
+                    #expect(warm.ok == 60, "\(warm)")
+                    for round in 1...2 {
+                        let trigger = work + "/trigger-\(round)"
+                        async let loaded = endpoint.load(
+                            keyFile: keyFile, count: 300, conc: 32, maxTokens: 16, trigger: (60, trigger))
+                        let deadline = Date().addingTimeInterval(120)
+                        while !FileManager.default.fileExists(atPath: trigger) && Date() < deadline {
+                            try await Task.sleep(for: .milliseconds(20))
+                        }
+                        let silencedAt = Date()
+                        try await silence.on()
+                        let out = try await events.wait(seconds: 30, after: silencedAt) {
+                            if case .outOfRotation(b.replica, _) = $0 { true } else { false }
+                        }
+                        try await silence.off()
+                        let report = try await loaded
+                        let left = out.map { $0.timeIntervalSince(silencedAt) }
+                        print(
+                            "round \(round): left rotation after \(left.map { String(format: "%.2f s", $0) } ?? "never"); \(report)"
+                        )
+                        print(events.lines(since: silencedAt))
+                        #expect(report.failedUnstarted == 0, "round \(round): \(report)")
+                        #expect(report.ok + report.failedStarted == 300, "round \(round): \(report)")
+                        #expect(
+                            left != nil && left! <= 2,
+                            "round \(round): left after \(String(describing: left))")
+                        let back = try await events.wait(seconds: 90, after: silencedAt) {
+                            $0 == .backInRotation(b.replica)
+                        }
+                        #expect(back != nil, "round \(round): \(b.replica) did not come back")
+                        let again = try await endpoint.load(
+                            keyFile: keyFile, count: 60, conc: 8, maxTokens: 8)
+                        print("round \(round), after: \(again)")
+                        #expect(again.ok == 60, "round \(round), after the outage: \(again)")
+                        #expect(again.served.count == 2, "round \(round): \(again.served)")
+                    }
+                }
+            }, thenAwaiting: { try? await silence.off() })
+        a.kill()
+        b.kill()
+    }
+}
+
+/// Balancer events with the wall-clock time each was reported.
+final class TimedEvents: Sendable {
+    private let events = Locked<[(Date, BalancerEvent)]>([])
+
+    var callback: @Sendable (BalancerEvent) -> Void {
+        { [events] e in events.withLock { $0.append((Date(), e)) } }
+    }
+
+    /// Waits (at most `seconds`, a guard against hanging) for an event after `since`; its time.
+    func wait(seconds: Double, after since: Date, for match: (BalancerEvent) -> Bool) async throws -> Date? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let hit = events.value.first(where: { $0.0 >= since && match($0.1) }) { return hit.0 }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return nil
+    }
+
+    /// The events after `since`, one a line, with their offset in seconds.
+    func lines(since: Date) -> String {
+        events.value.filter { $0.0 >= since }
+            .map { String(format: "  +%.2f s ", $0.0.timeIntervalSince(since)) + $0.1.description }
+            .joined(separator: "\n")
+    }
+}
+
+/// Drops every packet to and from one TCP port of this host (an nftables table of its own,
+/// named after the port), as a host whose link is down would: nothing is refused, nothing
+/// answers.
+struct PortSilence: Sendable {
+    let port: Int
+    var table: String { "vllmctl_silence_\(port)" }
+
+    func on() async throws {
+        let rules = """
+            table inet \(table) {
+                chain out {
+                    type filter hook output priority 0; policy accept;
+                    tcp dport \(port) drop
+                    tcp sport \(port) drop
+                }
+            }
+            """
+        let r = try await sh(["nft", "-f", "-"], input: rules)
+        try #require(r.status == 0, "nft: \(r.stderr)")
+    }
+
+    func off() async throws {
+        _ = try await sh(["nft", "delete", "table", "inet", table])
+    }
+}
