@@ -129,29 +129,52 @@ public struct RouteConnector: UpstreamConnector {
     }
 
     /// The route for the next connection to `target`.
-    func pickRoute(for target: String) -> any HTTPRoute {
-        if let own = routes.first(where: { $0.openPendingTarget == target }) { return own }
-        if unanswered.withLock({ $0.contains(target) }) { return routes[0] }
-        return routes.first { ($0.openPendingSeconds ?? 0) < spareAfter } ?? routes[routes.count - 1]
+    func pickRoute(for target: String) -> any HTTPRoute { routes[pickRouteIndex(for: target, excluding: [])] }
+
+    /// The index of the route for the next connection to `target`, among those not in
+    /// `excluding` (all, if it excludes every one).
+    func pickRouteIndex(for target: String, excluding: Set<Int>) -> Int {
+        var candidates = routes.indices.filter { !excluding.contains($0) }
+        if candidates.isEmpty { candidates = Array(routes.indices) }
+        if let own = candidates.first(where: { routes[$0].openPendingTarget == target }) { return own }
+        if unanswered.withLock({ $0.contains(target) }) { return candidates[0] }
+        return candidates.first { (routes[$0].openPendingSeconds ?? 0) < spareAfter }
+            ?? candidates[candidates.count - 1]
     }
 
     public func connect(host: String, port: Int, timeout: Double, on eventLoop: any EventLoop) async throws
         -> any Channel
     {
-        var fds: [Int32] = [-1, -1]
-        guard socketpair(AF_UNIX, SocketType.stream | SocketType.closeOnExec, 0, &fds) == 0
-        else {
-            throw UpstreamConnectError(.ourSide, "socketpair: \(String(cString: strerror(errno)))")
-        }
         let target = URLTarget.hostPort(host, port)
-        do {
-            try await pickRoute(for: target).carry(fds[1], host: host, port: port, timeout: timeout)
-            unanswered.withLock { _ = $0.remove(target) }
-        } catch {
-            Glibc.close(fds[0])
-            let classified = Self.classify(error)
-            if classified.kind == .unanswered { unanswered.withLock { _ = $0.insert(target) } }
-            throw classified
+        let start = MonotonicClock.now()
+        var heldUpOn: Set<Int> = []
+        var fds: [Int32] = [-1, -1]
+        while true {
+            guard socketpair(AF_UNIX, SocketType.stream | SocketType.closeOnExec, 0, &fds) == 0
+            else {
+                throw UpstreamConnectError(.ourSide, "socketpair: \(String(cString: strerror(errno)))")
+            }
+            let index = pickRouteIndex(for: target, excluding: heldUpOn)
+            let remaining = timeout - Double(MonotonicClock.now() - start) / 1e9
+            // A connection held up behind another target's open (one SSH session opens one
+            // channel at a time) moves to a route it has not been held up on, if any is left.
+            let another = heldUpOn.count + 1 < routes.count
+            do {
+                try await routes[index].carry(
+                    fds[1], host: host, port: port, timeout: max(remaining, 0.05),
+                    heldUpAfter: another ? spareAfter : nil)
+                unanswered.withLock { _ = $0.remove(target) }
+                break
+            } catch let error as RouteError where error.heldUp && another && remaining > 0.1 {
+                Glibc.close(fds[0])
+                heldUpOn.insert(index)
+                continue
+            } catch {
+                Glibc.close(fds[0])
+                let classified = Self.classify(error)
+                if classified.kind == .unanswered { unanswered.withLock { _ = $0.insert(target) } }
+                throw classified
+            }
         }
         do {
             return try await ClientBootstrap(group: eventLoop).withConnectedSocket(fds[0]).get()

@@ -193,9 +193,13 @@ public final class PortForwarder: @unchecked Sendable {
     /// Carries `client` (a connected socket the forwarder now owns) over a new channel to
     /// `host:port`. `opened` is called once, on the forwarder's thread: with nil when the
     /// channel is open, or with the reason it is not (the client is then closed). The open may
-    /// take `timeout` seconds. Safe from any thread.
+    /// take `timeout` seconds. With `heldUpAfter`, a client still queued once the open ahead of
+    /// it (to another target) has been pending that long fails as held up
+    /// (``ChannelOpenFailure/heldUp``), for its caller to carry it by another session. Safe
+    /// from any thread.
     public func inject(
-        client: Int32, host: String, port: Int, timeout: Double, opened: @escaping OpenResult
+        client: Int32, host: String, port: Int, timeout: Double, heldUpAfter: Double? = nil,
+        opened: @escaping OpenResult
     ) {
         _ = fcntl(client, F_SETFD, FD_CLOEXEC)
         _ = fcntl(client, F_SETFL, O_NONBLOCK)
@@ -203,6 +207,7 @@ public final class PortForwarder: @unchecked Sendable {
         f.openMessage = Self.openMessage(host: host, port: port)
         f.target = URLTarget.hostPort(host, port)
         f.openTimeout = timeout
+        f.heldUpAfter = heldUpAfter
         f.opened = opened
         f.closeOnClientEOF = true
         let (start, lost) = stopLock.withLock { () -> (Bool, String?) in
@@ -655,6 +660,13 @@ public final class PortForwarder: @unchecked Sendable {
                         .unanswered,
                         "no answer from \(w.target): a connection to it has been pending for \(Self.seconds((waited * 10).rounded() / 10)) s"
                     ))
+            } else if w.target != f.target, let after = w.heldUpAfter, waited >= after {
+                var failure = ChannelOpenFailure(
+                    .ourSide,
+                    "held up behind a connection to \(f.target) pending for \(Self.seconds((waited * 10).rounded() / 10)) s (libssh2 opens one channel at a time)"
+                )
+                failure.heldUp = true
+                fail(w, failure)
             } else if queued > w.openTimeout {
                 // Nothing is known of this client's own target.
                 fail(
@@ -894,6 +906,9 @@ final class Forward {
     /// Seconds the channel may take to open, from `openStartedAt`.
     var openTimeout: Double = 5
     var openStartedAt: UInt64 = 0
+    /// Seconds the open ahead (to another target) may be pending before this client fails as
+    /// held up; nil: it waits out `openTimeout`.
+    var heldUpAfter: Double?
     /// Told once how the open ended (injected clients).
     var opened: PortForwarder.OpenResult?
     /// The client went away while its open went on (timed out); libssh2 must still finish it.
@@ -982,6 +997,9 @@ public struct ChannelOpenFailure: Error, Sendable, Equatable, CustomStringConver
     public var kind: ConnectFault
     /// What happened, in words.
     public var reason: String
+    /// The client was given up while it waited behind another target's pending open (it asked
+    /// for that with `heldUpAfter`); the kind is ``ConnectFault/ourSide``.
+    public var heldUp = false
 
     /// A failure of `kind`.
     public init(_ kind: ConnectFault, _ reason: String) {

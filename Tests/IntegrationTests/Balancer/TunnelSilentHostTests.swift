@@ -1,4 +1,6 @@
 import Foundation
+import NIOCore
+import NIOPosix
 import TestSupport
 import Testing
 
@@ -81,6 +83,63 @@ import Testing
         a.kill()
         b.kill()
     }
+}
+
+extension TunnelSilentHostTests {
+    /// One SSH session opens one channel at a time, and an open to a silent port stays
+    /// pending at sshd (its connect retrying). A connection to another target queued behind
+    /// it moves to the spare session and is made within its own timeout; with one session it
+    /// fails (this side's fault, nothing held against its target). Before the move, this is
+    /// what failed requests with 502 after a node's link came back.
+    @Test func aConnectionHeldUpBehindASilentTargetsOpenMovesToTheSpareSession() async throws {
+        let good = try BalancerSim(key: key)
+        let silent = try BalancerSim(key: key)
+        try await good.waitHealthy()
+        try await silent.waitHealthy()
+        let silence = PortSilence(port: silent.port)
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        try await running(
+            {
+                try await silence.on()
+                for spare in [true, false] {
+                    let first = RemoteHost(options: LocalSSH.options())
+                    // The session is up before the silent target's open is queued on it.
+                    let warm = try await RouteConnector(route: first).connect(
+                        host: "127.0.0.1", port: good.port, timeout: 10, on: loop)
+                    try await warm.close()
+                    let routes: [any HTTPRoute] =
+                        spare ? [first, RemoteHost(options: LocalSSH.options())] : [first]
+                    let connector = RouteConnector(routes: routes)
+                    async let stuck = outcome {
+                        try await connector.connect(
+                            host: "127.0.0.1", port: silent.port, timeout: 5, on: loop)
+                    }
+                    while first.openPendingTarget == nil { try await Task.sleep(for: .milliseconds(10)) }
+                    let other = await outcome {
+                        try await connector.connect(host: "127.0.0.1", port: good.port, timeout: 3, on: loop)
+                    }
+                    if spare {
+                        let channel = try other.get()
+                        try await channel.close()
+                    } else {
+                        #expect(throws: UpstreamConnectError.self) { try other.get() }
+                        if case .failure(let e as UpstreamConnectError) = other {
+                            #expect(e.kind == .ourSide)
+                        }
+                    }
+                    let stuckResult = await stuck
+                    let stuckError = #expect(throws: UpstreamConnectError.self) { try stuckResult.get() }
+                    #expect(stuckError?.kind == .unanswered)
+                }
+            }, thenAwaiting: { try? await silence.off() })
+        good.kill()
+        silent.kill()
+    }
+}
+
+/// What `body` returned or threw.
+private func outcome<T: Sendable>(_ body: @Sendable () async throws -> T) async -> Result<T, any Error> {
+    do { return .success(try await body()) } catch { return .failure(error) }
 }
 
 /// Balancer events with the wall-clock time each was reported.

@@ -1,4 +1,5 @@
 import Foundation
+import NIOPosix
 import TestSupport
 import Testing
 
@@ -59,7 +60,63 @@ import Testing
         #expect(name(onSpare.pickRoute(for: "10.0.0.1:8000")) == "a")
     }
 
+    /// A connection held up behind another target's open on one session moves to the other
+    /// session (asked for only while another route is left), within the same timeout.
+    @Test func aHeldUpConnectionMovesToAnotherRoute() async throws {
+        let first = CarryLog(heldUp: true)
+        let spare = CarryLog(heldUp: false)
+        let connector = RouteConnector(routes: [LoggedRoute(log: first), LoggedRoute(log: spare)])
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let channel = try await connector.connect(host: "10.0.0.1", port: 8000, timeout: 5, on: loop)
+        try await channel.close()
+        #expect(first.asked == [0.5])
+        #expect(spare.asked == [nil])  // no route left to move to: it waits out its timeout
+        // One route: nothing to move to, so nothing is given up early.
+        let alone = CarryLog(heldUp: false)
+        let single = RouteConnector(routes: [LoggedRoute(log: alone)])
+        try await single.connect(host: "10.0.0.1", port: 8000, timeout: 5, on: loop).close()
+        #expect(alone.asked == [nil])
+        // Held up everywhere: the failure is this side's, nothing is held against the target.
+        let both = RouteConnector(routes: [
+            LoggedRoute(log: CarryLog(heldUp: true)), LoggedRoute(log: CarryLog(heldUp: true)),
+        ])
+        let error = await #expect(throws: UpstreamConnectError.self) {
+            try await both.connect(host: "10.0.0.1", port: 8000, timeout: 5, on: loop)
+        }
+        #expect(error?.kind == .ourSide)
+    }
+
     func name(_ route: any HTTPRoute) -> String { (route as? PendingRoute)?.name ?? "?" }
+}
+
+/// What a ``LoggedRoute`` was asked: `heldUpAfter` of each carry.
+private final class CarryLog: Sendable {
+    let heldUp: Bool
+    private let calls = Locked<[Double?]>([])
+    init(heldUp: Bool) { self.heldUp = heldUp }
+    var asked: [Double?] { calls.value }
+    func add(_ after: Double?) { calls.withLock { $0.append(after) } }
+}
+
+/// A route that gives a connection up as held up (when asked to and `log.heldUp`), or else
+/// carries it nowhere: the socket stays open, so the connection looks made.
+private struct LoggedRoute: HTTPRoute {
+    let log: CarryLog
+    func carry(_ client: Int32, host: String, port: Int, timeout: Double) async throws {
+        try await carry(client, host: host, port: port, timeout: timeout, heldUpAfter: nil)
+    }
+    func carry(_ client: Int32, host: String, port: Int, timeout: Double, heldUpAfter: Double?) async throws {
+        log.add(heldUpAfter)
+        if log.heldUp {
+            close(client)
+            var error = RouteError(
+                .ourSide, .unreachable(url: "http://\(host):\(port)", message: "held up", hint: ""))
+            error.heldUp = heldUpAfter != nil
+            throw error
+        }
+        // A real route would carry `client`; this one lets it go with the test process.
+        _ = client
+    }
 }
 
 /// A route that carries nothing and says which open it has pending, and for how long.
