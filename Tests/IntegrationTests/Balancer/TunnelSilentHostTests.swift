@@ -137,6 +137,50 @@ extension TunnelSilentHostTests {
     }
 }
 
+extension TunnelSilentHostTests {
+    /// The other side of the stalled-request checks: a replica that is merely slow (8
+    /// non-streamed requests of 4 s each, nothing ends meanwhile) is checked more often than
+    /// the interval, answers `/health`, and stays in rotation; every request succeeds.
+    @Test func aSlowReplicaThatAnswersHealthStaysInRotation() async throws {
+        let slow = try BalancerSim(key: key, tokenDelay: 0.5)
+        try await slow.waitHealthy()
+        let events = TimedEvents()
+        let connector = CountingRoute(RouteConnector(route: RemoteHost(options: LocalSSH.options())))
+        try await withBalancer(replicas: [slow.replica], connector: connector, onEvent: events.callback) {
+            _, port in
+            // The first check has been made.
+            while connector.count == 0 { try await Task.sleep(for: .milliseconds(20)) }
+            let before = connector.count
+            let results = await TestClient.many(port: port, count: 8, concurrency: 8) { i in
+                .completion(stream: false, key: key, maxTokens: 8, prompt: "slow \(i)")
+            }
+            let checks = connector.count - before - 8
+            print("a slow replica: \(checks) checks while its 8 requests of 4 s ran")
+            #expect(results.allSatisfy { $0.ok }, "\(results.filter { !$0.ok }.prefix(2))")
+            #expect(checks >= 4, "the stalled requests did not bring checks forward: \(checks)")
+            #expect(
+                !events.lines(since: .distantPast).contains("out of rotation"),
+                "\(events.lines(since: .distantPast))")
+        }
+        slow.kill()
+    }
+}
+
+/// A connector that counts the connections it makes (health checks and requests).
+final class CountingRoute: UpstreamConnector {
+    private let inner: RouteConnector
+    private let connects = Locked(0)
+    var count: Int { connects.value }
+    init(_ inner: RouteConnector) { self.inner = inner }
+
+    func connect(host: String, port: Int, timeout: Double, on eventLoop: any EventLoop) async throws
+        -> any Channel
+    {
+        connects.withLock { $0 += 1 }
+        return try await inner.connect(host: host, port: port, timeout: timeout, on: eventLoop)
+    }
+}
+
 /// What `body` returned or threw.
 private func outcome<T: Sendable>(_ body: @Sendable () async throws -> T) async -> Result<T, any Error> {
     do { return .success(try await body()) } catch { return .failure(error) }
