@@ -112,6 +112,11 @@ public struct RouteConnector: UpstreamConnector {
     public var routes: [any HTTPRoute]
     /// Seconds a route's pending connection may hold it up before the next route is used.
     public var spareAfter: Double = 0.5
+    /// A connection may always take this many times its route's typical time to be made
+    /// (``HTTPRoute/typicalOpenSeconds``), whatever shorter timeout it was given: on a slow
+    /// link (a long round trip to the login node), a short deadline meant to notice a silent
+    /// node would otherwise fail connections to healthy ones.
+    public var typicalOpenAllowance: Double = 4
     /// Targets (`host:port`) whose last connection got no answer.
     private let unanswered = Locked<Set<String>>([])
 
@@ -155,7 +160,8 @@ public struct RouteConnector: UpstreamConnector {
                 throw UpstreamConnectError(.ourSide, "socketpair: \(String(cString: strerror(errno)))")
             }
             let index = pickRouteIndex(for: target, excluding: heldUpOn)
-            let remaining = timeout - Double(MonotonicClock.now() - start) / 1e9
+            let allowed = max(timeout, typicalOpenAllowance * (routes[index].typicalOpenSeconds ?? 0))
+            let remaining = allowed - Double(MonotonicClock.now() - start) / 1e9
             // A connection held up behind another target's open (one SSH session opens one
             // channel at a time) moves to a route it has not been held up on, if any is left.
             let another = heldUpOn.count + 1 < routes.count

@@ -27,12 +27,17 @@ public protocol HTTPRoute: Sendable {
     /// The target (`host:port`) of the connection counted by ``openPendingSeconds``; nil when
     /// none waits.
     var openPendingTarget: String? { get }
+
+    /// Seconds a connection has typically taken to be made on this route (through SSH: the
+    /// round trip to the SSH server and its connect); nil when unknown.
+    var typicalOpenSeconds: Double? { get }
 }
 
 extension HTTPRoute {
     /// Routes whose connections do not wait for one another.
     public var openPendingSeconds: Double? { nil }
     public var openPendingTarget: String? { nil }
+    public var typicalOpenSeconds: Double? { nil }
 
     /// Routes whose connections do not wait for one another are never held up.
     public func carry(_ client: Int32, host: String, port: Int, timeout: Double, heldUpAfter: Double?)

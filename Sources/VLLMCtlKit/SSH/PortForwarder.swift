@@ -105,6 +105,9 @@ public final class PortForwarder: @unchecked Sendable {
     /// When the channel open now pending began (nil: none is), and its target.
     private var openingSince: UInt64?
     private var openingTarget: String?
+    /// Seconds a channel open typically takes on this session (a moving average of those
+    /// answered in time); nil before the first.
+    private var typicalOpen: Double?
 
     // Only the loop's thread touches what follows.
     private var session: SSHSession?
@@ -254,6 +257,11 @@ public final class PortForwarder: @unchecked Sendable {
     /// The target (`host:port`) of the channel open now in progress; nil when none is. Safe
     /// from any thread.
     public var openPendingTarget: String? { stopLock.withLock { openingTarget } }
+
+    /// Seconds a channel open has typically taken on this session (a moving average of the
+    /// opens answered within their timeout: the round trip to the SSH server and its connect
+    /// to the target); nil before the first. Safe from any thread.
+    public var typicalOpenSeconds: Double? { stopLock.withLock { typicalOpen } }
 
     /// `accept` calls that failed for want of descriptors or memory, so far: with the pause
     /// after each, at most one a second (tests count them to see that the loop does not spin).
@@ -628,6 +636,8 @@ public final class PortForwarder: @unchecked Sendable {
                 closing.append(channel)
                 f.channel = nil
             } else {
+                let took = Double(now - f.openStartedAt) / 1e9
+                stopLock.withLock { typicalOpen = typicalOpen.map { 0.8 * $0 + 0.2 * took } ?? took }
                 f.opened?(nil)
                 f.opened = nil
                 active.append(f)

@@ -18,6 +18,9 @@ extension RemoteHost: HTTPRoute {
     /// The target of that open; see ``PortForwarder/openPendingTarget``.
     public var openPendingTarget: String? { currentHTTPForwarder?.openPendingTarget }
 
+    /// See ``PortForwarder/typicalOpenSeconds``.
+    public var typicalOpenSeconds: Double? { currentHTTPForwarder?.typicalOpenSeconds }
+
     public func carry(_ client: Int32, host: String, port: Int, timeout: Double) async throws {
         try await carry(client, host: host, port: port, timeout: timeout, heldUpAfter: nil)
     }

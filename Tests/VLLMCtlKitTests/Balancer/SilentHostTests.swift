@@ -86,27 +86,46 @@ import Testing
         #expect(error?.kind == .ourSide)
     }
 
+    /// On a slow link a short connection deadline (a health check's 1 s) is stretched to four
+    /// times the route's typical open, so healthy replicas are not failed for the link's sake.
+    @Test func aShortDeadlineGrowsWithTheRoutesTypicalOpen() async throws {
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        for (typical, expected) in [(nil, 1.0), (0.05, 1.0), (0.5, 2.0)] as [(Double?, Double)] {
+            let log = CarryLog(heldUp: false, typical: typical)
+            let connector = RouteConnector(routes: [LoggedRoute(log: log)])
+            try await connector.connect(host: "10.0.0.1", port: 8000, timeout: 1, on: loop).close()
+            let given = try #require(log.timeouts.first)
+            #expect(abs(given - expected) < 0.05, "typical \(String(describing: typical)): \(given)")
+        }
+    }
+
     func name(_ route: any HTTPRoute) -> String { (route as? PendingRoute)?.name ?? "?" }
 }
 
 /// What a ``LoggedRoute`` was asked: `heldUpAfter` of each carry.
 private final class CarryLog: Sendable {
     let heldUp: Bool
-    private let calls = Locked<[Double?]>([])
-    init(heldUp: Bool) { self.heldUp = heldUp }
-    var asked: [Double?] { calls.value }
-    func add(_ after: Double?) { calls.withLock { $0.append(after) } }
+    let typical: Double?
+    private let calls = Locked<[(after: Double?, timeout: Double)]>([])
+    init(heldUp: Bool, typical: Double? = nil) {
+        self.heldUp = heldUp
+        self.typical = typical
+    }
+    var asked: [Double?] { calls.value.map(\.after) }
+    var timeouts: [Double] { calls.value.map(\.timeout) }
+    func add(_ after: Double?, timeout: Double) { calls.withLock { $0.append((after, timeout)) } }
 }
 
 /// A route that gives a connection up as held up (when asked to and `log.heldUp`), or else
 /// carries it nowhere: the socket stays open, so the connection looks made.
 private struct LoggedRoute: HTTPRoute {
     let log: CarryLog
+    var typicalOpenSeconds: Double? { log.typical }
     func carry(_ client: Int32, host: String, port: Int, timeout: Double) async throws {
         try await carry(client, host: host, port: port, timeout: timeout, heldUpAfter: nil)
     }
     func carry(_ client: Int32, host: String, port: Int, timeout: Double, heldUpAfter: Double?) async throws {
-        log.add(heldUpAfter)
+        log.add(heldUpAfter, timeout: timeout)
         if log.heldUp {
             close(client)
             var error = RouteError(
