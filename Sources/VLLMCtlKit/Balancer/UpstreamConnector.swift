@@ -143,8 +143,15 @@ public struct RouteConnector: UpstreamConnector {
         if candidates.isEmpty { candidates = Array(routes.indices) }
         if let own = candidates.first(where: { routes[$0].openPendingTarget == target }) { return own }
         if unanswered.withLock({ $0.contains(target) }) { return candidates[0] }
-        return candidates.first { (routes[$0].openPendingSeconds ?? 0) < spareAfter }
+        return candidates.first { (routes[$0].openPendingSeconds ?? 0) < heldUpAfter(routes[$0]) }
             ?? candidates[candidates.count - 1]
+    }
+
+    /// Seconds a pending connection on `route` must have waited to count as holding it up:
+    /// ``spareAfter``, or longer on a route whose connections typically take long (a slow link),
+    /// where a pending one of that age is only the usual wait.
+    func heldUpAfter(_ route: any HTTPRoute) -> Double {
+        max(spareAfter, typicalOpenAllowance * (route.typicalOpenSeconds ?? 0))
     }
 
     public func connect(host: String, port: Int, timeout: Double, on eventLoop: any EventLoop) async throws
@@ -168,7 +175,7 @@ public struct RouteConnector: UpstreamConnector {
             do {
                 try await routes[index].carry(
                     fds[1], host: host, port: port, timeout: max(remaining, 0.05),
-                    heldUpAfter: another ? spareAfter : nil)
+                    heldUpAfter: another ? heldUpAfter(routes[index]) : nil)
                 unanswered.withLock { _ = $0.remove(target) }
                 break
             } catch let error as RouteError where error.heldUp && another && remaining > 0.1 {

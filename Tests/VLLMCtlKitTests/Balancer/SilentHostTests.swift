@@ -99,6 +99,21 @@ import Testing
         }
     }
 
+    /// On a slow link an open pending for 0.5 s is the usual wait, not a route held up.
+    @Test func aRouteIsHeldUpOnlyByAnOpenLongerThanItsUsual() {
+        let slow = RouteConnector(routes: [
+            PendingRoute(name: "a", target: "10.0.0.1:8000", seconds: 0.6, typical: 0.4),
+            PendingRoute(name: "b"),
+        ])
+        #expect(name(slow.pickRoute(for: "10.0.0.2:8000")) == "a")
+        #expect(slow.heldUpAfter(slow.routes[0]) == 1.6)
+        let fast = RouteConnector(routes: [
+            PendingRoute(name: "a", target: "10.0.0.1:8000", seconds: 0.6, typical: 0.01),
+            PendingRoute(name: "b"),
+        ])
+        #expect(name(fast.pickRoute(for: "10.0.0.2:8000")) == "b")
+    }
+
     func name(_ route: any HTTPRoute) -> String { (route as? PendingRoute)?.name ?? "?" }
 }
 
@@ -143,7 +158,9 @@ private struct PendingRoute: HTTPRoute {
     let name: String
     var target: String?
     var seconds: Double?
+    var typical: Double?
     var openPendingSeconds: Double? { seconds }
+    var typicalOpenSeconds: Double? { typical }
     var openPendingTarget: String? { target }
     func carry(_ client: Int32, host: String, port: Int, timeout: Double) async throws {
         close(client)
