@@ -149,7 +149,13 @@ public final class Balancer: Sendable {
                         let outcome = await HealthCheck.run(
                             replica, connector: engine.connector, on: engine.group.next(),
                             timeout: engine.settings.healthTimeout,
-                            connectTimeout: engine.settings.healthConnectTimeout)
+                            connectTimeout: engine.settings.healthConnectTimeout,
+                            stalledAfter: engine.settings.stalledCheckAfter,
+                            stalled: { [settings = engine.settings] in
+                                engine.state.withLock {
+                                    $0.table.isStalled(replica, for: settings.stalledCheckAfter)
+                                }
+                            })
                         if Task.isCancelled { break }
                         engine.update { $0.health(replica, outcome) }
                         // A replica in rotation that just failed a check is checked again at
