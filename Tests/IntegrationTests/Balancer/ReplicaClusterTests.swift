@@ -162,7 +162,8 @@ extension LocalCluster {
                 let left = r.secondsToLeave(victim, since: harmedAt)
                 print(
                     "\(tag) through \(e.label): \(victim) left rotation after "
-                        + "\(left.map { String(format: "%.2f s", $0) } ?? "never"); \(r)")
+                        + "\(left.map { String(format: "%.2f s", $0) } ?? "never") "
+                        + "(\(r.leaving(victim, since: harmedAt)?.why ?? "-")); \(r)")
                 #expect(r.failedUnstarted == 0, "\(tag), \(e.label): \(r)")
                 #expect(r.ok + r.failedStarted == 300, "\(tag), \(e.label): \(r)")
                 #expect(
