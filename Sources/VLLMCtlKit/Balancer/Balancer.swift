@@ -148,7 +148,14 @@ public final class Balancer: Sendable {
                     while !Task.isCancelled {
                         let outcome = await HealthCheck.run(
                             replica, connector: engine.connector, on: engine.group.next(),
-                            timeout: engine.settings.healthTimeout)
+                            timeout: engine.settings.healthTimeout,
+                            connectTimeout: engine.settings.healthConnectTimeout,
+                            stalledAfter: engine.settings.stalledCheckAfter,
+                            stalled: { [settings = engine.settings] in
+                                engine.state.withLock {
+                                    $0.table.isStalled(replica, for: settings.stalledCheckAfter)
+                                }
+                            })
                         if Task.isCancelled { break }
                         engine.update { $0.health(replica, outcome) }
                         // A replica in rotation that just failed a check is checked again at
@@ -159,13 +166,31 @@ public final class Balancer: Sendable {
                                 engine.state.withLock { $0.table.isInRotation(replica) }
                             } else { false }
                         if suspect { continue }
-                        try? await Task.sleep(for: .seconds(engine.settings.healthInterval))
+                        await Self.waitForNextCheck(of: replica, engine: engine)
                     }
                 }
             }
             return stale
         }
         for task in stale { task.cancel() }
+    }
+
+    /// Waits for the next health check of `replica`: the interval, or less once its requests
+    /// stall (``ReplicaTable/isStalled(_:for:now:)``): a node whose link went down is then
+    /// checked within about ``BalancerSettings/stalledCheckAfter`` of its last response instead
+    /// of up to an interval later. Looks every 100 ms, under the table's lock only.
+    private static func waitForNextCheck(of replica: Replica, engine: BalancerEngine) async {
+        let settings = engine.settings
+        let gap = max(0.1, min(settings.stalledCheckAfter, settings.healthInterval))
+        let start = MonotonicClock.now()
+        func elapsed() -> Double { Double(MonotonicClock.now() - start) / 1e9 }
+        try? await Task.sleep(for: .seconds(gap))
+        while !Task.isCancelled && elapsed() < settings.healthInterval {
+            if engine.state.withLock({ $0.table.isStalled(replica, for: settings.stalledCheckAfter) }) {
+                return
+            }
+            try? await Task.sleep(for: .seconds(min(0.1, max(settings.healthInterval - elapsed(), 0.001))))
+        }
     }
 
     /// The safety net: a balancer dropped without ``shutdown()`` stops its health checks and

@@ -25,6 +25,17 @@ public struct BalancerSettings: Sendable {
     public var healthInterval: Double = 2
     /// Seconds a health check may take (connection and answer).
     public var healthTimeout: Double = 2
+    /// Seconds of ``healthTimeout`` within which a health check's connection must be made
+    /// (through SSH: the channel open, i.e. the login node's connect to the replica). A server
+    /// that is busy or slow still has its connections accepted at once by its host's kernel,
+    /// so a check whose connection is not made in this time failed (its host or link is gone);
+    /// a check whose connection is made has the rest of ``healthTimeout`` for its answer.
+    public var healthConnectTimeout: Double = 1
+    /// Seconds a replica with requests in flight may go without a response ending before it is
+    /// checked at once instead of at the next interval (a node whose link is down refuses
+    /// nothing: its requests just stall). Only a reason to look, never to take it out: the
+    /// check decides. Checks triggered this way are at least this far apart.
+    public var stalledCheckAfter: Double = 0.5
     /// Failed health checks in a row that take a replica out of rotation.
     public var failuresToLeave: Int = 2
     /// Successful health checks in a row that bring a replica back.

@@ -34,6 +34,9 @@ struct ReplicaState: Sendable {
     var successes = 0
     var latency = LatencyWindow()
     var lastError: String?
+    /// When (``MonotonicClock``, ns) the replica last showed progress: a response from it ended
+    /// (whole or broken), or it got a request while it had none in flight.
+    var lastProgress: UInt64 = 0
 
     var takesRequests: Bool { inRotation && !draining && !leaving }
 }
@@ -84,7 +87,10 @@ struct ReplicaTable: Sendable {
 
     /// The replica for the next attempt: least requests in flight among those in rotation and
     /// not in `excluding`, ties broken at random; counts the attempt.
-    mutating func pick(excluding: Set<Replica>, using rng: inout some RandomNumberGenerator) -> Replica? {
+    mutating func pick(
+        excluding: Set<Replica>, using rng: inout some RandomNumberGenerator,
+        now: UInt64 = MonotonicClock.now()
+    ) -> Replica? {
         var best: [Replica] = []
         var least = Int.max
         for r in order where !excluding.contains(r) {
@@ -97,6 +103,7 @@ struct ReplicaTable: Sendable {
             }
         }
         guard let chosen = best.randomElement(using: &rng) else { return nil }
+        if states[chosen]?.inFlight == 0 { states[chosen]?.lastProgress = now }
         states[chosen]?.inFlight += 1
         states[chosen]?.requests += 1
         return chosen
@@ -106,12 +113,15 @@ struct ReplicaTable: Sendable {
     var anyInRotation: Bool { states.values.contains { $0.takesRequests } }
 
     /// Records how an attempt picked by `pick` ended.
-    mutating func finish(_ replica: Replica, _ outcome: AttemptOutcome) -> [BalancerEvent] {
+    mutating func finish(_ replica: Replica, _ outcome: AttemptOutcome, now: UInt64 = MonotonicClock.now())
+        -> [BalancerEvent]
+    {
         guard var s = states[replica] else { return [] }
         s.inFlight = max(s.inFlight - 1, 0)
         var events: [BalancerEvent] = []
         switch outcome {
         case .responded(let status, let head):
+            s.lastProgress = now
             s.latency.add(head)
             if status >= 500 {
                 s.failures += 1
@@ -120,6 +130,7 @@ struct ReplicaTable: Sendable {
                 s.successes += 1
             }
         case .broken(_, let head, let reason):
+            s.lastProgress = now
             s.latency.add(head)
             s.failures += 1
             s.lastError = reason
@@ -190,6 +201,15 @@ struct ReplicaTable: Sendable {
         s.draining = true
         states[replica] = s
         return s.inFlight == 0 ? [.draining(replica), .drained(replica)] : [.draining(replica)]
+    }
+
+    /// Whether `replica` takes requests, has some in flight, and none of its attempts has ended
+    /// for `seconds` (nor has it got its first request in that time): its host may have gone
+    /// silent (a node whose link is down refuses nothing), so it is worth a health check now
+    /// rather than at the next interval. Only a reason to look: the check decides.
+    func isStalled(_ replica: Replica, for seconds: Double, now: UInt64 = MonotonicClock.now()) -> Bool {
+        guard let s = states[replica], s.takesRequests, s.inFlight > 0 else { return false }
+        return now >= s.lastProgress && Double(now - s.lastProgress) / 1e9 >= seconds
     }
 
     /// Requests in flight on `replica`; nil once it is gone.

@@ -105,12 +105,18 @@ public struct RouteConnector: UpstreamConnector {
     /// Where connections come from: the first route, unless a connection it is making has
     /// waited ``spareAfter`` seconds or more (an SSH session opens one channel at a time, and
     /// an open to a node that is gone can wait at sshd for up to a minute); then the first
-    /// route that is not held up, or the last. A target whose last connection got no answer
-    /// always uses the first route, so that its own opens queue there (and fail at once
-    /// behind its pending one) instead of holding up a spare as well.
+    /// route that is not held up, or the last. A target with an open pending on a route uses
+    /// that route, and one whose last connection got no answer the first, so that its own
+    /// opens queue behind its pending one (and fail there once it has waited longer than they
+    /// would) instead of holding up a spare as well: one silent target holds up one route.
     public var routes: [any HTTPRoute]
     /// Seconds a route's pending connection may hold it up before the next route is used.
     public var spareAfter: Double = 0.5
+    /// A connection may always take this many times its route's typical time to be made
+    /// (``HTTPRoute/typicalOpenSeconds``), whatever shorter timeout it was given: on a slow
+    /// link (a long round trip to the login node), a short deadline meant to notice a silent
+    /// node would otherwise fail connections to healthy ones.
+    public var typicalOpenAllowance: Double = 4
     /// Targets (`host:port`) whose last connection got no answer.
     private let unanswered = Locked<Set<String>>([])
 
@@ -128,28 +134,60 @@ public struct RouteConnector: UpstreamConnector {
     }
 
     /// The route for the next connection to `target`.
-    func pickRoute(for target: String) -> any HTTPRoute {
-        if unanswered.withLock({ $0.contains(target) }) { return routes[0] }
-        return routes.first { ($0.openPendingSeconds ?? 0) < spareAfter } ?? routes[routes.count - 1]
+    func pickRoute(for target: String) -> any HTTPRoute { routes[pickRouteIndex(for: target, excluding: [])] }
+
+    /// The index of the route for the next connection to `target`, among those not in
+    /// `excluding` (all, if it excludes every one).
+    func pickRouteIndex(for target: String, excluding: Set<Int>) -> Int {
+        var candidates = routes.indices.filter { !excluding.contains($0) }
+        if candidates.isEmpty { candidates = Array(routes.indices) }
+        if let own = candidates.first(where: { routes[$0].openPendingTarget == target }) { return own }
+        if unanswered.withLock({ $0.contains(target) }) { return candidates[0] }
+        return candidates.first { (routes[$0].openPendingSeconds ?? 0) < heldUpAfter(routes[$0]) }
+            ?? candidates[candidates.count - 1]
+    }
+
+    /// Seconds a pending connection on `route` must have waited to count as holding it up:
+    /// ``spareAfter``, or longer on a route whose connections typically take long (a slow link),
+    /// where a pending one of that age is only the usual wait.
+    func heldUpAfter(_ route: any HTTPRoute) -> Double {
+        max(spareAfter, typicalOpenAllowance * (route.typicalOpenSeconds ?? 0))
     }
 
     public func connect(host: String, port: Int, timeout: Double, on eventLoop: any EventLoop) async throws
         -> any Channel
     {
-        var fds: [Int32] = [-1, -1]
-        guard socketpair(AF_UNIX, SocketType.stream | SocketType.closeOnExec, 0, &fds) == 0
-        else {
-            throw UpstreamConnectError(.ourSide, "socketpair: \(String(cString: strerror(errno)))")
-        }
         let target = URLTarget.hostPort(host, port)
-        do {
-            try await pickRoute(for: target).carry(fds[1], host: host, port: port, timeout: timeout)
-            unanswered.withLock { _ = $0.remove(target) }
-        } catch {
-            Glibc.close(fds[0])
-            let classified = Self.classify(error)
-            if classified.kind == .unanswered { unanswered.withLock { _ = $0.insert(target) } }
-            throw classified
+        let start = MonotonicClock.now()
+        var heldUpOn: Set<Int> = []
+        var fds: [Int32] = [-1, -1]
+        while true {
+            guard socketpair(AF_UNIX, SocketType.stream | SocketType.closeOnExec, 0, &fds) == 0
+            else {
+                throw UpstreamConnectError(.ourSide, "socketpair: \(String(cString: strerror(errno)))")
+            }
+            let index = pickRouteIndex(for: target, excluding: heldUpOn)
+            let allowed = max(timeout, typicalOpenAllowance * (routes[index].typicalOpenSeconds ?? 0))
+            let remaining = allowed - Double(MonotonicClock.now() - start) / 1e9
+            // A connection held up behind another target's open (one SSH session opens one
+            // channel at a time) moves to a route it has not been held up on, if any is left.
+            let another = heldUpOn.count + 1 < routes.count
+            do {
+                try await routes[index].carry(
+                    fds[1], host: host, port: port, timeout: max(remaining, 0.05),
+                    heldUpAfter: another ? heldUpAfter(routes[index]) : nil)
+                unanswered.withLock { _ = $0.remove(target) }
+                break
+            } catch let error as RouteError where error.heldUp && another && remaining > 0.1 {
+                Glibc.close(fds[0])
+                heldUpOn.insert(index)
+                continue
+            } catch {
+                Glibc.close(fds[0])
+                let classified = Self.classify(error)
+                if classified.kind == .unanswered { unanswered.withLock { _ = $0.insert(target) } }
+                throw classified
+            }
         }
         do {
             return try await ClientBootstrap(group: eventLoop).withConnectedSocket(fds[0]).get()

@@ -12,15 +12,39 @@ public protocol HTTPRoute: Sendable {
     /// ``RouteError`` (and closes `client`) when the route cannot reach the target.
     func carry(_ client: Int32, host: String, port: Int, timeout: Double) async throws
 
+    /// ``carry(_:host:port:timeout:)``, except that a connection that has waited
+    /// `heldUpAfter` seconds behind another target's pending one (connections that wait for
+    /// one another, see ``openPendingSeconds``) is given up with a ``RouteError`` whose
+    /// ``RouteError/heldUp`` is true, so that the caller may carry it by another route; nil:
+    /// it waits out its timeout.
+    func carry(_ client: Int32, host: String, port: Int, timeout: Double, heldUpAfter: Double?) async throws
+
     /// Seconds a connection this route is making has been waiting for the far end's answer,
     /// when connections wait for one another (one SSH session opens one channel at a time);
     /// nil when none waits. A caller with another route may use that one meanwhile.
     var openPendingSeconds: Double? { get }
+
+    /// The target (`host:port`) of the connection counted by ``openPendingSeconds``; nil when
+    /// none waits.
+    var openPendingTarget: String? { get }
+
+    /// Seconds a connection has typically taken to be made on this route (through SSH: the
+    /// round trip to the SSH server and its connect); nil when unknown.
+    var typicalOpenSeconds: Double? { get }
 }
 
 extension HTTPRoute {
     /// Routes whose connections do not wait for one another.
     public var openPendingSeconds: Double? { nil }
+    public var openPendingTarget: String? { nil }
+    public var typicalOpenSeconds: Double? { nil }
+
+    /// Routes whose connections do not wait for one another are never held up.
+    public func carry(_ client: Int32, host: String, port: Int, timeout: Double, heldUpAfter: Double?)
+        async throws
+    {
+        try await carry(client, host: host, port: port, timeout: timeout)
+    }
 }
 
 /// Whose fault a failed connection to a target is, and so what can be concluded about the
@@ -44,6 +68,10 @@ public struct RouteError: Error, Sendable, CustomStringConvertible {
     public var kind: ConnectFault
     /// What to tell a user (``VLLMCtlError/unreachable(url:message:hint:)``).
     public var error: VLLMCtlError
+    /// The connection was given up because it waited behind another target's pending one
+    /// (``HTTPRoute/carry(_:host:port:timeout:heldUpAfter:)``): ``ConnectFault/ourSide``, and
+    /// another route may carry it.
+    public var heldUp = false
 
     /// A failure of `kind`, told as `error`.
     public init(_ kind: ConnectFault, _ error: VLLMCtlError) {

@@ -102,8 +102,12 @@ public final class PortForwarder: @unchecked Sendable {
     private var running = false
     private var lostReason: String?
     private var failedAccepts = 0
-    /// When the channel open now pending began (nil: none is).
+    /// When the channel open now pending began (nil: none is), and its target.
     private var openingSince: UInt64?
+    private var openingTarget: String?
+    /// Seconds a channel open typically takes on this session (a moving average of those
+    /// answered in time); nil before the first.
+    private var typicalOpen: Double?
 
     // Only the loop's thread touches what follows.
     private var session: SSHSession?
@@ -114,8 +118,11 @@ public final class PortForwarder: @unchecked Sendable {
     /// The one client whose channel libssh2 is opening; once `abandoned`, its client has gone.
     private var opening: Forward? {
         didSet {
-            let pending = opening != nil
-            stopLock.withLock { openingSince = pending ? (openingSince ?? MonotonicClock.now()) : nil }
+            let target = opening?.target
+            stopLock.withLock {
+                openingSince = target != nil ? (openingSince ?? MonotonicClock.now()) : nil
+                openingTarget = target
+            }
         }
     }
     private var active: [Forward] = []
@@ -189,9 +196,13 @@ public final class PortForwarder: @unchecked Sendable {
     /// Carries `client` (a connected socket the forwarder now owns) over a new channel to
     /// `host:port`. `opened` is called once, on the forwarder's thread: with nil when the
     /// channel is open, or with the reason it is not (the client is then closed). The open may
-    /// take `timeout` seconds. Safe from any thread.
+    /// take `timeout` seconds. With `heldUpAfter`, a client still queued once the open ahead of
+    /// it (to another target) has been pending that long fails as held up
+    /// (``ChannelOpenFailure/heldUp``), for its caller to carry it by another session. Safe
+    /// from any thread.
     public func inject(
-        client: Int32, host: String, port: Int, timeout: Double, opened: @escaping OpenResult
+        client: Int32, host: String, port: Int, timeout: Double, heldUpAfter: Double? = nil,
+        opened: @escaping OpenResult
     ) {
         _ = fcntl(client, F_SETFD, FD_CLOEXEC)
         _ = fcntl(client, F_SETFL, O_NONBLOCK)
@@ -199,6 +210,7 @@ public final class PortForwarder: @unchecked Sendable {
         f.openMessage = Self.openMessage(host: host, port: port)
         f.target = URLTarget.hostPort(host, port)
         f.openTimeout = timeout
+        f.heldUpAfter = heldUpAfter
         f.opened = opened
         f.closeOnClientEOF = true
         let (start, lost) = stopLock.withLock { () -> (Bool, String?) in
@@ -241,6 +253,15 @@ public final class PortForwarder: @unchecked Sendable {
     public var openPendingSeconds: Double? {
         stopLock.withLock { openingSince.map { Double(MonotonicClock.now() - $0) / 1e9 } }
     }
+
+    /// The target (`host:port`) of the channel open now in progress; nil when none is. Safe
+    /// from any thread.
+    public var openPendingTarget: String? { stopLock.withLock { openingTarget } }
+
+    /// Seconds a channel open has typically taken on this session (a moving average of the
+    /// opens answered within their timeout: the round trip to the SSH server and its connect
+    /// to the target); nil before the first. Safe from any thread.
+    public var typicalOpenSeconds: Double? { stopLock.withLock { typicalOpen } }
 
     /// `accept` calls that failed for want of descriptors or memory, so far: with the pause
     /// after each, at most one a second (tests count them to see that the loop does not spin).
@@ -595,7 +616,8 @@ public final class PortForwarder: @unchecked Sendable {
 
     /// Opens the channel of the first waiting client (one open at a time on a session). An
     /// open past its client's timeout fails that client and goes on without it; clients queued
-    /// behind it for the same target fail at once, others when their own wait runs out.
+    /// behind it for the same target fail once it has waited longer than they would (at once
+    /// when it is past its own timeout), others when their own wait runs out.
     private func openNext(_ s: SSHSession) -> Outcome? {
         let now = MonotonicClock.now()
         if opening == nil {
@@ -614,6 +636,8 @@ public final class PortForwarder: @unchecked Sendable {
                 closing.append(channel)
                 f.channel = nil
             } else {
+                let took = Double(now - f.openStartedAt) / 1e9
+                stopLock.withLock { typicalOpen = typicalOpen.map { 0.8 * $0 + 0.2 * took } ?? took }
                 f.opened?(nil)
                 f.opened = nil
                 active.append(f)
@@ -634,25 +658,33 @@ public final class PortForwarder: @unchecked Sendable {
             f.abandoned = true
             f.finished = false  // libssh2 still has to finish this open
         }
-        if f.abandoned {
-            for w in waiting where !w.finished {
-                let queued = Double(now - w.acceptedAt) / 1e9
-                if w.target == f.target {
-                    fail(
-                        w,
-                        ChannelOpenFailure(
-                            .unanswered,
-                            "no answer from \(w.target): a connection to it has been pending for \(Int(waited)) s"
-                        ))
-                } else if queued > w.openTimeout {
-                    // Nothing is known of this client's own target.
-                    fail(
-                        w,
-                        ChannelOpenFailure(
-                            .ourSide,
-                            "waited \(Self.seconds(w.openTimeout)) s behind a connection to \(f.target) that has not completed (libssh2 opens one channel at a time)"
-                        ))
-                }
+        // Each waiting client's own timeout holds, also while the open it waits behind is
+        // within its own. One for the same target fails as soon as that open has waited longer
+        // than this client would: its target has not answered for that long.
+        for w in waiting where !w.finished {
+            let queued = Double(now - w.acceptedAt) / 1e9
+            if w.target == f.target && (f.abandoned || waited > w.openTimeout) {
+                fail(
+                    w,
+                    ChannelOpenFailure(
+                        .unanswered,
+                        "no answer from \(w.target): a connection to it has been pending for \(Self.seconds((waited * 10).rounded() / 10)) s"
+                    ))
+            } else if w.target != f.target, let after = w.heldUpAfter, waited >= after {
+                var failure = ChannelOpenFailure(
+                    .ourSide,
+                    "held up behind a connection to \(f.target) pending for \(Self.seconds((waited * 10).rounded() / 10)) s (libssh2 opens one channel at a time)"
+                )
+                failure.heldUp = true
+                fail(w, failure)
+            } else if queued > w.openTimeout {
+                // Nothing is known of this client's own target.
+                fail(
+                    w,
+                    ChannelOpenFailure(
+                        .ourSide,
+                        "waited \(Self.seconds(w.openTimeout)) s behind a connection to \(f.target) that has not completed (libssh2 opens one channel at a time)"
+                    ))
             }
         }
         return outcome
@@ -884,6 +916,9 @@ final class Forward {
     /// Seconds the channel may take to open, from `openStartedAt`.
     var openTimeout: Double = 5
     var openStartedAt: UInt64 = 0
+    /// Seconds the open ahead (to another target) may be pending before this client fails as
+    /// held up; nil: it waits out `openTimeout`.
+    var heldUpAfter: Double?
     /// Told once how the open ended (injected clients).
     var opened: PortForwarder.OpenResult?
     /// The client went away while its open went on (timed out); libssh2 must still finish it.
@@ -972,6 +1007,9 @@ public struct ChannelOpenFailure: Error, Sendable, Equatable, CustomStringConver
     public var kind: ConnectFault
     /// What happened, in words.
     public var reason: String
+    /// The client was given up while it waited behind another target's pending open (it asked
+    /// for that with `heldUpAfter`); the kind is ``ConnectFault/ourSide``.
+    public var heldUp = false
 
     /// A failure of `kind`.
     public init(_ kind: ConnectFault, _ reason: String) {

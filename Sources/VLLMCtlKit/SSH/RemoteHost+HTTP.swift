@@ -15,7 +15,19 @@ extension RemoteHost: HTTPRoute {
     /// ``PortForwarder/openPendingSeconds``.
     public var openPendingSeconds: Double? { currentHTTPForwarder?.openPendingSeconds }
 
+    /// The target of that open; see ``PortForwarder/openPendingTarget``.
+    public var openPendingTarget: String? { currentHTTPForwarder?.openPendingTarget }
+
+    /// See ``PortForwarder/typicalOpenSeconds``.
+    public var typicalOpenSeconds: Double? { currentHTTPForwarder?.typicalOpenSeconds }
+
     public func carry(_ client: Int32, host: String, port: Int, timeout: Double) async throws {
+        try await carry(client, host: host, port: port, timeout: timeout, heldUpAfter: nil)
+    }
+
+    public func carry(_ client: Int32, host: String, port: Int, timeout: Double, heldUpAfter: Double?)
+        async throws
+    {
         let target = URLTarget.hostPort(host, port)
         let url = "http://\(target)"
         let forwarder: PortForwarder
@@ -38,7 +50,9 @@ extension RemoteHost: HTTPRoute {
         }
         let failure = await withCheckedContinuation {
             (continuation: CheckedContinuation<ChannelOpenFailure?, Never>) in
-            forwarder.inject(client: client, host: host, port: port, timeout: max(timeout, 0.5)) {
+            forwarder.inject(
+                client: client, host: host, port: port, timeout: max(timeout, 0.5), heldUpAfter: heldUpAfter
+            ) {
                 continuation.resume(returning: $0)
             }
         }
@@ -49,7 +63,7 @@ extension RemoteHost: HTTPRoute {
             ? ": nothing listens there, or the node is down (sshd does not say which)"
             : text.contains("administratively prohibited")
                 ? ": sshd there does not allow TCP forwarding (AllowTcpForwarding/PermitOpen)" : ""
-        throw RouteError(
+        var error = RouteError(
             failure.kind,
             .unreachable(
                 url: url,
@@ -57,5 +71,7 @@ extension RemoteHost: HTTPRoute {
                 hint:
                     "Check the job with `vllmctl status`; from the login node itself, `curl \(url)/health` shows what it sees."
             ))
+        error.heldUp = failure.heldUp
+        throw error
     }
 }

@@ -89,12 +89,14 @@ let replicaLoadScript = #"""
                 now = time.time()
                 page[0] = obj
                 seen = {}
+                why = {}
                 for r in obj["replicas"]:
                     seen["%s:%d" % (r["host"], r["port"])] = r["state"]
+                    why["%s:%d" % (r["host"], r["port"])] = r.get("last_error")
                 for name in set(seen) | set(last):
                     state = seen.get(name, "absent")
                     if last.get(name) != state:
-                        transitions.append({"t": now, "replica": name, "state": state})
+                        transitions.append({"t": now, "replica": name, "state": state, "why": why.get(name)})
                         last[name] = state
             except Exception:
                 pass
@@ -121,6 +123,8 @@ struct ReplicaLoadReport: Decodable, CustomStringConvertible {
         var t: Double
         var replica: String
         var state: String
+        /// The replica's `last_error` on the page that showed the change.
+        var why: String?
     }
     var ok: Int
     var failedUnstarted: Int
@@ -145,8 +149,12 @@ struct ReplicaLoadReport: Decodable, CustomStringConvertible {
     /// Seconds from `since` (wall clock) until `replica` was first seen out of rotation (or
     /// gone from the page); nil if it never was.
     func secondsToLeave(_ replica: String, since: Double) -> Double? {
+        leaving(replica, since: since).map { $0.t - since }
+    }
+
+    /// The first change of `replica` out of rotation after `since`.
+    func leaving(_ replica: String, since: Double) -> Transition? {
         transitions.first { $0.replica == replica && $0.t >= since && $0.state != "in_rotation" }
-            .map { $0.t - since }
     }
 
     var description: String {
