@@ -4,8 +4,10 @@ import NIOHTTP1
 
 /// How forwarding one request over one upstream connection ended.
 enum ExchangeResult: Sendable {
-    /// The whole response went to the client; `reusable`: the connection may carry another.
-    case completed(status: Int, headSeconds: Double, reusable: Bool)
+    /// The whole response but its end went to the client; `reusable`: the connection may carry
+    /// another. The request's owner writes the end (with `trailers`) once it has counted the
+    /// attempt, so that a client that has its whole answer sees the counters include it.
+    case completed(status: Int, headSeconds: Double, reusable: Bool, trailers: HTTPHeaders?)
     /// The response had started when the connection broke (or the client left).
     case broken(status: Int, headSeconds: Double, reason: String)
     /// The replica refused, reset or closed before any response byte: safe to retry.
@@ -52,6 +54,7 @@ final class ClientSide: Sendable {
 }
 
 /// One request in flight on an upstream connection; lives on that connection's event loop.
+/// Its promise is on the client's event loop, where the request's owner (``Forwarding``) lives.
 final class Exchange {
     let client: ClientSide
     let clientVersion: HTTPVersion
@@ -76,8 +79,10 @@ final class Exchange {
     }
 }
 
-/// Relays a replica's response to the client as it arrives: each part is written and
-/// flushed at once, so SSE events pass unbuffered. While more than `highWater` bytes wait to
+/// Relays a replica's response to the client as it arrives: what one read from the replica
+/// brought is written to the client and flushed once that read has been handled
+/// (`channelReadComplete`), so SSE events pass unbuffered, and a small response (head, body
+/// and end in one read) goes out in one write, as nginx sends it. While more than `highWater` bytes wait to
 /// be written to a slow client, reading from the replica stops (backpressure). A replica that
 /// sends nothing for the exchange's read timeout (while reading is not paused) ends it: no
 /// request waits forever on a replica that accepted and never answers.
@@ -88,6 +93,8 @@ final class UpstreamHandler: ChannelInboundHandler {
     private var context: ChannelHandlerContext?
     private var exchange: Exchange?
     private var pendingBytes = 0
+    /// The client channel written to since the last flush.
+    private var unflushed: (any Channel)?
     private var paused = false
     private let highWater = 256 << 10
     private let lowWater = 64 << 10
@@ -172,11 +179,10 @@ final class UpstreamHandler: ChannelInboundHandler {
             self.exchange = nil
             silenceTimer?.cancel()
             silenceTimer = nil
-            exchange.client.channel.writeAndFlush(HTTPServerResponsePart.end(trailers), promise: nil)
             exchange.promise.succeed(
                 .completed(
                     status: exchange.status ?? 0, headSeconds: exchange.headSeconds,
-                    reusable: exchange.upstreamKeepAlive))
+                    reusable: exchange.upstreamKeepAlive, trailers: trailers))
         }
     }
 
@@ -184,9 +190,10 @@ final class UpstreamHandler: ChannelInboundHandler {
         _ part: HTTPServerResponsePart, bytes: Int, exchange: Exchange, context: ChannelHandlerContext
     ) {
         pendingBytes += bytes
+        unflushed = exchange.client.channel
         let loop = context.eventLoop
         let bound = NIOLoopBound((self, context), eventLoop: loop)
-        exchange.client.channel.writeAndFlush(part).hop(to: loop).whenComplete { result in
+        exchange.client.channel.write(part).hop(to: loop).whenComplete { result in
             let (handler, context) = bound.value
             handler.pendingBytes -= bytes
             if case .failure = result {
@@ -201,6 +208,14 @@ final class UpstreamHandler: ChannelInboundHandler {
             paused = true
             context.channel.setOption(.autoRead, value: false).whenFailure { _ in }
         }
+    }
+
+    /// Flushes what this read relayed (the end, written by the request's owner, is flushed
+    /// with it).
+    func channelReadComplete(context: ChannelHandlerContext) {
+        unflushed?.flush()
+        unflushed = nil
+        context.fireChannelReadComplete()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -224,6 +239,8 @@ final class UpstreamHandler: ChannelInboundHandler {
     }
 
     private func fail(_ reason: String, unacknowledged: Bool = false) {
+        unflushed?.flush()
+        unflushed = nil
         guard let exchange else { return }
         self.exchange = nil
         silenceTimer?.cancel()
@@ -260,21 +277,22 @@ struct UpstreamConnection: Sendable {
         }.get()
     }
 
-    /// Forwards one request and relays its response to `client`.
-    func forward(
+    /// Forwards one request and relays its response to `client`; `promise` (on the client's
+    /// event loop) says how it ended. On the connection's event loop (the usual case:
+    /// connections are made on their client's loop) it starts at once, else on that loop.
+    func begin(
         head: HTTPRequestHead, body: NIOCore.ByteBuffer, client: ClientSide, clientVersion: HTTPVersion,
-        clientKeepAlive: Bool, readTimeout: Double
-    ) async -> ExchangeResult {
+        clientKeepAlive: Bool, readTimeout: Double, promise: EventLoopPromise<ExchangeResult>
+    ) {
         let readTimeout = TimeAmount.nanoseconds(Int64(max(readTimeout, 0.001) * 1e9))
-        let promise = channel.eventLoop.makePromise(of: ExchangeResult.self)
         let handler = self.handler
-        channel.eventLoop.execute {
+        let start: @Sendable () -> Void = {
             handler.value.begin(
                 Exchange(
                     client: client, clientVersion: clientVersion, clientKeepAlive: clientKeepAlive,
                     readTimeout: readTimeout, promise: promise),
                 head: head, body: body)
         }
-        do { return try await promise.futureResult.get() } catch { return .beforeResponse("\(error)") }
+        if channel.eventLoop.inEventLoop { start() } else { channel.eventLoop.execute(start) }
     }
 }
