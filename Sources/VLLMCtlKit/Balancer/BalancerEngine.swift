@@ -115,19 +115,17 @@ final class BalancerEngine: Sendable {
     }
 
     /// The replica for the next attempt (``ReplicaTable/pick(excluding:using:)``), counted in
-    /// flight; nil when none not in `tried` is in rotation.
-    func pick(excluding tried: Set<Replica>) -> Replica? {
-        state.withLock { s in s.table.pick(excluding: tried, using: &s.rng) }
-    }
-
-    /// A kept-alive connection to `replica` on `loop`, if one is idle.
-    func takeIdle(_ replica: Replica, on loop: any EventLoop) -> UpstreamConnection? {
-        let key = PoolKey(replica: replica, loop: ObjectIdentifier(loop))
-        return state.withLock { s -> UpstreamConnection? in
+    /// flight, with a kept-alive connection to it on `loop` if one is idle (one lock for both);
+    /// nil when none not in `tried` is in rotation.
+    func pick(excluding tried: Set<Replica>, on loop: any EventLoop) -> (Replica, UpstreamConnection?)? {
+        let loopID = ObjectIdentifier(loop)
+        return state.withLock { s -> (Replica, UpstreamConnection?)? in
+            guard let replica = s.table.pick(excluding: tried, using: &s.rng) else { return nil }
+            let key = PoolKey(replica: replica, loop: loopID)
             while let c = s.idle[key]?.popLast() {
-                if c.channel.isActive { return c }
+                if c.channel.isActive { return (replica, c) }
             }
-            return nil
+            return (replica, nil)
         }
     }
 

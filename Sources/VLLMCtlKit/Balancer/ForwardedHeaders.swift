@@ -75,17 +75,24 @@ enum ForwardedHeaders {
         -> HTTPResponseHead
     {
         let tokens = connectionTokens(head.headers)
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(head.headers.count + 1)
-        for (name, value) in head.headers where !isConnectionScoped(name, tokens: tokens) {
-            headers.add(name: name, value: value)
+        var out = head
+        out.version = clientVersion
+        // Usually there is nothing to drop (vLLM's heads have no hop-by-hop header), and the
+        // head goes on as it came.
+        if head.headers.contains(where: { isConnectionScoped($0.name, tokens: tokens) }) {
+            var headers = HTTPHeaders()
+            headers.reserveCapacity(head.headers.count + 1)
+            for (name, value) in head.headers where !isConnectionScoped(name, tokens: tokens) {
+                headers.add(name: name, value: value)
+            }
+            out.headers = headers
         }
         if !keepAlive {
-            headers.add(name: "Connection", value: "close")
+            out.headers.add(name: "Connection", value: "close")
         } else if clientVersion == .http1_0 {
-            headers.add(name: "Connection", value: "keep-alive")
+            out.headers.add(name: "Connection", value: "keep-alive")
         }
-        return HTTPResponseHead(version: clientVersion, status: head.status, headers: headers)
+        return out
     }
 }
 

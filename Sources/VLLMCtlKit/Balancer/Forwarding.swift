@@ -47,12 +47,12 @@ final class Forwarding {
     /// The next replica not tried yet, or the balancer's own answer when there is none.
     private func nextReplica() {
         guard !client.isClosed else { return }
-        guard let replica = engine.pick(excluding: tried) else {
+        guard let (replica, pooled) = engine.pick(excluding: tried, on: loop) else {
             answerNoReplica()
             return
         }
         tried.insert(replica)
-        if let pooled = engine.takeIdle(replica, on: loop) {
+        if let pooled {
             send(on: pooled, to: replica)
         } else {
             connect(to: replica)

@@ -102,6 +102,8 @@ final class UpstreamHandler: ChannelInboundHandler {
     /// that checks it.
     private var lastRead = NIODeadline.now()
     private var silenceTimer: Scheduled<Void>?
+    /// When the scheduled check runs.
+    private var silenceDue = NIODeadline.distantFuture
     /// Called when the connection fails, with no request on it, because the replica's host
     /// stopped acknowledging (a keepalive probe of an idle pooled connection).
     private let onHostGone: @Sendable (String) -> Void
@@ -119,32 +121,36 @@ final class UpstreamHandler: ChannelInboundHandler {
         }
         self.exchange = exchange
         lastRead = .now()
-        checkSilence(after: exchange.readTimeout, context: context)
+        checkSilence(by: lastRead + exchange.readTimeout, context: context)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         if body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
     }
 
     /// Ends the exchange once the replica has been silent for its read timeout; checked when
-    /// the timeout could have run out, so a busy stream costs no timer per part.
-    private func checkSilence(after delay: TimeAmount, context: ChannelHandlerContext) {
+    /// the timeout could have run out, so a busy stream costs no timer per part. A check due
+    /// by `due` already is kept (it looks and schedules the next one), so back-to-back
+    /// requests on a kept-alive connection do not schedule a timer each; a check that finds no
+    /// exchange schedules none.
+    private func checkSilence(by due: NIODeadline, context: ChannelHandlerContext) {
+        if silenceTimer != nil && silenceDue <= due { return }
         silenceTimer?.cancel()
+        silenceDue = due
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        silenceTimer = context.eventLoop.scheduleTask(in: delay) {
+        silenceTimer = context.eventLoop.scheduleTask(deadline: due) {
             let (handler, context) = bound.value
+            handler.silenceTimer = nil
             guard let exchange = handler.exchange else { return }
-            let silent = NIODeadline.now() - handler.lastRead
-            if handler.paused || silent < exchange.readTimeout {
+            let now = NIODeadline.now()
+            if handler.paused || now - handler.lastRead < exchange.readTimeout {
                 // Not silent, or not reading (a slow client): look again later.
                 handler.checkSilence(
-                    after: handler.paused ? exchange.readTimeout : exchange.readTimeout - silent,
-                    context: context)
+                    by: (handler.paused ? now : handler.lastRead) + exchange.readTimeout, context: context)
                 return
             }
             let seconds = Double(exchange.readTimeout.nanoseconds) / 1e9
             let words =
                 "sent nothing for \(seconds == seconds.rounded() ? String(Int(seconds)) : String(format: "%.1f", seconds)) s"
-            handler.silenceTimer = nil
             handler.exchange = nil
             if let status = exchange.status {
                 exchange.promise.succeed(
@@ -176,9 +182,8 @@ final class UpstreamHandler: ChannelInboundHandler {
             relay(
                 .body(.byteBuffer(buffer)), bytes: buffer.readableBytes, exchange: exchange, context: context)
         case .end(let trailers):
+            // The silence check stays scheduled, for the connection's next request.
             self.exchange = nil
-            silenceTimer?.cancel()
-            silenceTimer = nil
             exchange.promise.succeed(
                 .completed(
                     status: exchange.status ?? 0, headSeconds: exchange.headSeconds,
@@ -189,8 +194,13 @@ final class UpstreamHandler: ChannelInboundHandler {
     private func relay(
         _ part: HTTPServerResponsePart, bytes: Int, exchange: Exchange, context: ChannelHandlerContext
     ) {
-        pendingBytes += bytes
         unflushed = exchange.client.channel
+        guard bytes > 0 else {
+            // A head: nothing to count, and a client gone shows on the body or end as well.
+            exchange.client.channel.write(part, promise: nil)
+            return
+        }
+        pendingBytes += bytes
         let loop = context.eventLoop
         let bound = NIOLoopBound((self, context), eventLoop: loop)
         exchange.client.channel.write(part).hop(to: loop).whenComplete { result in
@@ -219,6 +229,8 @@ final class UpstreamHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        silenceTimer?.cancel()
+        silenceTimer = nil
         fail("closed the connection")
         context.fireChannelInactive()
     }
