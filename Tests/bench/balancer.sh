@@ -25,7 +25,9 @@
 #
 # Knobs: BAL_BENCH_SECONDS (small: 4), BAL_BENCH_TOKEN_SECONDS (tokens: 8),
 # BAL_BENCH_CONCURRENCY ("1 32 256"), BAL_BENCH_LAPTOP (1; 0 skips the laptop variants),
-# BAL_BENCH_PARTS ("load memory": either or both).
+# BAL_BENCH_PARTS ("load memory": either or both), BAL_BENCH_BASE_BIN (another vllmctl binary,
+# e.g. main's: its gateway `gw-base` and balancing tunnel `tun-base` join the rotation, so a
+# change is compared with its baseline within one run).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 bin="${1:-${VLLMCTL_BIN:-$repo/.build/release/vllmctl}}"
@@ -35,10 +37,12 @@ concs="${BAL_BENCH_CONCURRENCY:-1 32 256}"
 laptop_too="${BAL_BENCH_LAPTOP:-1}"
 parts=" ${BAL_BENCH_PARTS:-load memory} "
 ssh_config="$repo/.cluster/ssh/ssh_config"
+base_bin="${BAL_BENCH_BASE_BIN:-}"
 load="$repo/Tests/bench/load.py"
 name=bench-bal
 export VLLMCTL_CONFIG="${VLLMCTL_CONFIG:-$repo/.cluster/vllmctl.yaml}"
 [[ -x "$bin" ]] || { echo "balancer.sh: no vllmctl binary at $bin" >&2; exit 1; }
+[[ -z "$base_bin" || -x "$base_bin" ]] || { echo "balancer.sh: no vllmctl binary at $base_bin (BAL_BENCH_BASE_BIN)" >&2; exit 1; }
 command -v nginx >/dev/null || { echo "balancer.sh: no nginx (apt-get install nginx-light; slurm/install-deps.sh)" >&2; exit 1; }
 
 work="$(mktemp -d)"
@@ -50,6 +54,7 @@ cleanup() {
   if ((laptop_too)); then
     "${laptop[@]}" "$bin" tunnel --close "$name@1" --cluster hpc >/dev/null 2>&1
     "${laptop[@]}" "$bin" tunnel --close "$name" --cluster hpc >/dev/null 2>&1
+    [[ -z "$base_bin" ]] || "${laptop[@]}" VLLMCTL_STATE_DIR="$work/state-base" "$base_bin" tunnel --close "$name" --cluster hpc >/dev/null 2>&1
   fi
   for p in "${tunnel_pids[@]}"; do kill "$p" 2>/dev/null; done
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
@@ -142,6 +147,14 @@ url[one]=${urls[0]}; where[one]=login
 url[gateway]=http://127.0.0.1:$gw_port; where[gateway]=login
 url[nginx]=http://127.0.0.1:$ng_port; where[nginx]=login
 variants=(one gateway nginx)
+if [[ -n "$base_bin" ]]; then
+  gwb_port=$(free_port)
+  "$base_bin" gateway "$name" --port "$gwb_port" --bind 127.0.0.1 --host 127.0.0.1 > "$work/gwb.out" 2>&1 &
+  gwb_pid=$!; pids+=("$gwb_pid")
+  wait_listening "$gwb_port" "$gwb_pid" || { echo "the baseline gateway did not start:" >&2; cat "$work/gwb.out" >&2; exit 1; }
+  url[gw-base]=http://127.0.0.1:$gwb_port; where[gw-base]=login
+  variants+=(gw-base)
+fi
 tun_pid=""
 if ((laptop_too)); then
   t="$("${laptop[@]}" "$bin" tunnel "$name" --cluster hpc --background --local-port 0 2>&1)" ||
@@ -162,6 +175,17 @@ if ((laptop_too)); then
     { echo "ssh -L did not start:" >&2; cat "$work/ssh.err" >&2; exit 1; }
   url[ssh-L]=http://127.0.0.1:$ssh_port; where[ssh-L]=laptop
   variants+=(tunnel tunnel@1 ssh-L)
+  if [[ -n "$base_bin" ]]; then
+    # A state directory of its own: the baseline's background tunnel has the same name.
+    cp -a "$VLLMCTL_STATE_DIR" "$work/state-base"
+    tb="$("${laptop[@]}" VLLMCTL_STATE_DIR="$work/state-base" "$base_bin" tunnel "$name" --cluster hpc --background --local-port 0 2>&1)" ||
+      { echo "the baseline balancing tunnel did not open: $tb" >&2; exit 1; }
+    url[tun-base]=$(grep -o 'http://127\.0\.0\.1:[0-9]*' <<<"$tb" | head -1); where[tun-base]=laptop
+    pb=$(grep -o 'pid [0-9]*' <<<"$tb" | head -1 | awk '{print $2}' || true)
+    [[ -z "$pb" ]] || tunnel_pids+=("$pb")
+    [[ -n "${url[tun-base]}" ]] || { echo "no tunnel URL in: $tb" >&2; exit 1; }
+    variants+=(tun-base)
+  fi
   [[ -n "${url[tunnel]}" && -n "${url[tunnel@1]}" ]] || { echo "no tunnel URL in: $t / $t1" >&2; exit 1; }
 fi
 
@@ -202,6 +226,7 @@ mem_run() { # VARIANT PIDS_CSV
 ng_all=$(printf '%s,' "$ng_pid" $(pgrep -P "$ng_pid" || true)); ng_all=${ng_all%,}
 if [[ $parts == *" memory "* ]]; then
   mem_run gateway "$gw_pid"
+  [[ -z "$base_bin" ]] || mem_run gw-base "$gwb_pid"
   mem_run nginx "$ng_all"
   if ((laptop_too)) && [[ -n "$tun_pid" ]]; then mem_run tunnel "$tun_pid"; fi
 fi
@@ -214,7 +239,7 @@ for line in open(sys.argv[1]):
     kind, c, v, j = line.split(" ", 3)
     rows[(kind, c, v)] = json.loads(j)
 concs = sys.argv[3].split()
-order = ["one", "gateway", "nginx", "tunnel", "tunnel@1", "ssh-L"]
+order = ["one", "gateway", "gw-base", "nginx", "tunnel", "tun-base", "tunnel@1", "ssh-L"]
 vs = [v for v in order if any(k[2] == v for k in rows)]
 def cell(kind, c, v, f, fmt="{:.2f}"):
     r = rows.get((kind, c, v))
@@ -241,7 +266,7 @@ for c in concs:
     if base is None:
         continue
     parts = []
-    for v in ("gateway", "nginx"):
+    for v in ("gateway", "gw-base", "nginx"):
         x = g("small", c, v, "p50_ms")
         if x is not None and base is not None:
             parts.append(f"{v} {x - base:+.2f} ms")
@@ -251,21 +276,22 @@ for c in concs:
     print(f"  c={c}: p50 overhead over one replica direct: {', '.join(parts)}; gateway p50 / nginx p50 "
           f"{(gw / ng) if gw and ng else float('nan'):.2f} (goal: overhead <= nginx's; {verdict})")
     t_one = g("small", c, "tunnel@1", "p50_ms"); t_bal = g("small", c, "tunnel", "p50_ms"); s = g("small", c, "ssh-L", "p50_ms")
+    t_base = g("small", c, "tun-base", "p50_ms")
     if None not in (t_one, t_bal, s):
         print(f"        laptop: balancing tunnel p50 {t_bal:.2f} ms vs tunnel@1 {t_one:.2f} ms vs ssh -L {s:.2f} ms "
-              f"(balancing/ssh {t_bal / s:.2f})")
+              f"(balancing/ssh {t_bal / s:.2f})" + ("" if t_base is None else f"; baseline's balancing tunnel {t_base:.2f} ms"))
 for c in concs:
     one = g("tokens", c, "one", "req_per_s")
     if not one:
         continue
-    parts = [f"{v} {g('tokens', c, v, 'req_per_s') / one:.2f}x" for v in ("gateway", "nginx", "tunnel")
+    parts = [f"{v} {g('tokens', c, v, 'req_per_s') / one:.2f}x" for v in ("gateway", "gw-base", "nginx", "tunnel", "tun-base")
              if g("tokens", c, v, "req_per_s") is not None]
     t1 = g("tokens", c, "tunnel@1", "req_per_s")
     if t1 and g("tokens", c, "tunnel", "req_per_s"):
         parts.append(f"tunnel/tunnel@1 {g('tokens', c, 'tunnel', 'req_per_s') / t1:.2f}x")
     note = " (goal >= 1.80x where one replica is saturated, i.e. c=256)" if c == concs[-1] else ""
     print(f"  c={c}: token-bound throughput over one replica: {', '.join(parts)}{note}")
-for v in ("gateway", "nginx", "tunnel"):
+for v in ("gateway", "gw-base", "nginx", "tunnel"):
     r = rows.get(("mem", "256", v)) or next((x for k, x in rows.items() if k[0] == "mem" and k[2] == v), None)
     if r is None:
         continue

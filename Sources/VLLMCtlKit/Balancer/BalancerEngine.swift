@@ -2,14 +2,23 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 
-/// The shared state of a ``Balancer`` and the per-request flow: pick, connect or reuse,
-/// forward, fail over.
+/// The shared state of a ``Balancer``: the replica table, the idle upstream connections and
+/// the drain waiters, behind one lock that each request takes a few times (pick, pool, finish)
+/// for a moment. A request's own flow is a ``Forwarding``.
 final class BalancerEngine: Sendable {
+    /// Idle connections are kept per replica and per event loop: a request takes one on its
+    /// client's loop, so that relaying never crosses threads (nginx's keepalive pool is per
+    /// worker in the same way).
+    struct PoolKey: Hashable, Sendable {
+        var replica: Replica
+        var loop: ObjectIdentifier
+    }
+
     struct State: Sendable {
         var table: ReplicaTable
-        var idle: [Replica: [UpstreamConnection]] = [:]
+        var idle: [PoolKey: [UpstreamConnection]] = [:]
         var drainWaiters: [Replica: [CheckedContinuation<Void, Never>]] = [:]
-        var rng = SystemRandomNumberGenerator()
+        var rng = TieBreaker()
     }
 
     let state: Locked<State>
@@ -39,16 +48,28 @@ final class BalancerEngine: Sendable {
     /// closes the idle connections of replicas that left and wakes drain waiters.
     @discardableResult
     func update(_ body: (inout ReplicaTable) -> [BalancerEvent]) -> [BalancerEvent] {
+        updateState { s in body(&s.table) }
+    }
+
+    /// ``update(_:)`` with the whole state; every request's attempt ends here (``finish``), so
+    /// the sweeps cost nothing when nothing changed: a replica leaves the set only with a
+    /// `.left` event, and waiters are looked at only when there are some.
+    @discardableResult
+    private func updateState(_ body: (inout State) -> [BalancerEvent]) -> [BalancerEvent] {
         let (events, closing, waking) = state.withLock {
             s -> ([BalancerEvent], [UpstreamConnection], [CheckedContinuation<Void, Never>]) in
-            let events = body(&s.table)
+            let events = body(&s)
             var closing: [UpstreamConnection] = []
             var waking: [CheckedContinuation<Void, Never>] = []
-            for r in Array(s.idle.keys) where !s.table.isMember(r) {
-                closing += s.idle.removeValue(forKey: r) ?? []
+            if !events.isEmpty {
+                for key in Array(s.idle.keys) where !s.table.isMember(key.replica) {
+                    closing += s.idle.removeValue(forKey: key) ?? []
+                }
             }
-            for r in Array(s.drainWaiters.keys) where (s.table.inFlight(r) ?? 0) == 0 {
-                waking += s.drainWaiters.removeValue(forKey: r) ?? []
+            if !s.drainWaiters.isEmpty {
+                for r in Array(s.drainWaiters.keys) where (s.table.inFlight(r) ?? 0) == 0 {
+                    waking += s.drainWaiters.removeValue(forKey: r) ?? []
+                }
             }
             return (events, closing, waking)
         }
@@ -72,9 +93,9 @@ final class BalancerEngine: Sendable {
 
     // MARK: Requests
 
-    /// Answers one request: `GET /vllmctl/replicas` here, anything else on a replica, failing
-    /// over to another one while no response byte has been sent.
-    func serve(_ request: BufferedRequest, client: ClientSide) async {
+    /// Answers one request that came in on `client` (called on its channel's event loop):
+    /// `GET /vllmctl/replicas` here, anything else on a replica (``Forwarding``).
+    func serve(_ request: BufferedRequest, client: ClientSide) {
         let head = request.head
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
         if path == "/vllmctl/replicas" {
@@ -90,150 +111,43 @@ final class BalancerEngine: Sendable {
                 client, version: head.version, status: .ok, json: countersPage(), keepAlive: head.isKeepAlive)
             return
         }
-        var tried = Set<Replica>()
-        var ourSide: [String] = []
-        while !client.isClosed {
-            let picked = state.withLock { s in s.table.pick(excluding: tried, using: &s.rng) }
-            guard let replica = picked else { break }
-            tried.insert(replica)
-            let (outcome, next) = await attempt(request, on: replica, client: client)
-            update { $0.finish(replica, outcome) }
-            switch next {
-            case .done: return
-            case .closeClient:
-                client.channel.close(promise: nil)
-                return
-            case .tryAnother(let ourSideReason):
-                if let ourSideReason { ourSide.append("\(replica): \(ourSideReason)") }
-            case .timedOut(let reason):
-                answer(
-                    client, version: head.version, status: .gatewayTimeout,
-                    json: BalancerAnswer.errorBody(
-                        message:
-                            "The replica \(replica) \(reason) in answer to this request (the balancer's read timeout); it was not sent elsewhere, since the replica may still be working on it. `GET /vllmctl/replicas` on this endpoint shows each replica's state.",
-                        type: "timeout", code: 504),
-                    keepAlive: head.isKeepAlive)
-                return
+        Forwarding(request, client: client, engine: self).start()
+    }
+
+    /// The replica for the next attempt (``ReplicaTable/pick(excluding:using:)``), counted in
+    /// flight, with a kept-alive connection to it on `loop` if one is idle (one lock for both);
+    /// nil when none not in `tried` is in rotation.
+    func pick(excluding tried: Set<Replica>, on loop: any EventLoop) -> (Replica, UpstreamConnection?)? {
+        let loopID = ObjectIdentifier(loop)
+        return state.withLock { s -> (Replica, UpstreamConnection?)? in
+            guard let replica = s.table.pick(excluding: tried, using: &s.rng) else { return nil }
+            let key = PoolKey(replica: replica, loop: loopID)
+            while let c = s.idle[key]?.popLast() {
+                if c.channel.isActive { return (replica, c) }
             }
-        }
-        guard !client.isClosed else { return }
-        if !ourSide.isEmpty {
-            answer(
-                client, version: head.version, status: .badGateway,
-                json: BalancerAnswer.errorBody(
-                    message:
-                        "The balancer cannot reach the replicas from here (\(ourSide.joined(separator: "; "))); their state is unknown. Check the connection to the cluster (`vllmctl doctor`).",
-                    type: "service_unavailable", code: 502),
-                keepAlive: head.isKeepAlive)
-        } else {
-            let message =
-                tried.isEmpty
-                ? "No replica is healthy: none is in rotation. `GET /vllmctl/replicas` on this endpoint shows each one's state and last error."
-                : "No replica is healthy: every replica tried (\(tried.map(\.description).sorted().joined(separator: ", "))) refused or dropped the request before answering. `GET /vllmctl/replicas` on this endpoint shows each one's state."
-            answer(
-                client, version: head.version, status: .serviceUnavailable,
-                json: BalancerAnswer.errorBody(message: message, type: "service_unavailable", code: 503),
-                keepAlive: head.isKeepAlive)
+            return (replica, nil)
         }
     }
 
-    enum Next {
-        case done
-        case closeClient
-        /// With the reason when the failure was on this side (the replica's state is unknown).
-        case tryAnother(String?)
-        /// The replica did not answer within the read timeout: 504, not retried.
-        case timedOut(String)
-    }
-
-    /// One replica's go at a request: a kept-alive connection when one is idle (and a fresh one
-    /// if that fails before answering: the replica may have closed it as idle), else a new one.
-    private func attempt(_ request: BufferedRequest, on replica: Replica, client: ClientSide) async
-        -> (AttemptOutcome, Next)
+    /// Records how an attempt on `replica` ended, and in the same moment puts `connection`
+    /// (when it may carry another request) back in its loop's pool; one that the pool does not
+    /// keep (full, or the replica left) is closed.
+    func finish(_ replica: Replica, _ outcome: AttemptOutcome, keeping connection: UpstreamConnection? = nil)
     {
-        var pooled = state.withLock { s -> UpstreamConnection? in
-            while let c = s.idle[replica]?.popLast() {
-                if c.channel.isActive { return c }
-            }
-            return nil
-        }
-        while true {
-            let connection: UpstreamConnection
-            if let p = pooled {
-                connection = p
-                pooled = nil
-            } else {
-                do {
-                    let channel = try await connector.connect(
-                        host: replica.host, port: replica.port, timeout: settings.connectTimeout,
-                        on: group.next())
-                    connection = try await UpstreamConnection.wrap(channel) { [weak self] reason in
-                        self?.update { $0.hostGone(replica, reason: "\(replica) \(reason)") }
-                    }
-                } catch {
-                    let e = RouteConnector.classify(error)
-                    switch e.kind {
-                    case .refused: return (.refused(e.message), .tryAnother(nil))
-                    case .unanswered: return (.unanswered(e.message), .tryAnother(nil))
-                    case .ourSide: return (.notCounted, .tryAnother(e.message))
-                    }
+        var kept = false
+        updateState { s in
+            let events = s.table.finish(replica, outcome)
+            if var c = connection {
+                let key = PoolKey(replica: replica, loop: ObjectIdentifier(c.channel.eventLoop))
+                if s.table.isMember(replica), (s.idle[key]?.count ?? 0) < settings.maxIdlePerReplica {
+                    c.reused = true
+                    s.idle[key, default: []].append(c)
+                    kept = true
                 }
             }
-            let channel = connection.channel
-            guard client.attempting(onClose: { channel.close(promise: nil) }) else {
-                channel.close(promise: nil)
-                return (.notCounted, .done)
-            }
-            let keepAlive = request.head.isKeepAlive
-            let result = await connection.forward(
-                head: ForwardedHeaders.request(
-                    request.head, bodyBytes: request.body.readableBytes, replica: replica),
-                body: request.body, client: client, clientVersion: request.head.version,
-                clientKeepAlive: keepAlive, readTimeout: settings.readTimeout)
-            client.attemptEnded()
-            switch result {
-            case .completed(let status, let headSeconds, let reusable):
-                if reusable { release(connection, to: replica) } else { channel.close(promise: nil) }
-                return (
-                    .responded(status: status, headSeconds: headSeconds), keepAlive ? .done : .closeClient
-                )
-            case .broken(let status, let headSeconds, let reason):
-                channel.close(promise: nil)
-                if client.isClosed { return (.notCounted, .done) }
-                return (
-                    .broken(
-                        status: status, headSeconds: headSeconds, reason: "\(replica) \(reason) mid-response"),
-                    .closeClient
-                )
-            case .unacknowledged(let reason):
-                // Not the idle close a pooled connection may meet: the host is gone.
-                channel.close(promise: nil)
-                if client.isClosed { return (.notCounted, .done) }
-                return (.refused("\(replica) \(reason) before answering"), .tryAnother(nil))
-            case .noAnswer(let reason):
-                channel.close(promise: nil)
-                if client.isClosed { return (.notCounted, .done) }
-                return (.unanswered("\(replica) \(reason) in answer to a request"), .timedOut(reason))
-            case .beforeResponse(let reason):
-                channel.close(promise: nil)
-                if client.isClosed { return (.notCounted, .done) }
-                if connection.reused { continue }
-                return (.refused("\(replica) \(reason) before answering"), .tryAnother(nil))
-            }
+            return events
         }
-    }
-
-    private func release(_ connection: UpstreamConnection, to replica: Replica) {
-        var c = connection
-        c.reused = true
-        let kept = state.withLock { s -> Bool in
-            guard s.table.isMember(replica), (s.idle[replica]?.count ?? 0) < settings.maxIdlePerReplica else {
-                return false
-            }
-            s.idle[replica, default: []].append(c)
-            return true
-        }
-        if !kept { connection.channel.close(promise: nil) }
+        if let connection, !kept { connection.channel.close(promise: nil) }
     }
 
     /// Closes every idle upstream connection.
@@ -274,5 +188,25 @@ final class BalancerEngine: Sendable {
         channel.write(HTTPServerResponsePart.body(.byteBuffer(body)), promise: nil)
         let done = channel.writeAndFlush(HTTPServerResponsePart.end(nil))
         if !keepAlive { done.whenComplete { _ in channel.close(promise: nil) } }
+    }
+}
+
+/// The random numbers that break ties between equally busy replicas: SplitMix64, seeded once
+/// from the system's generator. Fair enough for a tie and free of the system call
+/// (`getrandom`) that `SystemRandomNumberGenerator` makes for every number.
+struct TieBreaker: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    init() {
+        var system = SystemRandomNumberGenerator()
+        state = system.next()
+    }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

@@ -9,7 +9,7 @@ struct BufferedRequest: Sendable {
 }
 
 /// The client side of the endpoint: collects each request (head and body, up to the cap) and
-/// hands it to the engine. NIO's `HTTPServerPipelineHandler`, before it in the pipeline, holds
+/// hands it to the engine, on this channel's event loop (``Forwarding``). NIO's `HTTPServerPipelineHandler`, before it in the pipeline, holds
 /// the next request on a kept-alive connection until the response to this one has ended.
 final class ClientHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
@@ -54,8 +54,7 @@ final class ClientHandler: ChannelInboundHandler {
             self.head = nil
             let request = BufferedRequest(head: head, body: body)
             body = NIOCore.ByteBuffer()
-            let engine = self.engine
-            Task { await engine.serve(request, client: side) }
+            engine.serve(request, client: side)
         }
     }
 

@@ -6,21 +6,42 @@ import NIOHTTP1
 /// of RFC 9110 §7.6.1 for hop-by-hop headers. Everything else, `Authorization` included,
 /// passes untouched.
 enum ForwardedHeaders {
-    /// Headers that concern one connection only.
-    static let hopByHop: Set<String> = [
+    /// Headers that concern one connection only (lowercase).
+    static let hopByHop: [String] = [
         "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
         "proxy-authenticate", "proxy-authorization",
     ]
 
-    /// The hop-by-hop headers of `headers`: the fixed list plus any named in `Connection`.
-    static func connectionScoped(_ headers: HTTPHeaders) -> Set<String> {
-        var names = hopByHop
+    /// Request headers the balancer sets itself, or has answered (`Expect`).
+    static let replacedInRequests = ["host", "content-length", "expect"]
+
+    /// The names `Connection` lists in `headers` (lowercase): hop-by-hop too. Usually none, or
+    /// `keep-alive`.
+    static func connectionTokens(_ headers: HTTPHeaders) -> [Substring] {
+        var tokens: [Substring] = []
         for value in headers["connection"] {
             for token in value.split(separator: ",") {
-                names.insert(token.trimmingCharacters(in: .whitespaces).lowercased())
+                let trimmed = token.trimmingCharacters(in: .whitespaces).lowercased()
+                if !trimmed.isEmpty { tokens.append(Substring(trimmed)) }
             }
         }
-        return names
+        return tokens
+    }
+
+    /// Whether `name` is hop-by-hop: on the fixed list, in `tokens` (from `Connection`) or in
+    /// `also`; compared without case, and without making lowercase copies of every name.
+    static func isConnectionScoped(_ name: String, tokens: [Substring], also: [String] = []) -> Bool {
+        hopByHop.contains { equalIgnoringASCIICase(name, $0) }
+            || also.contains { equalIgnoringASCIICase(name, $0) }
+            || tokens.contains { equalIgnoringASCIICase(name, $0) }
+    }
+
+    /// `a == b.lowercased()` for a lowercase `b`, compared byte by byte (header names are ASCII).
+    static func equalIgnoringASCIICase(_ a: String, _ b: some StringProtocol) -> Bool {
+        a.utf8.count == b.utf8.count
+            && zip(a.utf8, b.utf8).allSatisfy { x, y in
+                x == y || (x >= UInt8(ascii: "A") && x <= UInt8(ascii: "Z") && x | 0x20 == y)
+            }
     }
 
     /// The request as sent to `replica`: HTTP/1.1 on a kept-alive connection, its body
@@ -29,15 +50,20 @@ enum ForwardedHeaders {
     /// its own address, as nginx's `proxy_pass` does by default; the client's `Host` names the
     /// balancer's local port, which means nothing to the replica.
     static func request(_ head: HTTPRequestHead, bodyBytes: Int, replica: Replica) -> HTTPRequestHead {
-        let drop = connectionScoped(head.headers).union(["host", "content-length", "expect"])
+        let tokens = connectionTokens(head.headers)
         var headers = HTTPHeaders()
+        headers.reserveCapacity(head.headers.count + 2)
         headers.add(name: "Host", value: replica.description)
-        for (name, value) in head.headers where !drop.contains(name.lowercased()) {
+        for (name, value) in head.headers
+        where !isConnectionScoped(name, tokens: tokens, also: replacedInRequests) {
             headers.add(name: name, value: value)
         }
-        if bodyBytes > 0 || !["GET", "HEAD", "DELETE", "OPTIONS"].contains(head.method.rawValue) {
-            headers.add(name: "Content-Length", value: String(bodyBytes))
+        let bodyless: Bool
+        switch head.method {
+        case .GET, .HEAD, .DELETE, .OPTIONS: bodyless = true
+        default: bodyless = false
         }
+        if bodyBytes > 0 || !bodyless { headers.add(name: "Content-Length", value: String(bodyBytes)) }
         return HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: headers)
     }
 
@@ -48,17 +74,25 @@ enum ForwardedHeaders {
     static func response(_ head: HTTPResponseHead, clientVersion: HTTPVersion, keepAlive: Bool)
         -> HTTPResponseHead
     {
-        let drop = connectionScoped(head.headers)
-        var headers = HTTPHeaders()
-        for (name, value) in head.headers where !drop.contains(name.lowercased()) {
-            headers.add(name: name, value: value)
+        let tokens = connectionTokens(head.headers)
+        var out = head
+        out.version = clientVersion
+        // Usually there is nothing to drop (vLLM's heads have no hop-by-hop header), and the
+        // head goes on as it came.
+        if head.headers.contains(where: { isConnectionScoped($0.name, tokens: tokens) }) {
+            var headers = HTTPHeaders()
+            headers.reserveCapacity(head.headers.count + 1)
+            for (name, value) in head.headers where !isConnectionScoped(name, tokens: tokens) {
+                headers.add(name: name, value: value)
+            }
+            out.headers = headers
         }
         if !keepAlive {
-            headers.add(name: "Connection", value: "close")
+            out.headers.add(name: "Connection", value: "close")
         } else if clientVersion == .http1_0 {
-            headers.add(name: "Connection", value: "keep-alive")
+            out.headers.add(name: "Connection", value: "keep-alive")
         }
-        return HTTPResponseHead(version: clientVersion, status: head.status, headers: headers)
+        return out
     }
 }
 

@@ -91,18 +91,23 @@ struct ReplicaTable: Sendable {
         excluding: Set<Replica>, using rng: inout some RandomNumberGenerator,
         now: UInt64 = MonotonicClock.now()
     ) -> Replica? {
-        var best: [Replica] = []
+        // One pass, nothing allocated: the k-th replica tied for least keeps the choice with
+        // probability 1/k, so each of the tied ones is chosen alike.
+        var chosen: Replica?
         var least = Int.max
+        var ties = 0
         for r in order where !excluding.contains(r) {
             guard let s = states[r], s.takesRequests else { continue }
             if s.inFlight < least {
                 least = s.inFlight
-                best = [r]
+                chosen = r
+                ties = 1
             } else if s.inFlight == least {
-                best.append(r)
+                ties += 1
+                if Int.random(in: 0..<ties, using: &rng) == 0 { chosen = r }
             }
         }
-        guard let chosen = best.randomElement(using: &rng) else { return nil }
+        guard let chosen else { return nil }
         if states[chosen]?.inFlight == 0 { states[chosen]?.lastProgress = now }
         states[chosen]?.inFlight += 1
         states[chosen]?.requests += 1

@@ -4,8 +4,10 @@ import NIOHTTP1
 
 /// How forwarding one request over one upstream connection ended.
 enum ExchangeResult: Sendable {
-    /// The whole response went to the client; `reusable`: the connection may carry another.
-    case completed(status: Int, headSeconds: Double, reusable: Bool)
+    /// The whole response but its end went to the client; `reusable`: the connection may carry
+    /// another. The request's owner writes the end (with `trailers`) once it has counted the
+    /// attempt, so that a client that has its whole answer sees the counters include it.
+    case completed(status: Int, headSeconds: Double, reusable: Bool, trailers: HTTPHeaders?)
     /// The response had started when the connection broke (or the client left).
     case broken(status: Int, headSeconds: Double, reason: String)
     /// The replica refused, reset or closed before any response byte: safe to retry.
@@ -52,6 +54,7 @@ final class ClientSide: Sendable {
 }
 
 /// One request in flight on an upstream connection; lives on that connection's event loop.
+/// Its promise is on the client's event loop, where the request's owner (``Forwarding``) lives.
 final class Exchange {
     let client: ClientSide
     let clientVersion: HTTPVersion
@@ -76,8 +79,10 @@ final class Exchange {
     }
 }
 
-/// Relays a replica's response to the client as it arrives: each part is written and
-/// flushed at once, so SSE events pass unbuffered. While more than `highWater` bytes wait to
+/// Relays a replica's response to the client as it arrives: what one read from the replica
+/// brought is written to the client and flushed once that read has been handled
+/// (`channelReadComplete`), so SSE events pass unbuffered, and a small response (head, body
+/// and end in one read) goes out in one write, as nginx sends it. While more than `highWater` bytes wait to
 /// be written to a slow client, reading from the replica stops (backpressure). A replica that
 /// sends nothing for the exchange's read timeout (while reading is not paused) ends it: no
 /// request waits forever on a replica that accepted and never answers.
@@ -88,6 +93,8 @@ final class UpstreamHandler: ChannelInboundHandler {
     private var context: ChannelHandlerContext?
     private var exchange: Exchange?
     private var pendingBytes = 0
+    /// The client channel written to since the last flush.
+    private var unflushed: (any Channel)?
     private var paused = false
     private let highWater = 256 << 10
     private let lowWater = 64 << 10
@@ -95,6 +102,8 @@ final class UpstreamHandler: ChannelInboundHandler {
     /// that checks it.
     private var lastRead = NIODeadline.now()
     private var silenceTimer: Scheduled<Void>?
+    /// When the scheduled check runs.
+    private var silenceDue = NIODeadline.distantFuture
     /// Called when the connection fails, with no request on it, because the replica's host
     /// stopped acknowledging (a keepalive probe of an idle pooled connection).
     private let onHostGone: @Sendable (String) -> Void
@@ -112,32 +121,36 @@ final class UpstreamHandler: ChannelInboundHandler {
         }
         self.exchange = exchange
         lastRead = .now()
-        checkSilence(after: exchange.readTimeout, context: context)
+        checkSilence(by: lastRead + exchange.readTimeout, context: context)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         if body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
     }
 
     /// Ends the exchange once the replica has been silent for its read timeout; checked when
-    /// the timeout could have run out, so a busy stream costs no timer per part.
-    private func checkSilence(after delay: TimeAmount, context: ChannelHandlerContext) {
+    /// the timeout could have run out, so a busy stream costs no timer per part. A check due
+    /// by `due` already is kept (it looks and schedules the next one), so back-to-back
+    /// requests on a kept-alive connection do not schedule a timer each; a check that finds no
+    /// exchange schedules none.
+    private func checkSilence(by due: NIODeadline, context: ChannelHandlerContext) {
+        if silenceTimer != nil && silenceDue <= due { return }
         silenceTimer?.cancel()
+        silenceDue = due
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        silenceTimer = context.eventLoop.scheduleTask(in: delay) {
+        silenceTimer = context.eventLoop.scheduleTask(deadline: due) {
             let (handler, context) = bound.value
+            handler.silenceTimer = nil
             guard let exchange = handler.exchange else { return }
-            let silent = NIODeadline.now() - handler.lastRead
-            if handler.paused || silent < exchange.readTimeout {
+            let now = NIODeadline.now()
+            if handler.paused || now - handler.lastRead < exchange.readTimeout {
                 // Not silent, or not reading (a slow client): look again later.
                 handler.checkSilence(
-                    after: handler.paused ? exchange.readTimeout : exchange.readTimeout - silent,
-                    context: context)
+                    by: (handler.paused ? now : handler.lastRead) + exchange.readTimeout, context: context)
                 return
             }
             let seconds = Double(exchange.readTimeout.nanoseconds) / 1e9
             let words =
                 "sent nothing for \(seconds == seconds.rounded() ? String(Int(seconds)) : String(format: "%.1f", seconds)) s"
-            handler.silenceTimer = nil
             handler.exchange = nil
             if let status = exchange.status {
                 exchange.promise.succeed(
@@ -169,24 +182,28 @@ final class UpstreamHandler: ChannelInboundHandler {
             relay(
                 .body(.byteBuffer(buffer)), bytes: buffer.readableBytes, exchange: exchange, context: context)
         case .end(let trailers):
+            // The silence check stays scheduled, for the connection's next request.
             self.exchange = nil
-            silenceTimer?.cancel()
-            silenceTimer = nil
-            exchange.client.channel.writeAndFlush(HTTPServerResponsePart.end(trailers), promise: nil)
             exchange.promise.succeed(
                 .completed(
                     status: exchange.status ?? 0, headSeconds: exchange.headSeconds,
-                    reusable: exchange.upstreamKeepAlive))
+                    reusable: exchange.upstreamKeepAlive, trailers: trailers))
         }
     }
 
     private func relay(
         _ part: HTTPServerResponsePart, bytes: Int, exchange: Exchange, context: ChannelHandlerContext
     ) {
+        unflushed = exchange.client.channel
+        guard bytes > 0 else {
+            // A head: nothing to count, and a client gone shows on the body or end as well.
+            exchange.client.channel.write(part, promise: nil)
+            return
+        }
         pendingBytes += bytes
         let loop = context.eventLoop
         let bound = NIOLoopBound((self, context), eventLoop: loop)
-        exchange.client.channel.writeAndFlush(part).hop(to: loop).whenComplete { result in
+        exchange.client.channel.write(part).hop(to: loop).whenComplete { result in
             let (handler, context) = bound.value
             handler.pendingBytes -= bytes
             if case .failure = result {
@@ -203,7 +220,17 @@ final class UpstreamHandler: ChannelInboundHandler {
         }
     }
 
+    /// Flushes what this read relayed (the end, written by the request's owner, is flushed
+    /// with it).
+    func channelReadComplete(context: ChannelHandlerContext) {
+        unflushed?.flush()
+        unflushed = nil
+        context.fireChannelReadComplete()
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
+        silenceTimer?.cancel()
+        silenceTimer = nil
         fail("closed the connection")
         context.fireChannelInactive()
     }
@@ -224,6 +251,8 @@ final class UpstreamHandler: ChannelInboundHandler {
     }
 
     private func fail(_ reason: String, unacknowledged: Bool = false) {
+        unflushed?.flush()
+        unflushed = nil
         guard let exchange else { return }
         self.exchange = nil
         silenceTimer?.cancel()
@@ -260,21 +289,22 @@ struct UpstreamConnection: Sendable {
         }.get()
     }
 
-    /// Forwards one request and relays its response to `client`.
-    func forward(
+    /// Forwards one request and relays its response to `client`; `promise` (on the client's
+    /// event loop) says how it ended. On the connection's event loop (the usual case:
+    /// connections are made on their client's loop) it starts at once, else on that loop.
+    func begin(
         head: HTTPRequestHead, body: NIOCore.ByteBuffer, client: ClientSide, clientVersion: HTTPVersion,
-        clientKeepAlive: Bool, readTimeout: Double
-    ) async -> ExchangeResult {
+        clientKeepAlive: Bool, readTimeout: Double, promise: EventLoopPromise<ExchangeResult>
+    ) {
         let readTimeout = TimeAmount.nanoseconds(Int64(max(readTimeout, 0.001) * 1e9))
-        let promise = channel.eventLoop.makePromise(of: ExchangeResult.self)
         let handler = self.handler
-        channel.eventLoop.execute {
+        let start: @Sendable () -> Void = {
             handler.value.begin(
                 Exchange(
                     client: client, clientVersion: clientVersion, clientKeepAlive: clientKeepAlive,
                     readTimeout: readTimeout, promise: promise),
                 head: head, body: body)
         }
-        do { return try await promise.futureResult.get() } catch { return .beforeResponse("\(error)") }
+        if channel.eventLoop.inEventLoop { start() } else { channel.eventLoop.execute(start) }
     }
 }

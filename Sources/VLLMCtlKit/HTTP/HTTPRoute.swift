@@ -113,6 +113,6 @@ public struct URLTarget: Sendable, Equatable {
 
     /// `host:port`, with brackets around an IPv6 address.
     public static func hostPort(_ host: String, _ port: Int) -> String {
-        (host.contains(":") ? "[\(host)]" : host) + ":\(port)"
+        (host.utf8.contains(UInt8(ascii: ":")) ? "[\(host)]" : host) + ":\(port)"
     }
 }
