@@ -26,3 +26,12 @@ package func record(
         deployDir: dir + "/" + name,
         phase: phase, createdAt: created, url: phase == .ready ? "http://127.0.0.1:1" : nil, apiKey: "sk-x")
 }
+
+/// A teardown of profile `local` for user `me` over `host`, with empty records of its own and
+/// every server healthy.
+package func scriptedTeardown(_ host: any ClusterHost) throws -> Teardown {
+    let context = Context(
+        host: host, http: FixedHTTP(status: 200), clock: SteppingClock(t0), terminal: QuietTerminal(),
+        records: DeploymentStore(directory: try temporaryDirectory()), environment: [:])
+    return Teardown(context: context, profile: ClusterProfile(name: "local"), user: me)
+}

@@ -55,10 +55,7 @@ import Testing
                 return CommandResult(status: 0, stdout: "", stderr: "")
             }
         }
-        let context = Context(
-            host: host, http: FixedHTTP(status: 200), clock: SteppingClock(t0), terminal: QuietTerminal(),
-            records: DeploymentStore(directory: try temporaryDirectory()), environment: [:])
-        let teardown = Teardown(context: context, profile: ClusterProfile(name: "local"), user: me)
+        let teardown = try scriptedTeardown(host)
         let plan = try await teardown.plan(.named(["m"]))
         #expect(plan.toCancel.map(\.jobID).sorted() == ["10", "11"])
         let outcomes = await teardown.execute(plan)
@@ -84,10 +81,7 @@ import Testing
             return CommandResult(
                 status: 0, stdout: argv[0] == "squeue" ? squeueOutput(queue, for: argv) : "", stderr: "")
         }
-        let context = Context(
-            host: host, http: FixedHTTP(status: 200), clock: SteppingClock(t0), terminal: QuietTerminal(),
-            records: DeploymentStore(directory: try temporaryDirectory()), environment: [:])
-        let teardown = Teardown(context: context, profile: ClusterProfile(name: "local"), user: me)
+        let teardown = try scriptedTeardown(host)
         _ = await teardown.execute(try await teardown.plan(.named(["p"])))
         #expect(cancelled.withLock { $0 })
         #expect(!FileManager.default.fileExists(atPath: dir + "/" + Teardown.stopMark))

@@ -33,10 +33,7 @@ import Testing
                 return CommandResult(status: 0, stdout: "", stderr: "")
             }
         }
-        let context = Context(
-            host: host, http: FixedHTTP(status: 200), clock: SteppingClock(t0), terminal: QuietTerminal(),
-            records: DeploymentStore(directory: try temporaryDirectory()), environment: [:])
-        let teardown = Teardown(context: context, profile: ClusterProfile(name: "local"), user: me)
+        let teardown = try scriptedTeardown(host)
         let outcomes = await teardown.execute(try await teardown.plan(.named(["m"])))
         return (argvs.withLock { $0 }, outcomes)
     }
