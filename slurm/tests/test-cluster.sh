@@ -68,7 +68,7 @@ fi
 # Both nodes idle, each with its own 2 GPUs (sinfo: "NODE STATE GRES").
 nodes_idle_gpus() {
     local want="node1 idle gpu:2,node2 idle gpu:2"
-    [[ $(sinfo -h -N -o '%N %t %G' 2>/dev/null | sort | paste -sd, -) == "$want" ]]
+    [[ $(sinfo -h -N -o '%N %t %G' 2>/dev/null | sort -u | paste -sd, -) == "$want" ]]
 }
 if wait_for 30 "both nodes idle" nodes_idle_gpus; then
     ok "nodes ${NODES[*]} are idle with gpu:2 each"
