@@ -176,12 +176,10 @@ public struct Scaler: Sendable {
 
     /// The deployment's settings, from `deployment.json` in one of its directories.
     public func settings(in deployDir: String) async throws -> DeploySettings {
-        let path = deployDir + "/" + DeploymentFiles.settings
-        guard let data = try await deployer.context.host.readFile(path),
-            let settings = try? JSONDecoder().decode(DeploySettings.self, from: data)
+        guard let settings = try await DeploySettings.stored(in: deployDir, host: deployer.context.host)
         else {
             throw VLLMCtlError.file(
-                path: path,
+                path: deployDir + "/" + DeploymentFiles.settings,
                 message:
                     "is missing or unreadable, so new replicas cannot get the deployment's settings (it was deployed by an older vllmctl?); deploy it again with --replicas"
             )
@@ -229,5 +227,17 @@ public struct Scaler: Sendable {
         deployer.context.terminal.note(
             "Replica job \(replica.jobID) still had requests after the drain timeout (\(Int(timeout)) s); cancelling it."
         )
+    }
+}
+
+extension DeploySettings {
+    /// The layered settings a deployment was submitted with: `deployment.json` in its
+    /// directory `deployDir` on `host` (no key in it). Nil when the file is missing or does
+    /// not decode (a deployment from an older vllmctl); an error reading it is thrown.
+    public static func stored(in deployDir: String, host: any ClusterHost) async throws -> DeploySettings? {
+        guard let data = try await host.readFile(deployDir + "/" + DeploymentFiles.settings) else {
+            return nil
+        }
+        return try? JSONDecoder().decode(DeploySettings.self, from: data)
     }
 }

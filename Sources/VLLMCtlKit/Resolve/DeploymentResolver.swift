@@ -228,23 +228,13 @@ public struct DeploymentResolver: Sendable {
             connection: try await connection(deployDir: record.deployDir, jobID: job.jobID))
     }
 
-    /// Whether the deployment `name` renews itself across time limits (docs/RENEW.md): its
-    /// `deployment.json` (the layered settings, written at submission) says `renew`. False when
-    /// it cannot be read (a deployment from an older vllmctl).
-    public func renews(_ name: String) async throws -> Bool {
-        await settings(in: try await replicas(of: name))?.renew ?? false
-    }
-
     /// The layered settings in the first of `replicas` whose `deployment.json` can be read;
     /// nil when none can (a deployment from an older vllmctl).
     func settings(in replicas: [ResolvedDeployment]) async -> DeploySettings? {
         for replica in replicas {
-            guard
-                let data = try? await context.host.readFile(
-                    replica.deployDir + "/" + DeploymentFiles.settings),
-                let settings = try? JSONDecoder().decode(DeploySettings.self, from: data)
-            else { continue }
-            return settings
+            if let settings = try? await DeploySettings.stored(in: replica.deployDir, host: context.host) {
+                return settings
+            }
         }
         return nil
     }

@@ -141,10 +141,7 @@ public struct StatusBuilder: Sendable {
 
     /// Whether the deployment in `dir` renews (its `deployment.json` says `renew`).
     func renews(_ dir: String) async -> Bool {
-        guard let data = try? await context.host.readFile(dir + "/" + DeploymentFiles.settings),
-            let settings = try? JSONDecoder().decode(DeploySettings.self, from: data)
-        else { return false }
-        return settings.renew ?? false
+        (try? await DeploySettings.stored(in: dir, host: context.host))??.renew ?? false
     }
 
     /// Marks `records` ended whose jobs sacct reports in a final state (one sacct call unless
