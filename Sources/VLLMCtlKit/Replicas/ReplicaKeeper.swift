@@ -92,8 +92,12 @@ public actor ReplicaKeeper {
     private let onEvent: @Sendable (KeepEvent) -> Void
     private var previousQueue: Set<String>?
     /// Jobs out of the queue (left it, or submitted here and not seen in it) whose final state
-    /// sacct has not reported yet.
-    private var awaiting: Set<String> = []
+    /// sacct has not reported yet, with when they were first missed. After
+    /// ``settleLimit`` seconds one is no longer waited for (a record slurmdbd lost, or one it
+    /// shows running forever), so that sacct is not asked every round for good.
+    private var awaiting: [String: Date] = [:]
+    /// Jobs waited for longer than that: their sacct record is not believed any more.
+    private var overdue: Set<String> = []
     private var settled = false
     private var replaced: Set<String> = []
     private var gaveUp: Set<Int> = []
@@ -138,7 +142,11 @@ public actor ReplicaKeeper {
         let liveIDs = Set(live.map(\.jobID))
         let ended = (history + queue).filter { $0.state.isFinal && !liveIDs.contains($0.jobID) }
         let endedIDs = Set(ended.map(\.jobID))
-        decision.unsettled = !awaiting.subtracting(endedIDs).isEmpty
+        // sacct still says pending or running for a job squeue no longer lists: slurmdbd has
+        // not caught up (the job may have left before this keeper's first round).
+        let queuedIDs = Set(queue.map(\.jobID))
+        let lagging = history.contains { !$0.state.isFinal && !queuedIDs.contains($0.jobID) }
+        decision.unsettled = !awaiting.subtracting(endedIDs).isEmpty || lagging
         // Up is counted by replica number: during a renewal handover (docs/RENEW.md) one
         // replica has two jobs in the queue.
         guard liveReplicas.count < policy.keep else { return decision }
@@ -195,11 +203,15 @@ public actor ReplicaKeeper {
             return events
         }
         let ids = Set(queue.map(\.jobID))
+        let now = context.clock.now()
         // Jobs out of the queue whose end sacct has not confirmed yet: those that left it since
         // the last round, and replacements submitted that the queue may never have shown (a
         // job that fails at once).
-        awaiting.subtract(ids)
-        awaiting.formUnion(previousQueue.map { $0.subtracting(ids) } ?? [])
+        awaiting = awaiting.filter { !ids.contains($0.key) }
+        for id in previousQueue.map({ $0.subtracting(ids) }) ?? []
+        where awaiting[id] == nil && !overdue.contains(id) {
+            awaiting[id] = now
+        }
         let changed = previousQueue != ids
         previousQueue = ids
         let live = Set(queue.filter { !$0.state.isFinal }.map(Self.replica)).count
@@ -213,13 +225,21 @@ public actor ReplicaKeeper {
             settled = false
             return events
         }
-        let history = sacct.parse(result.stdout).filter {
+        var history = sacct.parse(result.stdout).filter {
             $0.user == user && JobName.belongs($0.name, to: name)
         }
+        // Out of the queue and not final in sacct: waited for, like a job seen leaving.
+        for job in history
+        where !job.state.isFinal && !ids.contains(job.jobID) && !overdue.contains(job.jobID) {
+            awaiting[job.jobID] = awaiting[job.jobID] ?? now
+        }
+        overdue.formUnion(awaiting.filter { now.timeIntervalSince($0.value) > Self.settleLimit }.keys)
+        awaiting = awaiting.filter { !overdue.contains($0.key) }
+        history.removeAll { !$0.state.isFinal && overdue.contains($0.jobID) }
         let decision = Self.decide(
-            queue: queue, history: history, awaiting: awaiting, replaced: replaced, gaveUp: gaveUp,
+            queue: queue, history: history, awaiting: Set(awaiting.keys), replaced: replaced, gaveUp: gaveUp,
             policy: policy)
-        awaiting.subtract(history.filter { $0.state.isFinal }.map(\.jobID))
+        for job in history where job.state.isFinal { awaiting[job.jobID] = nil }
         settled = !decision.unsettled && decision.actions.isEmpty
         if live == 0 && settled { events.append(.nothingLeft(name: name)) }
         for action in decision.actions {
@@ -260,7 +280,7 @@ public actor ReplicaKeeper {
         do {
             let outcome = try await scaler.resubmit(failed)
             replaced.insert(failed.jobID)
-            awaiting.insert(outcome.record.jobID)
+            awaiting[outcome.record.jobID] = scaler.deployer.context.clock.now()
             return .resubmitted(
                 name: name, failed: failed, job: outcome.record.jobID, attempt: attempt,
                 of: policy.maxResubmissions)
@@ -286,6 +306,9 @@ public actor ReplicaKeeper {
         }
         return .resubmitFailed(name: name, failed: failed, error: "\(error); trying again next round")
     }
+
+    /// Seconds a job out of the queue is waited for until sacct reports how it ended.
+    public static let settleLimit: Double = 600
 
     /// Failed submissions of one replacement before the keeper stops trying.
     public static let maxSubmitFailures = 3

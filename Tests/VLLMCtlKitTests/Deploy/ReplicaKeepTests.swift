@@ -124,6 +124,12 @@ import Testing
         #expect(d.unsettled)
         // Not in sacct at all yet: the same.
         #expect(decide(queue: [job("11", "vllmctl-sim@1")], history: [], awaiting: ["12"]).unsettled)
+        // Not awaited (it left before the keeper's first look), and sacct still says RUNNING: the
+        // same, not "nothing to do".
+        let lagging = decide(
+            queue: [job("11", "vllmctl-sim@1")], history: [ended("12", "vllmctl-sim@2", .running)])
+        #expect(lagging.actions.isEmpty)
+        #expect(lagging.unsettled)
     }
 }
 
@@ -245,13 +251,16 @@ import Testing
         return CommandResult(status: 0, stdout: sacctOutput([failed], for: argv), stderr: "")
     }
 
-    /// Two keepers of one deployment (a tunnel and a gateway): the failed job is replaced once.
-    @Test func aSecondKeeperFindsTheFailedJobClaimed() async throws {
+    /// A scripted cluster where replica 2 of `sim` (job 12, its directory written) ended in
+    /// `state()` (asked at each sacct), and sbatch submits job 13; with the count of sbatches.
+    func replica2Cluster(
+        _ state: @escaping @Sendable () -> JobState
+    ) throws -> (CommandHarness, Locked<Int>) {
         let sbatches = Locked(0)
         let dir = Locked("")
         let host = keeperHost { argv in
             switch argv.first {
-            case "sacct": return failedReplica2(argv, .failed, dir: dir.value)
+            case "sacct": return failedReplica2(argv, state(), dir: dir.value)
             case "sbatch":
                 sbatches.withLock { $0 += 1 }
                 return CommandResult(status: 0, stdout: "13\n", stderr: "")
@@ -260,6 +269,12 @@ import Testing
         }
         let h = try CommandHarness(host: host)
         dir.withLock { $0 = (try? failedDirectory(h, "sim-r2")) ?? "" }
+        return (h, sbatches)
+    }
+
+    /// Two keepers of one deployment (a tunnel and a gateway): the failed job is replaced once.
+    @Test func aSecondKeeperFindsTheFailedJobClaimed() async throws {
+        let (h, sbatches) = try replica2Cluster { .failed }
         let queue = [job("11", "vllmctl-sim@1")]
         let first = try keeper(h, "sim", KeepPolicy(keep: 2))
         let second = try keeper(h, "sim", KeepPolicy(keep: 2))
@@ -312,6 +327,51 @@ import Testing
                 if case .gaveUp(_, let failed, 2, _) = $0 { failed.jobID == "20" } else { false }
             }, "\(events)")
         #expect(events.contains(.nothingLeft(name: "solo")), "\(events)")
+    }
+
+    /// A replica's job that left the queue before the keeper's first round, while sacct still
+    /// says RUNNING, is asked about again until sacct says how it ended (then replaced); one
+    /// whose sacct record never ends is given up on after ``ReplicaKeeper/settleLimit``, so that
+    /// sacct is not asked every round for good.
+    @Test func aJobThatLeftBeforeTheFirstRoundIsJudgedOnceSacctCatchesUp() async throws {
+        let sacctCalls = Locked(0)
+        let endsAfter = Locked(3)
+        let (h, sbatches) = try replica2Cluster {
+            let call = sacctCalls.withLock {
+                $0 += 1; return $0
+            }
+            return call < endsAfter.value ? .running : .failed
+        }
+        let queue = [job("11", "vllmctl-sim@1")]
+        let caughtUp = try keeper(h, "sim", KeepPolicy(keep: 2))
+        var events: [KeepEvent] = []
+        for _ in 0..<3 { events += await caughtUp.round(queue: queue) }
+        #expect(sacctCalls.value == 3)
+        #expect(sbatches.value == 1, "\(events)")
+        #expect(
+            events.contains { "\($0)".contains("(job 12) ended FAILED; resubmitted it as job 13") },
+            "\(events)")
+
+        // sacct says RUNNING for good: asked while within the limit, then no more.
+        sacctCalls.withLock { $0 = 0 }
+        endsAfter.withLock { $0 = .max }
+        try h.writeConfig()
+        let cluster = try h.context.cluster(ClusterOptions.parse([]))
+        let clock = SteppingClock(t0)
+        var context = cluster.context
+        context.clock = clock
+        let stuck = ReplicaKeeper(
+            scaler: Scaler(
+                deployer: Deployer(
+                    context: context, config: cluster.config, profile: cluster.profile,
+                    templates: h.context.templates)),
+            name: "sim", policy: KeepPolicy(keep: 2), onEvent: { _ in })
+        for _ in 0..<3 { _ = await stuck.round(queue: queue) }
+        #expect(sacctCalls.value == 3)
+        try await clock.sleep(seconds: ReplicaKeeper.settleLimit + 1)
+        for _ in 0..<3 { _ = await stuck.round(queue: queue) }
+        #expect(sacctCalls.value == 4)
+        #expect(sbatches.value == 1)
     }
 
     /// sbatch refusing (a QOS limit) is tried again a few times, then no more: no loop.
