@@ -595,15 +595,11 @@ public final class PortForwarder: @unchecked Sendable {
         waiting.append(contentsOf: new)
     }
 
-    /// Ends a client whose channel could not be opened, and says so (rate-limited).
+    /// Ends a client whose channel could not be opened, and says so (rate-limited). The event
+    /// goes out before the client's connection closes: whoever sees the close (a health check
+    /// through the tunnel) can then read the refusal's words.
     private func fail(_ f: Forward, _ failure: ChannelOpenFailure) {
         let reason = failure.reason
-        if !f.abandoned {
-            close(f.client)
-            f.opened?(failure)
-            f.opened = nil
-        }
-        f.finished = true
         let now = MonotonicClock.now()
         if Double(now - lastOpenFailureEvent) / 1e9 >= settings.eventInterval || lastOpenFailureEvent == 0 {
             onEvent(.channelOpenFailed(target: f.target, reason: reason, alsoSince: openFailuresUnsaid))
@@ -612,6 +608,12 @@ public final class PortForwarder: @unchecked Sendable {
         } else {
             openFailuresUnsaid += 1
         }
+        if !f.abandoned {
+            close(f.client)
+            f.opened?(failure)
+            f.opened = nil
+        }
+        f.finished = true
     }
 
     /// Opens the channel of the first waiting client (one open at a time on a session). An
