@@ -23,7 +23,8 @@ public enum JobName {
     /// The deployment name and the replica number (nil: not a replica) in a job name, or in a
     /// `NAME@K` a user typed.
     public static func split(_ jobName: String) -> (name: String, replica: Int?) {
-        let name = jobName.hasPrefix(prefix) ? String(jobName.dropFirst(prefix.count)) : jobName
+        let name =
+            jobName.hasPrefix(prefix) ? String(Substring(jobName.utf8.dropFirst(prefix.utf8.count))) : jobName
         // On the UTF-8 bytes (`@` is ASCII, so it never splits a character): `status` splits
         // every job's name, thousands in a busy queue.
         let bytes = name.utf8

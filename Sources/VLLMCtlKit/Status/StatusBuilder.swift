@@ -55,7 +55,11 @@ public struct StatusBuilder: Sendable {
         var seen = Set<String>(minimumCapacity: jobs.count)
         for job in jobs {
             seen.insert(job.jobID)
-            rows.append(await row(job: job, record: byID[job.jobID], user: user))
+            // Only a running job has files to read (its connection and renewal files).
+            rows.append(
+                job.state == .running
+                    ? await row(job: job, record: byID[job.jobID], user: user)
+                    : row(job: job, record: byID[job.jobID], user: user, connection: nil))
         }
         rows = await markChainGaps(rows, live: Set(jobs.lazy.filter { !$0.state.isFinal }.map(\.jobID)))
         // Records whose job squeue no longer lists: marked ended only when sacct confirms a
@@ -72,8 +76,10 @@ public struct StatusBuilder: Sendable {
         // From a laptop the node's URL is out of reach; an open tunnel is not, so health goes
         // through it.
         let tunnels = TunnelStore(records: context.records).open(cluster: cluster)
-        for i in rows.indices {
-            rows[i].tunnelURL = tunnels.first { $0.jobID == rows[i].jobID }?.baseURL
+        if !tunnels.isEmpty {
+            for i in rows.indices {
+                rows[i].tunnelURL = tunnels.first { $0.jobID == rows[i].jobID }?.baseURL
+            }
         }
         rows = await checkHealth(rows)
         // By job id, each parsed once; squeue mostly lists them in that order already.
@@ -88,10 +94,11 @@ public struct StatusBuilder: Sendable {
     /// job deployed from here is), and one more when that file names another job that is not
     /// live: the deployment's settings, which must say `renew`.
     func markChainGaps(_ rows: [DeploymentStatus], live: Set<String>) async -> [DeploymentStatus] {
+        // Rows are read field by field (a busy queue has thousands; a row is a large value).
         var groups: [String: [Int]] = [:]
-        for (i, r) in rows.enumerated() where live.contains(r.jobID) {
-            guard let dir = r.deployDir else { continue }
-            groups[r.displayName + "\n" + dir, default: []].append(i)
+        for i in rows.indices where live.contains(rows[i].jobID) {
+            guard let dir = rows[i].deployDir else { continue }
+            groups[rows[i].displayName + "\n" + dir, default: []].append(i)
         }
         var out = rows
         for indices in groups.values {
@@ -101,11 +108,10 @@ public struct StatusBuilder: Sendable {
             else { continue }
             let published = await publishedConnection(dir)
             let gaps = indices.compactMap { i -> (Int, ChainGap)? in
-                let r = rows[i]
-                guard !r.recorded else { return nil }
+                guard !rows[i].recorded else { return nil }
                 return ChainGap.find(
-                    jobID: r.jobID, state: JobState(slurm: r.state), reason: r.reason, published: published,
-                    isLive: { live.contains($0) }
+                    jobID: rows[i].jobID, state: JobState(slurm: rows[i].state), reason: rows[i].reason,
+                    published: published, isLive: { live.contains($0) }
                 ).map { (i, $0) }
             }
             guard !gaps.isEmpty, await renews(dir) else { continue }
@@ -191,8 +197,9 @@ public struct StatusBuilder: Sendable {
         -> DeploymentStatus
     {
         let deployDir = record?.deployDir ?? (job.workDir.isEmpty ? nil : job.workDir)
+        let jobName = JobName.split(job.name)
         var status = DeploymentStatus(
-            name: record?.name ?? JobName.deploymentName(job.name),
+            name: record?.name ?? jobName.name,
             jobID: job.jobID, cluster: cluster, user: job.user.isEmpty ? user : job.user,
             model: record?.model, servedModelName: record?.servedModelName, state: job.state.rawValue,
             reason: (job.reason.isEmpty || job.reason == "None") ? nil : job.reason,
@@ -202,7 +209,7 @@ public struct StatusBuilder: Sendable {
             elapsedSeconds: SlurmTime.seconds(job.elapsed), timeLeftSeconds: SlurmTime.seconds(job.timeLeft),
             walltimeLow: false, deployDir: deployDir,
             infoFile: deployDir.map { $0 + "/" + DeploymentFiles.infoText }, recorded: record != nil)
-        status.replica = record?.replica ?? JobName.split(job.name).replica
+        status.replica = record?.replica ?? jobName.replica
         if let left = status.timeLeftSeconds, job.state == .running {
             status.walltimeLow = left < DeploymentStatus.lowWalltimeSeconds
         }
@@ -237,13 +244,16 @@ public struct StatusBuilder: Sendable {
     func checkHealth(_ rows: [DeploymentStatus]) async -> [DeploymentStatus] {
         let http = context.http
         let timeout = healthTimeout
+        let running = rows.indices.filter { rows[$0].state == JobState.running.rawValue }
+        guard !running.isEmpty else { return rows }
         let replicated = Set(rows.lazy.filter { $0.replica != nil }.map(\.name))
         return await withTaskGroup(of: (Int, Probe).self) { group in
-            for (i, row) in rows.enumerated() where row.state == JobState.running.rawValue {
-                if !replicated.isEmpty, replicated.contains(row.name), let url = row.url {
+            for i in running {
+                if !replicated.isEmpty, replicated.contains(rows[i].name), let url = rows[i].url {
                     group.addTask { (i, await Self.requests(url: url, http: http, timeout: timeout)) }
                 }
-                guard let url = row.tunnelURL.map({ String($0.dropLast("/v1".count)) }) ?? row.url else {
+                guard let url = rows[i].tunnelURL.map({ String($0.dropLast("/v1".count)) }) ?? rows[i].url
+                else {
                     continue
                 }
                 group.addTask {
@@ -308,37 +318,45 @@ public enum StatusTable {
         }
         var header = ["NAME", "JOB", "MODEL", "STATE", "NODE", "URL", "HEALTH", "UPTIME", "LEFT"]
         if requests { header.insert("RUN/WAIT", at: 7) }
-        var lines = [header]
+        let columns = header.count
+        // Every cell, row after row, with its width: each measured once. Built as bytes in one
+        // buffer: the table has a line per job, thousands with a busy queue.
+        var cells: [String] = []
+        cells.reserveCapacity((rows.count + 1) * columns)
+        cells += header
         for r in rows {
             var state = r.state
             if let reason = r.reason { state += " (\(reason))" }
             var left = r.timeLeftSeconds.map(SlurmTime.short) ?? (r.state == "RUNNING" ? "unlimited" : "-")
             if r.walltimeLow { left += " !" }
-            var line = [
-                r.displayName, r.jobID, r.servedModelName ?? r.model ?? "-", state, r.node ?? "-",
-                r.url.map { $0 + "/v1" } ?? "-",
-                r.health == .unchecked ? "-" : r.health.rawValue,
-                r.state == JobState.running.rawValue ? (r.elapsedSeconds.map(SlurmTime.short) ?? "-") : "-",
-                left,
-            ]
-            if requests { line.insert(requestsCell(r), at: 7) }
-            lines.append(line)
+            cells.append(r.displayName)
+            cells.append(r.jobID)
+            cells.append(r.servedModelName ?? r.model ?? "-")
+            cells.append(state)
+            cells.append(r.node ?? "-")
+            cells.append(r.url.map { $0 + "/v1" } ?? "-")
+            cells.append(r.health == .unchecked ? "-" : r.health.rawValue)
+            if requests { cells.append(requestsCell(r)) }
+            cells.append(
+                r.state == JobState.running.rawValue ? (r.elapsedSeconds.map(SlurmTime.short) ?? "-") : "-")
+            cells.append(left)
         }
-        // Built as bytes in one buffer: the table has a line per job, thousands with a busy queue.
-        var widths = [Int](repeating: 0, count: header.count)
-        for line in lines {
-            for (c, cell) in line.enumerated() { widths[c] = max(widths[c], width(cell)) }
-        }
+        let cellWidths = cells.map(width)
+        var widths = [Int](repeating: 0, count: columns)
+        for (i, w) in cellWidths.enumerated() where w > widths[i % columns] { widths[i % columns] = w }
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(lines.count * (widths.reduce(0, +) + 2 * widths.count))
-        for (i, line) in lines.enumerated() {
-            if i > 0 { bytes.append(UInt8(ascii: "\n")) }
-            for (c, cell) in line.enumerated() {
-                if c > 0 { bytes.append(contentsOf: repeatElement(UInt8(ascii: " "), count: 2)) }
-                bytes.append(contentsOf: cell.utf8)
-                if c < line.count - 1 {
-                    bytes.append(contentsOf: repeatElement(UInt8(ascii: " "), count: widths[c] - width(cell)))
-                }
+        bytes.reserveCapacity((rows.count + 1) * (widths.reduce(0, +) + 2 * columns + 1))
+        for (i, cell) in cells.enumerated() {
+            let c = i % columns
+            if c > 0 {
+                bytes.append(UInt8(ascii: " "))
+                bytes.append(UInt8(ascii: " "))
+            } else if i > 0 {
+                bytes.append(UInt8(ascii: "\n"))
+            }
+            bytes.append(contentsOf: cell.utf8)
+            if c < columns - 1 {
+                bytes.append(contentsOf: repeatElement(UInt8(ascii: " "), count: widths[c] - cellWidths[i]))
             }
         }
         var text = String(decoding: bytes, as: UTF8.self)
@@ -372,6 +390,8 @@ public enum StatusTable {
 
     /// Characters in `cell` (its UTF-8 length when it is ASCII, as cells nearly always are).
     static func width(_ cell: String) -> Int {
-        cell.utf8.allSatisfy { $0 < 0x80 } ? cell.utf8.count : cell.count
+        var cell = cell
+        let ascii = cell.withUTF8 { bytes in bytes.allSatisfy { $0 < 0x80 } ? bytes.count : nil }
+        return ascii ?? cell.count
     }
 }
