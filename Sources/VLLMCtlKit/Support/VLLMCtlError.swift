@@ -35,6 +35,12 @@ public enum VLLMCtlError: Error, Equatable, Sendable {
 }
 
 extension VLLMCtlError: CustomStringConvertible, LocalizedError {
+    /// The Slurm client commands vllmctl runs: one that does not answer points at the
+    /// controller (or slurmdbd); any other command that hangs does not.
+    static let slurmCommands: Set<String> = [
+        "sbatch", "squeue", "sacct", "scancel", "scontrol", "sinfo", "srun", "salloc",
+    ]
+
     /// The same text as ``description``.
     public var errorDescription: String? { description }
 
@@ -56,8 +62,12 @@ extension VLLMCtlError: CustomStringConvertible, LocalizedError {
             return "`\(argv.joined(separator: " "))` failed with exit status \(status)"
                 + (err.isEmpty ? "." : ": \(err)")
         case .commandTimedOut(let argv, let seconds):
-            return
-                "`\(argv.first ?? "")` did not answer within \(Int(seconds)) s. The Slurm controller may be overloaded or down; try again, or ask your cluster admins."
+            let program = argv.first ?? ""
+            let why =
+                Self.slurmCommands.contains(String(program.split(separator: "/").last ?? ""))
+                ? "The Slurm controller may be overloaded or down; try again, or ask your cluster admins."
+                : "It may be stuck (a hung filesystem, a full disk); try it by hand on the same machine."
+            return "`\(program)` did not answer within \(Int(seconds)) s. \(why)"
         case .slurm(let message, let explanation):
             return "Slurm said: \(message.trimmingCharacters(in: .whitespacesAndNewlines))\n\(explanation)"
         case .jobEnded(let jobID, let state, let reason, let logTail):

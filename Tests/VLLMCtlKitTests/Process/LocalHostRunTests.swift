@@ -14,6 +14,15 @@ import Testing
             return
         }
         #expect(argv == ["sleep", "30"])
+        // Not a Slurm command: the words do not blame the controller.
+        let text = "\(error.map { "\($0)" } ?? "")"
+        #expect(
+            text.contains("`sleep` did not answer within 0 s") && text.contains("hung filesystem"), "\(text)")
+        #expect(!text.contains("Slurm controller"))
+        let squeue = "\(VLLMCtlError.commandTimedOut(argv: ["/usr/bin/squeue", "--user=me"], seconds: 30))"
+        #expect(
+            squeue.contains("`/usr/bin/squeue` did not answer within 30 s. The Slurm controller"), "\(squeue)"
+        )
     }
 
     @Test func aCommandWithinItsLimitAnswers() async throws {
