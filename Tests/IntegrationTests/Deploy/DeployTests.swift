@@ -177,6 +177,40 @@ extension LocalCluster {
             }
         }
 
+        /// A server whose "address already in use" reaches stderr after it has exited (written
+        /// by a child of the server, as vLLM's engine process may): the job waits for its
+        /// stderr to be complete before it judges the failure, and moves on to the next port.
+        @Test func aLateAddressInUseMessageStillMovesToTheNextPort() async throws {
+            let dir = try temporaryDirectory()
+            let wrapper = dir + "/late-words"
+            try """
+            #!/bin/bash
+            if [[ ! -e \(dir)/failed-once ]]; then
+              : > \(dir)/failed-once
+              ( sleep 0.5; echo "ERROR: [Errno 98] error while attempting to bind: address already in use" >&2 ) &
+              exit 1
+            fi
+            exec \(repoRoot)/slurm/sim/bin/vllm serve "$@"
+            """.write(toFile: wrapper, atomically: true, encoding: .utf8)
+            chmod(wrapper, 0o755)
+            var flags = DeploySettings()
+            flags.serverCommand = [wrapper]
+            flags.port = 20_000 + Int.random(in: 0..<2000)
+            try await deployer.withDeployment(
+                DeployRequest(modelOrPreset: "sim", name: "late-words", flags: flags)
+            ) { outcome in
+                let connection = try #require(outcome.connection, "\(terminal.stderr)")
+                #expect(connection.port == flags.port! + 1)
+                let log = try String(
+                    contentsOfFile: outcome.plan.deployDir + "/"
+                        + DeploymentFiles.stderr(jobID: outcome.record!.jobID), encoding: .utf8)
+                #expect(log.contains("was taken while the server started"), "\(log)")
+                // The start-up captures are gone.
+                let left = try FileManager.default.contentsOfDirectory(atPath: outcome.plan.deployDir)
+                #expect(!left.contains { $0.hasPrefix(".server-") }, "\(left)")
+            }
+        }
+
         @Test func aServerThatFailsAtStartupIsReportedWithItsLog() async throws {
             try await cancellingJobs(recordedIn: context.records) { _ in
                 var flags = DeploySettings()
