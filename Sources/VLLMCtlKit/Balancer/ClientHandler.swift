@@ -141,6 +141,11 @@ final class ClientHandler: ChannelDuplexHandler {
         engine.answer(side, version: version, status: .payloadTooLarge, json: answer, keepAlive: false)
     }
 
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { side?.becameWritable() }
+        context.fireChannelWritabilityChanged()
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         queued.removeAll()
         side?.closed()

@@ -23,7 +23,9 @@ enum ExchangeResult: Sendable {
 /// The client connection a request came in on, as the exchanges that answer it see it.
 final class ClientSide: Sendable {
     let channel: any Channel
-    private let state = Locked<(closed: Bool, onClose: (@Sendable () -> Void)?)>((false, nil))
+    private let state = Locked<
+        (closed: Bool, onClose: (@Sendable () -> Void)?, onWritable: (@Sendable () -> Void)?)
+    >((false, nil, nil))
 
     init(channel: any Channel) { self.channel = channel }
 
@@ -45,8 +47,32 @@ final class ClientSide: Sendable {
     func closed() {
         let callback = state.withLock { s in
             s.closed = true
+            s.onWritable = nil
             let c = s.onClose
             s.onClose = nil
+            return c
+        }
+        callback?()
+    }
+
+    /// Calls `body` once the client's connection can take writes again (its outbound buffer
+    /// has fallen below NIO's low water mark); at once when it already can. Not called when
+    /// the connection closes first.
+    func whenWritable(_ body: @escaping @Sendable () -> Void) {
+        let registered = state.withLock { s -> Bool in
+            if s.closed { return false }
+            s.onWritable = body
+            return true
+        }
+        // It may have become writable before the callback was in place.
+        if registered && channel.isWritable { becameWritable() }
+    }
+
+    /// The client's connection can take writes again (``ClientHandler``).
+    func becameWritable() {
+        let callback = state.withLock { s in
+            let c = s.onWritable
+            s.onWritable = nil
             return c
         }
         callback?()
@@ -82,22 +108,21 @@ final class Exchange {
 /// Relays a replica's response to the client as it arrives: what one read from the replica
 /// brought is written to the client and flushed once that read has been handled
 /// (`channelReadComplete`), so SSE events pass unbuffered, and a small response (head, body
-/// and end in one read) goes out in one write, as nginx sends it. While more than `highWater` bytes wait to
-/// be written to a slow client, reading from the replica stops (backpressure). A replica that
-/// sends nothing for the exchange's read timeout (while reading is not paused) ends it: no
-/// request waits forever on a replica that accepted and never answers.
+/// and end in one read) goes out in one write, as nginx sends it. While the client's
+/// connection holds more than NIO's high water mark of unsent bytes (it is not writable),
+/// reading from the replica stops (backpressure), until it can take writes again. A replica
+/// that sends nothing for the exchange's read timeout (while reading is not paused) ends it:
+/// no request waits forever on a replica that accepted and never answers.
 final class UpstreamHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
 
     private var context: ChannelHandlerContext?
     private var exchange: Exchange?
-    private var pendingBytes = 0
     /// The client channel written to since the last flush.
     private var unflushed: (any Channel)?
+    /// Reading from the replica is stopped until the client can take writes again.
     private var paused = false
-    private let highWater = 256 << 10
-    private let lowWater = 64 << 10
     /// When the replica last sent something for the exchange (or it began), and the timer
     /// that checks it.
     private var lastRead = NIODeadline.now()
@@ -182,8 +207,11 @@ final class UpstreamHandler: ChannelInboundHandler {
             relay(
                 .body(.byteBuffer(buffer)), bytes: buffer.readableBytes, exchange: exchange, context: context)
         case .end(let trailers):
-            // The silence check stays scheduled, for the connection's next request.
+            // The silence check stays scheduled, for the connection's next request. Nothing is
+            // left to relay: reading goes on (a connection back in the pool must read the
+            // answer to its next request, whatever this client does).
             self.exchange = nil
+            resume(context)
             exchange.promise.succeed(
                 .completed(
                     status: exchange.status ?? 0, headSeconds: exchange.headSeconds,
@@ -194,30 +222,28 @@ final class UpstreamHandler: ChannelInboundHandler {
     private func relay(
         _ part: HTTPServerResponsePart, bytes: Int, exchange: Exchange, context: ChannelHandlerContext
     ) {
-        unflushed = exchange.client.channel
-        guard bytes > 0 else {
-            // A head: nothing to count, and a client gone shows on the body or end as well.
-            exchange.client.channel.write(part, promise: nil)
-            return
-        }
-        pendingBytes += bytes
+        let client = exchange.client
+        unflushed = client.channel
+        // A client that is gone shows in ClientSide.closed, which closes this connection.
+        client.channel.write(part, promise: nil)
+        guard bytes > 0, !paused, !client.channel.isWritable else { return }
+        paused = true
+        context.channel.setOption(.autoRead, value: false).whenFailure { _ in }
         let loop = context.eventLoop
         let bound = NIOLoopBound((self, context), eventLoop: loop)
-        exchange.client.channel.write(part).hop(to: loop).whenComplete { result in
-            let (handler, context) = bound.value
-            handler.pendingBytes -= bytes
-            if case .failure = result {
-                // The client is gone: stop the replica's work too.
-                context.close(promise: nil)
-            } else if handler.paused && handler.pendingBytes <= handler.lowWater {
-                handler.paused = false
-                context.channel.setOption(.autoRead, value: true).whenFailure { _ in }
+        client.whenWritable {
+            loop.execute {
+                let (handler, context) = bound.value
+                handler.resume(context)
             }
         }
-        if !paused && pendingBytes > highWater {
-            paused = true
-            context.channel.setOption(.autoRead, value: false).whenFailure { _ in }
-        }
+    }
+
+    /// Reading from the replica goes on, if it was paused.
+    private func resume(_ context: ChannelHandlerContext) {
+        guard paused else { return }
+        paused = false
+        context.channel.setOption(.autoRead, value: true).whenFailure { _ in }
     }
 
     /// Flushes what this read relayed (the end, written by the request's owner, is flushed
