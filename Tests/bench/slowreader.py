@@ -1,14 +1,15 @@
 """A client that stops reading a long streamed completion for a while, as a slow client on a
 slow link does, then reads it to the end (BalancerBackpressureTests).
 
-    python3 slowreader.py PORT KEY_FILE REPLICA_PORT STALL_SECONDS
+    python3 slowreader.py PORT KEY_FILE REPLICA_PORT MAX_STALL_SECONDS
 
 Its receive buffer is small (4 KiB), and the stream (40,000 tokens, about 10 MB) is larger than
 what the kernel buffers on the way (the balancer's socket takes up to 4 MiB on loopback).
-At the end of the stall it reads, with `ss`, the receive queue of the balancer's connections
-to the replica (REPLICA_PORT): a balancer that stopped reading the replica leaves the stream
-waiting there. Prints one JSON line: that receive queue, the bytes read, and whether the
-stream ended with `data: [DONE]`.
+While it does not read, it watches, with `ss`, the receive queue of the balancer's
+connections to the replica (REPLICA_PORT): a balancer that stopped reading the replica leaves
+the stream waiting there, unchanged. Prints one JSON line: whether that was seen (within
+MAX_STALL_SECONDS), the queue, the bytes read in the end, and whether the stream ended with
+`data: [DONE]`.
 """
 import json, socket, subprocess, sys, time
 
@@ -32,11 +33,19 @@ def upstream_recv_q():
     return max([int(line.split()[0]) for line in out.splitlines() if line.strip()] or [0])
 
 
-# At the end of the stall: a balancer that kept reading has drained the replica's connection
-# by then (the simulator wrote the whole stream in well under the stall); one that stopped
-# leaves the stream waiting there.
-time.sleep(stall)
-least = min(upstream_recv_q() for _ in range(5))
+# Stalled: the balancer has stopped reading the replica when the receive queue of its
+# connection to the replica holds data and stays the same for a second (neither side moves);
+# one that kept reading drains it as the replica writes, and to 0 once the stream is sent.
+stuck, last, since = False, -1, time.time()
+deadline = time.time() + stall
+while time.time() < deadline:
+    q = upstream_recv_q()
+    if q != last:
+        last, since = q, time.time()
+    elif q > 0 and time.time() - since >= 1.0:
+        stuck = True
+        break
+    time.sleep(0.1)
 # Reading again, with room for it (the window's scale was fixed at connect: up to 64 KiB).
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
 s.settimeout(60)
@@ -45,5 +54,5 @@ while True:
     if not chunk:
         break
     got += chunk
-print(json.dumps({"upstream_recv_q": least, "bytes": len(got),
+print(json.dumps({"stuck": stuck, "upstream_recv_q": last, "bytes": len(got),
                   "done": got.rstrip(b"\r\n0").endswith(b"data: [DONE]")}))

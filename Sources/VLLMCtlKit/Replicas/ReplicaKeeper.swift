@@ -99,6 +99,8 @@ public actor ReplicaKeeper {
     /// Jobs waited for longer than that: their sacct record is not believed any more.
     private var overdue: Set<String> = []
     private var settled = false
+    /// When sacct was last asked.
+    private var lastSacct: Date?
     private var replaced: Set<String> = []
     private var gaveUp: Set<Int> = []
     private var submitFailures: [String: Int] = [:]
@@ -180,8 +182,10 @@ public actor ReplicaKeeper {
 
     /// One round: looks at the deployment's jobs and resubmits what failed. `queue` is its
     /// jobs as squeue listed them just now (a ``ReplicaSet`` refresh's); nil asks squeue here.
-    /// sacct is asked only when fewer than ``KeepPolicy/keep`` are in the queue and something
-    /// changed since a round that settled everything.
+    /// sacct is asked only when fewer than ``KeepPolicy/keep`` are in the queue, and then when
+    /// something changed since a round that settled everything or ``recheckSeconds`` have
+    /// passed since sacct was last asked (slurmdbd can list a job that ended minutes late: one
+    /// that left the queue before this keeper's first look is then known only to sacct).
     @discardableResult
     public func round(queue given: [JobSnapshot]? = nil) async -> [KeepEvent] {
         var events: [KeepEvent] = []
@@ -215,7 +219,11 @@ public actor ReplicaKeeper {
         let changed = previousQueue != ids
         previousQueue = ids
         let live = Set(queue.filter { !$0.state.isFinal }.map(Self.replica)).count
-        if live >= policy.keep || (!changed && settled) { return events }
+        if live >= policy.keep { return events }
+        if !changed && settled, let last = lastSacct, now.timeIntervalSince(last) < Self.recheckSeconds {
+            return events
+        }
+        lastSacct = now
         let sacct = Sacct(user: user, since: "now-\(Int(policy.window))")
         guard
             let result = try? await context.host.run(sacct.argv, input: nil, timeout: .seconds(30)),
@@ -306,6 +314,10 @@ public actor ReplicaKeeper {
         }
         return .resubmitFailed(name: name, failed: failed, error: "\(error); trying again next round")
     }
+
+    /// Seconds between sacct calls while fewer than ``KeepPolicy/keep`` replicas are in the
+    /// queue and nothing changed.
+    public static let recheckSeconds: Double = 30
 
     /// Seconds a job out of the queue is waited for until sacct reports how it ended.
     public static let settleLimit: Double = 600

@@ -236,13 +236,20 @@ import Testing
         }
     }
 
-    /// A keeper of `name` over the harness's cluster (its config written).
-    func keeper(_ h: CommandHarness, _ name: String, _ policy: KeepPolicy) throws -> ReplicaKeeper {
+    /// A keeper of `name` over the harness's cluster (its config written), on `clock` when given.
+    func keeper(
+        _ h: CommandHarness, _ name: String, _ policy: KeepPolicy, clock: SteppingClock? = nil
+    ) throws -> ReplicaKeeper {
         try h.writeConfig()
+        let cluster = try h.context.cluster(ClusterOptions.parse([]))
+        var context = cluster.context
+        if let clock { context.clock = clock }
         return ReplicaKeeper(
-            scaler: h.context.scaler(try h.context.cluster(ClusterOptions.parse([]))), name: name,
-            policy: policy,
-            onEvent: { _ in })
+            scaler: Scaler(
+                deployer: Deployer(
+                    context: context, config: cluster.config, profile: cluster.profile,
+                    templates: h.context.templates)),
+            name: name, policy: policy, onEvent: { _ in })
     }
 
     /// sacct's answer: job 12, replica 2 of `sim`, ended in `state`, its directory `dir`.
@@ -252,15 +259,18 @@ import Testing
     }
 
     /// A scripted cluster where replica 2 of `sim` (job 12, its directory written) ended in
-    /// `state()` (asked at each sacct), and sbatch submits job 13; with the count of sbatches.
+    /// `state()` (asked at each sacct; nil: sacct does not list it), and sbatch submits job 13;
+    /// with the count of sbatches.
     func replica2Cluster(
-        _ state: @escaping @Sendable () -> JobState
+        _ state: @escaping @Sendable () -> JobState?
     ) throws -> (CommandHarness, Locked<Int>) {
         let sbatches = Locked(0)
         let dir = Locked("")
         let host = keeperHost { argv in
             switch argv.first {
-            case "sacct": return failedReplica2(argv, state(), dir: dir.value)
+            case "sacct":
+                guard let state = state() else { return CommandResult(status: 0, stdout: "", stderr: "") }
+                return failedReplica2(argv, state, dir: dir.value)
             case "sbatch":
                 sbatches.withLock { $0 += 1 }
                 return CommandResult(status: 0, stdout: "13\n", stderr: "")
@@ -355,23 +365,43 @@ import Testing
         // sacct says RUNNING for good: asked while within the limit, then no more.
         sacctCalls.withLock { $0 = 0 }
         endsAfter.withLock { $0 = .max }
-        try h.writeConfig()
-        let cluster = try h.context.cluster(ClusterOptions.parse([]))
         let clock = SteppingClock(t0)
-        var context = cluster.context
-        context.clock = clock
-        let stuck = ReplicaKeeper(
-            scaler: Scaler(
-                deployer: Deployer(
-                    context: context, config: cluster.config, profile: cluster.profile,
-                    templates: h.context.templates)),
-            name: "sim", policy: KeepPolicy(keep: 2), onEvent: { _ in })
+        let stuck = try keeper(h, "sim", KeepPolicy(keep: 2), clock: clock)
         for _ in 0..<3 { _ = await stuck.round(queue: queue) }
         #expect(sacctCalls.value == 3)
         try await clock.sleep(seconds: ReplicaKeeper.settleLimit + 1)
         for _ in 0..<3 { _ = await stuck.round(queue: queue) }
         #expect(sacctCalls.value == 4)
         #expect(sbatches.value == 1)
+    }
+
+    /// A replica's job that left the queue before the keeper's first round, and that sacct
+    /// does not list at all yet (slurmdbd behind): with the queue unchanged, sacct is asked
+    /// again every ``ReplicaKeeper/recheckSeconds`` while a replica is missing, and the job is
+    /// replaced once sacct lists it (CI's KeepTests: the keeper settled on an empty history
+    /// and never asked again).
+    @Test func aFailedJobThatSacctListsLateIsStillReplaced() async throws {
+        let sacctCalls = Locked(0)
+        let (h, sbatches) = try replica2Cluster {
+            let call = sacctCalls.withLock {
+                $0 += 1; return $0
+            }
+            return call < 3 ? nil : .failed
+        }
+        let clock = SteppingClock(t0)
+        let keeper = try keeper(h, "sim", KeepPolicy(keep: 2), clock: clock)
+        let queue = [job("11", "vllmctl-sim@1")]
+        var events: [KeepEvent] = []
+        // Every 5 s (a refresh): sacct at 0 s, then once per 30 s.
+        for _ in 0..<13 {
+            events += await keeper.round(queue: queue)
+            try await clock.sleep(seconds: 5)
+        }
+        #expect(sacctCalls.value == 3, "\(events)")
+        #expect(sbatches.value == 1, "\(events)")
+        #expect(
+            events.contains { "\($0)".contains("(job 12) ended FAILED; resubmitted it as job 13") },
+            "\(events)")
     }
 
     /// sbatch refusing (a QOS limit) is tried again a few times, then no more: no loop.
