@@ -1,6 +1,11 @@
 # vllmctl: build, test and demo on a fresh Debian 12 machine (run as root, or with sudo for deps).
 SHELL := /bin/bash
 SWIFT ?= swift
+## The release build: the Swift runtime and Foundation linked in, so the binary runs where no
+## toolchain is installed. Its symbols are not exported: the static runtime's link arguments
+## ask for -export-dynamic, which only a Swift plugin loaded by dlopen would need, and the
+## 17,000 exported symbols cost every start (dladdr in the runtime's start-up scans them all).
+RELEASE := build -c release --static-swift-stdlib --product vllmctl -Xlinker --no-export-dynamic
 BUILD_FLAGS ?= -Xswiftc -warnings-as-errors
 PREFIX ?= /usr/local
 export VLLMCTL_CONFIG ?= $(CURDIR)/.cluster/vllmctl.yaml
@@ -42,7 +47,7 @@ demo: build cluster-up
 
 ## Benchmarks: numbers with ratios, see docs/BENCHMARKS.md.
 bench: deps cluster-up
-	$(SWIFT) build -c release --static-swift-stdlib --product vllmctl
+	$(SWIFT) $(RELEASE)
 	bash Tests/bench/run.sh
 
 ## Fuzzing (docs/FUZZING.md): libFuzzer over every parser of outside input (squeue, sacct,
@@ -90,7 +95,7 @@ MANIFEST = $(PREFIX)/share/vllmctl/install-manifest
 COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo +dirty)
 
 install: deps
-	VLLMCTL_COMMIT=$(COMMIT) $(SWIFT) build -c release --static-swift-stdlib --product vllmctl
+	VLLMCTL_COMMIT=$(COMMIT) $(SWIFT) $(RELEASE)
 	$(MAKE) install-files PREFIX=$(PREFIX) BIN=$(BIN)
 
 ## Installs an already built BIN (tests use it with the debug binary).

@@ -15,14 +15,15 @@ final class StandardTerminal: Terminal {
     func print(_ text: String) {
         shown.withLock { shown in
             Self.clear(&shown)
-            FileHandle.standardOutput.write(Data((text.hasSuffix("\n") ? text : text + "\n").utf8))
+            Self.emit(text, to: STDOUT_FILENO)
+            if !text.hasSuffix("\n") { Self.emit("\n", to: STDOUT_FILENO) }
         }
     }
 
     func note(_ text: String) {
         shown.withLock { shown in
             Self.clear(&shown)
-            FileHandle.standardError.write(Data((text + "\n").utf8))
+            Self.emit(text + "\n", to: STDERR_FILENO)
         }
     }
 
@@ -31,15 +32,33 @@ final class StandardTerminal: Terminal {
         shown.withLock { shown in
             guard let text else { return Self.clear(&shown) }
             guard text != shown else { return }
-            FileHandle.standardError.write(Data("\r\u{1B}[K\(text)".utf8))
+            Self.emit("\r\u{1B}[K\(text)", to: STDERR_FILENO)
             shown = text
         }
     }
 
     private static func clear(_ shown: inout String?) {
         if shown != nil {
-            FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+            emit("\r\u{1B}[K", to: STDERR_FILENO)
             shown = nil
+        }
+    }
+
+    /// Writes all of `text` to `fd`, straight from the string's bytes (a status table of
+    /// thousands of jobs is not copied on its way out).
+    private static func emit(_ text: String, to fd: Int32) {
+        var text = text
+        text.withUTF8 { bytes in
+            guard var next = bytes.baseAddress else { return }
+            var left = bytes.count
+            while left > 0 {
+                let n = write(fd, next, left)
+                if n < 0 && errno == EINTR { continue }
+                // A closed stream: nothing more can be shown (a closed pipe has sent SIGPIPE).
+                guard n > 0 else { return }
+                next += n
+                left -= n
+            }
         }
     }
 }
@@ -80,7 +99,7 @@ struct CLIContext: Sendable {
     var input: any CommandInput
     /// Opens the cluster that the options name: its config, profile and the library context
     /// (an SSH session when the profile has `ssh_host`).
-    var openCluster: @Sendable (ClusterOptions, CLIContext) throws -> ClusterContext
+    var openCluster: @Sendable (ClusterChoice, CLIContext) throws -> ClusterContext
     /// HTTP straight from this machine (`query --url`).
     var directHTTP: any HTTPClient
     /// vllmctl's own executable (a background tunnel runs a copy).
@@ -105,7 +124,10 @@ struct CLIContext: Sendable {
     }
 
     /// The cluster named by `options`.
-    func cluster(_ options: ClusterOptions) throws -> ClusterContext { try openCluster(options, self) }
+    func cluster(_ options: ClusterOptions) throws -> ClusterContext { try openCluster(options.choice, self) }
+
+    /// The cluster named by `choice`.
+    func cluster(_ choice: ClusterChoice) throws -> ClusterContext { try openCluster(choice, self) }
 
     /// The built-in templates and the user's, in that order.
     var templates: ScriptTemplates {
@@ -125,7 +147,7 @@ struct ClusterContext: Sendable {
 
     /// Loads the configuration and connects to the profile's cluster (SSH when it has
     /// `ssh_host`; HTTP to cluster addresses then goes over the same session).
-    static func live(options: ClusterOptions, cli: CLIContext) throws -> ClusterContext {
+    static func live(options: ClusterChoice, cli: CLIContext) throws -> ClusterContext {
         let environment = cli.environment
         let config = try ConfigLocation.load(explicit: options.config, environment: environment)
         let profile = try config.cluster(named: options.cluster)

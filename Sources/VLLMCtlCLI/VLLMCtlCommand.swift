@@ -16,6 +16,19 @@ public struct VLLMCtlCommand: AsyncParsableCommand {
         ])
 
     public init() {}
+
+    /// The executable's entry: ArgumentParser's `main()`, except for the plain status table
+    /// (``StatusCommand/shortcut(_:)``), which is run the way `main()` runs a command.
+    public static func start() async {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        guard let status = StatusCommand.shortcut(arguments) else { return await main(arguments) }
+        do {
+            try status.validate()
+            try await status.run(.live)
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// Options every command that talks to a cluster takes.
@@ -31,5 +44,19 @@ struct ClusterOptions: ParsableArguments {
     @Flag(
         name: .long,
         help: "With `ssh_host`: record an unknown host's key in known_hosts (a changed key is refused).")
+    var acceptNewHostKey = false
+}
+
+extension ClusterOptions {
+    /// The options as plain values.
+    var choice: ClusterChoice {
+        ClusterChoice(config: config, cluster: cluster, acceptNewHostKey: acceptNewHostKey)
+    }
+}
+
+/// Which cluster a command works on, and how it may connect: ``ClusterOptions`` as values.
+struct ClusterChoice: Sendable, Equatable {
+    var config: String?
+    var cluster: String?
     var acceptNewHostKey = false
 }

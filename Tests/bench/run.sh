@@ -158,7 +158,7 @@ done
 # Timed without the call-counting shims (they would add a shell to status's time only);
 # the calls are counted in one separate run.
 : > "$work/sq"; : > "$work/st"
-for r in $(seq 1 15); do
+for r in $(seq 1 30); do
   time_cmd squeue --user="$(id -un)" >> "$work/sq"
   time_cmd "$bin" status >> "$work/st"
 done

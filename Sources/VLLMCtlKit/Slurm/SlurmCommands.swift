@@ -71,33 +71,56 @@ public struct SchedulerMarks: Sendable, Equatable {
     /// Rows start with `row` (squeue), or, when `rowStart` is false, end with `field` and a
     /// newline (sacct --parsable, which ends every row with its delimiter).
     func rows(_ output: String, count: Int, rowStart: Bool) -> [[String]] {
+        var rows: [[String]] = []
+        forEachRow(output, count: count, rowStart: rowStart) { rows.append($0) }
+        return rows
+    }
+
+    /// Calls `body` with the fields of each row of ``rows(_:count:rowStart:)``, in one buffer
+    /// that is reused (squeue's output for a busy queue has thousands of rows).
+    func forEachRow(_ output: String, count: Int, rowStart: Bool, _ body: ([String]) -> Void) {
         let fieldMark = Array(field.utf8)
         let rowMark = Array(row.utf8)
-        var rows: [[String]] = []
         var text = output
         text.withUTF8 { bytes in
+            guard let base = bytes.baseAddress else { return }
+            let end = bytes.count
             func matches(_ mark: [UInt8], at i: Int) -> Bool {
-                guard i + mark.count <= bytes.count else { return false }
-                for k in 0..<mark.count where bytes[i + k] != mark[k] { return false }
-                return true
+                guard i + mark.count <= end else { return false }
+                return mark.withUnsafeBufferPointer { memcmp(base + i, $0.baseAddress!, mark.count) == 0 }
             }
             func string(_ from: Int, _ to: Int) -> String {
-                String(decoding: UnsafeBufferPointer(rebasing: bytes[from..<max(from, to)]), as: UTF8.self)
+                String(
+                    decoding: UnsafeBufferPointer(start: base + from, count: max(0, to - from)), as: UTF8.self
+                )
             }
+            /// Where `byte` next occurs at or after `from`, or `end`.
+            func find(_ byte: UInt8, from: Int) -> Int {
+                guard from < end, let p = memchr(base + from, Int32(byte), end - from) else { return end }
+                return base.distance(to: p.assumingMemoryBound(to: UInt8.self))
+            }
+            // Only a mark's first byte (0x1E, 0x1F) can start anything: memchr finds the next.
+            var next1E = -1
+            var next1F = -1
             var fields: [String] = []
+            fields.reserveCapacity(count)
             var start = 0
             var inRow = !rowStart
             var i = 0
             func endRow(at end: Int) {
                 var last = end
                 // squeue ends a row with a newline before the next row's mark.
-                if rowStart, last > start, bytes[last - 1] == 0x0A { last -= 1 }
+                if rowStart, last > start, base[last - 1] == 0x0A { last -= 1 }
                 fields.append(string(start, last))
-                if fields.count == count { rows.append(fields) }
+                if fields.count == count { body(fields) }
                 fields.removeAll(keepingCapacity: true)
             }
-            while i < bytes.count {
-                let b = bytes[i]
+            while true {
+                if next1F < i { next1F = find(0x1F, from: i) }
+                if rowStart && next1E < i { next1E = find(0x1E, from: i) }
+                i = rowStart ? min(next1E, next1F) : next1F
+                guard i < end else { break }
+                let b = base[i]
                 if rowStart && b == 0x1E && matches(rowMark, at: i) {
                     if inRow { endRow(at: i) }
                     inRow = true
@@ -111,7 +134,7 @@ public struct SchedulerMarks: Sendable, Equatable {
                             endRow(at: i)
                             i += fieldMark.count
                             // The row's newline.
-                            if i < bytes.count && bytes[i] == 0x0A { i += 1 }
+                            if i < end && base[i] == 0x0A { i += 1 }
                             start = i
                             continue
                         }
@@ -123,9 +146,8 @@ public struct SchedulerMarks: Sendable, Equatable {
                 }
                 i += 1
             }
-            if rowStart && inRow { endRow(at: bytes.count) }
+            if rowStart && inRow { endRow(at: end) }
         }
-        return rows
     }
 }
 
@@ -178,8 +200,9 @@ public struct Squeue: Sendable, Equatable {
     /// are dropped.
     public func parse(_ output: String) -> [JobSnapshot] {
         let detail = self.detail
-        return marks.rows(output, count: format.count, rowStart: true).compactMap { f in
-            guard isJobID(f[0]) else { return nil }
+        var jobs: [JobSnapshot] = []
+        marks.forEachRow(output, count: format.count, rowStart: true) { f in
+            guard isJobID(f[0]) else { return }
             var job = JobSnapshot(
                 jobID: f[0], name: f[7], user: f[1], state: JobState(slurm: f[2]), reason: f[3], nodes: f[4],
                 elapsed: f[5], timeLeft: f[6], workDir: f[8])
@@ -189,8 +212,9 @@ public struct Squeue: Sendable, Equatable {
                     value.isEmpty || value == "N/A" || value == "(null)" ? nil : (key, value)
                 }
             }
-            return job
+            jobs.append(job)
         }
+        return jobs
     }
 
     /// squeue exits non-zero with this message when asked for a job that has left the queue.
@@ -328,11 +352,25 @@ public enum SlurmErrors {
 public enum SlurmTime {
     /// Seconds, or nil for UNLIMITED, INVALID, NOT_SET and empty.
     public static func seconds(_ text: String) -> Int? {
-        // One pass over the bytes: [D-]a[:b[:c]].
+        // One pass over the bytes: [D-]a[:b[:c]], the parts in three integers (no array:
+        // `status` reads two of these per job, thousands in a busy queue).
         var days: Int?
-        var parts: [Int] = []
+        var parts = (0, 0, 0)
+        var count = 0
         var current = 0
         var digits = 0
+        func push() -> Bool {
+            switch count {
+            case 0: parts.0 = current
+            case 1: parts.1 = current
+            case 2: parts.2 = current
+            default: return false
+            }
+            count += 1
+            current = 0
+            digits = 0
+            return true
+        }
         for byte in text.utf8 {
             switch byte {
             case UInt8(ascii: "0")...UInt8(ascii: "9"):
@@ -340,29 +378,25 @@ public enum SlurmTime {
                 guard digits < 9 else { return nil }
                 current = current * 10 + Int(byte - UInt8(ascii: "0"))
                 digits += 1
-            case UInt8(ascii: "-") where days == nil && parts.isEmpty && digits > 0:
+            case UInt8(ascii: "-") where days == nil && count == 0 && digits > 0:
                 days = current
                 current = 0
                 digits = 0
             case UInt8(ascii: ":") where digits > 0:
-                parts.append(current)
-                current = 0
-                digits = 0
+                guard push() else { return nil }
             case UInt8(ascii: " "):
                 continue
             default:
                 return nil
             }
         }
-        guard digits > 0 else { return nil }
-        parts.append(current)
+        guard digits > 0, push() else { return nil }
         let d = days ?? 0
         let hms: Int
-        switch parts.count {
-        case 3: hms = parts[0] * 3600 + parts[1] * 60 + parts[2]
-        case 2: hms = days != nil ? parts[0] * 3600 + parts[1] * 60 : parts[0] * 60 + parts[1]
-        case 1: hms = days != nil ? parts[0] * 3600 : parts[0] * 60
-        default: return nil
+        switch count {
+        case 3: hms = parts.0 * 3600 + parts.1 * 60 + parts.2
+        case 2: hms = days != nil ? parts.0 * 3600 + parts.1 * 60 : parts.0 * 60 + parts.1
+        default: hms = days != nil ? parts.0 * 3600 : parts.0 * 60
         }
         return d * 86400 + hms
     }

@@ -24,7 +24,9 @@ public struct StatusBuilder: Sendable {
         guard live.status == 0 else {
             throw VLLMCtlError.commandFailed(argv: squeue.argv, status: live.status, stderr: live.stderr)
         }
-        var jobs = squeue.parse(live.stdout).filter { $0.user == user && Ownership.isTagged($0.name) }
+        var jobs = squeue.parse(live.stdout)
+        // In place: a busy queue has thousands of rows, each a dozen strings.
+        jobs.removeAll { $0.user != user || !Ownership.isTagged($0.name) }
         if includeEnded {
             let sacct = Sacct(user: user, since: "now-7days")
             let ended = try await context.host.run(sacct.argv, input: nil, timeout: .seconds(30))
@@ -61,7 +63,11 @@ public struct StatusBuilder: Sendable {
                     ? await row(job: job, record: byID[job.jobID], user: user)
                     : row(job: job, record: byID[job.jobID], user: user, connection: nil))
         }
-        rows = await markChainGaps(rows, live: Set(jobs.lazy.filter { !$0.state.isFinal }.map(\.jobID)))
+        // Usually every job is live (sacct's ended ones come only with --all): then `seen` is the set.
+        let live =
+            jobs.contains { $0.state.isFinal }
+            ? Set(jobs.lazy.filter { !$0.state.isFinal }.map(\.jobID)) : seen
+        rows = await markChainGaps(rows, live: live)
         // Records whose job squeue no longer lists: marked ended only when sacct confirms a
         // final state for that job (an empty squeue, or one that raced a deploy, proves nothing).
         let missing = records.filter { !seen.contains($0.jobID) && $0.phase != .ended }
@@ -95,10 +101,14 @@ public struct StatusBuilder: Sendable {
     /// live: the deployment's settings, which must say `renew`.
     func markChainGaps(_ rows: [DeploymentStatus], live: Set<String>) async -> [DeploymentStatus] {
         // Rows are read field by field (a busy queue has thousands; a row is a large value).
-        var groups: [String: [Int]] = [:]
+        struct Group: Hashable {
+            let name: String
+            let dir: String
+        }
+        var groups: [Group: [Int]] = [:]
         for i in rows.indices where live.contains(rows[i].jobID) {
             guard let dir = rows[i].deployDir else { continue }
-            groups[rows[i].displayName + "\n" + dir, default: []].append(i)
+            groups[Group(name: rows[i].displayName, dir: dir), default: []].append(i)
         }
         var out = rows
         for indices in groups.values {

@@ -268,5 +268,71 @@ extension LocalCluster {
             #expect(queue.stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
             #expect(!FileManager.default.fileExists(atPath: "/tmp/vllmctl-pwned"))
         }
+
+        /// `status` as typed skips ArgumentParser (StatusCommand.shortcut). Through the binary
+        /// it shows what the parsed command shows: `--interval 5` changes nothing but sends the
+        /// same table through ArgumentParser.
+        @Test func theStatusShortcutShowsWhatTheParsedCommandShows() async throws {
+            let cli = try CLI()
+            let submitted = try await sh([
+                "sbatch", "--parsable", "--hold", "--job-name=vllmctl-cli-shortcut", "--output=/dev/null",
+                "--wrap", "true",
+            ])
+            let job = submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            try #require(submitted.status == 0 && isJobID(job), "\(submitted.stderr)")
+            try await running(
+                {
+                    // Other tests' jobs come and go meanwhile: only this job's row is compared.
+                    func row(_ args: [String]) async throws -> String {
+                        let result = try await cli.run(args)
+                        #expect(result.status == 0, "\(args): \(result.stderr)")
+                        return result.stdout.split(separator: "\n").first { $0.contains("  \(job)  ") }.map(
+                            String.init) ?? ""
+                    }
+                    let shortcut = try await row(["status"])
+                    #expect(shortcut.hasPrefix("cli-shortcut ") && shortcut.contains("PENDING (JobHeldUser)"))
+                    #expect(shortcut == (try await row(["status", "--interval", "5"])))
+                    func json(_ args: [String]) async throws -> NSDictionary? {
+                        let result = try await cli.run(args)
+                        let object =
+                            try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+                        let rows = object?["deployments"] as? [[String: Any]] ?? []
+                        return rows.first { $0["job_id"] as? String == job }.map { $0 as NSDictionary }
+                    }
+                    let shortcutJSON = try #require(try await json(["status", "--json"]))
+                    #expect(shortcutJSON == (try await json(["status", "--json", "--interval", "5"])))
+                }, thenAwaiting: { _ = try? await sh(["scancel", job]) })
+        }
+
+        /// Ctrl-C is how `status --watch` ends: quietly, with status 0.
+        @Test func statusWatchEndsQuietlyOnInterrupt() async throws {
+            let cli = try CLI()
+            let argv = cli.argv(["status", "--watch", "--interval", "0.5"])
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = Array(argv.dropFirst())
+            let dir = try temporaryDirectory()
+            _ = FileManager.default.createFile(atPath: dir + "/out", contents: nil)
+            _ = FileManager.default.createFile(atPath: dir + "/err", contents: nil)
+            process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: dir + "/out"))
+            process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: dir + "/err"))
+            try process.run()
+            defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+            // A table drawn, and a while more: the loop is in its wait or its next round.
+            for _ in 0..<100 {
+                if let size = try? FileManager.default.attributesOfItem(atPath: dir + "/out")[.size] as? Int,
+                    size > 0
+                {
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            try await Task.sleep(for: .milliseconds(700))
+            kill(process.processIdentifier, SIGINT)
+            for _ in 0..<50 where process.isRunning { try await Task.sleep(for: .milliseconds(100)) }
+            #expect(!process.isRunning)
+            #expect(process.terminationStatus == 0)
+            #expect(try String(contentsOfFile: dir + "/err", encoding: .utf8) == "")
+        }
     }
 }

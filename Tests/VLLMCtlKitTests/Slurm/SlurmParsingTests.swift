@@ -50,6 +50,33 @@ import Testing
                 .isEmpty)
     }
 
+    /// The scanner jumps from one mark's first byte to the next: those bytes inside a field, a
+    /// mark cut short, and output that ends mid-row each leave the fields as Slurm printed them.
+    @Test func markBytesInsideFieldsAndCutMarksStayInTheirField() {
+        let m = Self.marks
+        let r = "\u{1E}" + m.token
+        let f = "\u{1F}" + m.token
+        let stray = "a\u{1E}\u{1F}b\u{1F}fixture0toke"
+        let output =
+            r + "1" + f + stray + f + "x\n" + r + "2" + f + "\u{1E}" + f + "y\n" + r + "3" + f + "z" + f
+        #expect(
+            m.rows(output, count: 3, rowStart: true) == [
+                ["1", stray, "x"], ["2", "\u{1E}", "y"], ["3", "z", ""],
+            ])
+        // A row with too few fields is dropped, the rest kept.
+        #expect(
+            m.rows(r + "1" + f + "2\n" + r + "4" + f + "5" + f + "6", count: 3, rowStart: true) == [
+                ["4", "5", "6"]
+            ])
+        // sacct's rows end with the field mark and a newline.
+        #expect(
+            m.rows("1" + f + "a\u{1F}" + f + "\n2" + f + "b" + f + "\n", count: 2, rowStart: false) == [
+                ["1", "a\u{1F}"], ["2", "b"],
+            ])
+        #expect(m.rows("", count: 2, rowStart: true).isEmpty)
+        #expect(m.rows("\u{1E}\u{1F}", count: 1, rowStart: false).isEmpty)
+    }
+
     @Test func namesWithControlCharactersAreNeverOurs() {
         let me = Ownership(user: "alice")
         func job(_ name: String) -> JobSnapshot {
@@ -84,6 +111,9 @@ import Testing
         #expect(SlurmTime.seconds("1-02") == 86400 + 7200)
         #expect(SlurmTime.seconds("UNLIMITED") == nil)
         #expect(SlurmTime.seconds("INVALID") == nil)
+        for bad in ["", ":05", "1:2:3:4", "1-2:3:4:5", "1--2", "1:", "1234567890"] {
+            #expect(SlurmTime.seconds(bad) == nil, "\(bad)")
+        }
         #expect(SlurmTime.short(9 * 60 + 5) == "9m05s")
         #expect(SlurmTime.short(2 * 3600 + 5 * 60) == "2h05m")
     }
