@@ -6,6 +6,8 @@ response is read) and prints each response's status line and body, in the order 
 The requests: a streamed completion (slow: its response ends last if answered out of order),
 GET /v1/models, a non-streamed completion, then (with BIG_BODY_BYTES > 0) a completion with a
 body of that size, then GET /v1/models with Connection: close. Reads until the server closes.
+With BIG_BODY_BYTES -1 it sends one request that no HTTP parser takes (a header line without
+a colon) instead.
 """
 import json, socket, sys
 
@@ -28,12 +30,15 @@ def completion(stream, prompt="Hello", tokens=6):
     return json.dumps({"model": "sim-model", "prompt": prompt, "max_tokens": tokens, "stream": stream})
 
 
-wire = request("POST", "/v1/completions", completion(True))
-wire += request("GET", "/v1/models")
-wire += request("POST", "/v1/completions", completion(False, tokens=2))
-if big:
-    wire += request("POST", "/v1/completions", completion(False, prompt="x" * big))
-wire += request("GET", "/v1/models", close=True)
+if big < 0:
+    wire = b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nNo colon here\r\n\r\n"
+else:
+    wire = request("POST", "/v1/completions", completion(True))
+    wire += request("GET", "/v1/models")
+    wire += request("POST", "/v1/completions", completion(False, tokens=2))
+    if big:
+        wire += request("POST", "/v1/completions", completion(False, prompt="x" * big))
+    wire += request("GET", "/v1/models", close=True)
 
 s = socket.create_connection(("127.0.0.1", port), timeout=30)
 s.sendall(wire)

@@ -97,8 +97,8 @@ final class BalancerEngine: Sendable {
     /// `GET /vllmctl/replicas` here, anything else on a replica (``Forwarding``).
     func serve(_ request: BufferedRequest, client: ClientSide) {
         let head = request.head
-        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-        if path == "/vllmctl/replicas" {
+        // The counters page, with or without a query (no array of parts for every request).
+        if head.uri == "/vllmctl/replicas" || head.uri.hasPrefix("/vllmctl/replicas?") {
             guard head.method == .GET else {
                 answer(
                     client, version: head.version, status: .methodNotAllowed,

@@ -59,4 +59,17 @@ extension BalancerTests {
             #expect(await settledSnapshot(balancer).map(\.requests).reduce(0, +) == 3)
         }
     }
+
+    /// A request NIO's parser cannot read gets a 400, and the connection closes (ClientHandler,
+    /// in place of NIO's protocol error handler; pipelined.py reads until the close); nothing
+    /// reaches a replica.
+    @Test func aRequestTheParserCannotReadIsAnswered400() async throws {
+        let sim = try BalancerSim(key: key, tokenDelay: 0.05)
+        try await sim.waitHealthy()
+        try await withBalancer(replicas: [sim.replica], settings: testBalancerSettings()) { balancer, port in
+            let answers = try await pipelined(port: port, bigBody: -1)
+            #expect(answers.map(\.status) == ["HTTP/1.1 400 Bad Request"], "\(answers)")
+            #expect(await settledSnapshot(balancer).map(\.requests).reduce(0, +) == 0)
+        }
+    }
 }
