@@ -153,20 +153,15 @@ final class ClientHandler: ChannelDuplexHandler {
     }
 
     /// A request NIO's parser cannot read gets a 400 when no response is under way, and the
-    /// connection closes (what NIO's `HTTPServerProtocolErrorHandler` does, here so that
-    /// every request's parts and every response's writes pass one handler fewer).
+    /// connection closes (what NIO's `HTTPServerProtocolErrorHandler` did; here every request's
+    /// parts and every response's writes pass one handler fewer).
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         guard error is HTTPParserError, answering == nil, !refused else { return context.close(promise: nil) }
         refused = true
-        queued.removeAll()
-        var headers = HTTPHeaders()
-        headers.add(name: "Connection", value: "close")
-        headers.add(name: "Content-Length", value: "0")
-        context.write(
-            wrapOutboundOut(
-                .head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))),
-            promise: nil)
-        let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        answering = false
+        let answer = BalancerAnswer.errorBody(
+            message: "The request is not HTTP/1.1 the balancer can read (\(error)); check the client.",
+            type: "invalid_request_error", code: 400)
+        engine.answer(side, version: .http1_1, status: .badRequest, json: answer, keepAlive: false)
     }
 }
